@@ -1,0 +1,109 @@
+//! The resolved routes: what a binary carries once every default is applied and every check
+//! has passed. `expand` turns this into Rust; nothing here is read at run time.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routes {
+    pub server: Server,
+    pub routes: Vec<Route>,
+}
+
+/// The `server:` section: defaults for start-up knobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    /// Default listen address; `fanout --listen` overrides it.
+    pub listen: String,
+    /// Default request body limit, in bytes.
+    pub max_body: u64,
+    /// On SIGTERM/SIGINT, how long lanes may keep delivering what they hold.
+    pub drain_timeout: Duration,
+    /// Period of the per-lane summary log line; zero disables it.
+    pub metrics_log_interval: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// The name as written in routes.yaml (used in metrics and the `fanout-route` header).
+    pub name: String,
+    /// The name as a snake_case Rust identifier (module and field names).
+    pub ident: String,
+    /// The name as an UpperCamelCase Rust identifier (enum variant).
+    pub variant: String,
+    pub path: String,
+    pub max_body: u64,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub name: String,
+    /// The name as a snake_case Rust identifier (lane field name).
+    pub ident: String,
+    /// May hold `${NAME}` placeholders, resolved from the environment at start-up.
+    pub url: String,
+    /// Extra request headers, in file order; values may hold `${NAME}` placeholders.
+    pub headers: Vec<(String, String)>,
+    /// PEM file of extra trusted roots for an https target, read at start-up.
+    pub ca_file: Option<String>,
+    /// Events the lane holds.
+    pub buffer: u64,
+    pub overflow: Overflow,
+    /// Time limit of one delivery attempt.
+    pub timeout: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: u64,
+    pub retry: Retry,
+    pub breaker: Breaker,
+}
+
+/// What a full lane does with a new event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Drop the lane's oldest event to make room (counted as dropped, reason overflow).
+    DropOldest,
+    /// Keep what the lane holds; drop the new event for this lane only.
+    DropNewest,
+    /// Refuse the whole event with 503: it is enqueued in no lane of the route.
+    Reject,
+}
+
+impl Overflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::DropNewest => "drop_newest",
+            Overflow::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retry {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// Cap of the first retry's delay; doubles with each retry up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Response statuses worth another attempt, sorted and without duplicates.
+    pub on: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Breaker {
+    /// Consecutive failed attempts that open the circuit.
+    pub failures: u32,
+    /// First pause after opening; doubles while probes fail, up to `max_cooldown`.
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+/// The statuses retried unless `retry.on` says otherwise: 408, 429 and every 5xx but 501.
+pub fn default_retry_statuses() -> Vec<u16> {
+    [408, 429, 500]
+        .into_iter()
+        .chain(502..=599)
+        .collect()
+}

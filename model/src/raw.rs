@@ -1,0 +1,149 @@
+//! The routes.yaml schema exactly as users write it: every field optional where it has a
+//! default, unknown fields refused. `resolve` turns it into the [`crate::model`].
+//!
+//! Routes and targets stay `serde_yaml::Value`s at first, so that each is deserialised on its own
+//! and one mistake does not hide the next.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::time::Duration;
+
+use crate::model::Overflow;
+use crate::units;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub server: Option<serde_yaml::Value>,
+    pub defaults: Option<serde_yaml::Value>,
+    pub routes: Vec<serde_yaml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<String>,
+    pub max_body: Option<Size>,
+    pub drain_timeout: Option<Dur>,
+    pub metrics_log_interval: Option<Dur>,
+}
+
+/// Delivery settings a target inherits from `defaults:` unless it sets them itself.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub buffer: Option<u64>,
+    pub overflow: Option<Overflow>,
+    pub timeout: Option<Dur>,
+    pub concurrency: Option<u64>,
+    pub retry: Option<Retry>,
+    pub breaker: Option<Breaker>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub attempts: Option<u64>,
+    pub backoff: Option<Dur>,
+    pub max_backoff: Option<Dur>,
+    pub on: Option<Vec<u64>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    pub failures: Option<u64>,
+    pub cooldown: Option<Dur>,
+    pub max_cooldown: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub max_body: Option<Size>,
+    pub targets: Vec<serde_yaml::Value>,
+}
+
+/// A target: where to send, plus any [`Policy`] field overriding the defaults. (The policy
+/// fields are repeated rather than flattened because serde cannot flatten with
+/// `deny_unknown_fields`.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: serde_yaml::Mapping,
+    pub ca_file: Option<String>,
+    pub buffer: Option<u64>,
+    pub overflow: Option<Overflow>,
+    pub timeout: Option<Dur>,
+    pub concurrency: Option<u64>,
+    pub retry: Option<Retry>,
+    pub breaker: Option<Breaker>,
+}
+
+impl Target {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            buffer: self.buffer,
+            overflow: self.overflow,
+            timeout: self.timeout,
+            concurrency: self.concurrency,
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+/// A duration written as `250ms`, `5s`, `2m` or `1h`.
+#[derive(Clone, Copy)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = scalar_text(deserializer, "a duration such as 250ms, 5s or 2m")?;
+        units::parse_duration(&text).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+/// A size written as a byte count or as `64KiB`, `1MiB`.
+#[derive(Clone, Copy)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = scalar_text(deserializer, "a size such as 1048576, 64KiB or 1MiB")?;
+        units::parse_size(&text).map(Size).map_err(de::Error::custom)
+    }
+}
+
+/// Reads a YAML scalar (string or number) as text, so `5s` and `1024` are parsed alike.
+fn scalar_text<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    expected: &'static str,
+) -> Result<String, D::Error> {
+    match serde_yaml::Value::deserialize(deserializer)? {
+        serde_yaml::Value::String(s) => Ok(s),
+        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        other => Err(de::Error::custom(format!(
+            "expected {expected}, found {}",
+            describe(&other)
+        ))),
+    }
+}
+
+/// Names a YAML value's kind for error messages.
+pub fn describe(value: &serde_yaml::Value) -> &'static str {
+    match value {
+        serde_yaml::Value::Null => "nothing",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}

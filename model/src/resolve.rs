@@ -1,0 +1,648 @@
+//! Raw schema to resolved model: applies defaults (built-in < `defaults:` < target) and checks
+//! every rule of the routes.yaml language, collecting every problem before giving up.
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::ident;
+use crate::locate::Positions;
+use crate::model::{self, Overflow, Route, Routes, Server, Target};
+use crate::raw;
+
+/// Paths the proxy answers itself.
+pub const RESERVED_PATHS: &[&str] = &["/metrics", "/healthz"];
+
+/// Headers fanout sets on every delivery, which a target's `headers:` may not replace.
+const RESERVED_HEADERS: &[&str] = &[
+    "fanout-event-id",
+    "fanout-route",
+    "fanout-attempt",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "host",
+];
+
+pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
+    let mut cx = Checker {
+        file,
+        positions: Positions::of(text),
+        errors: Vec::new(),
+    };
+    let document: Value = match serde_yaml::from_str(text) {
+        Ok(Value::Null) => {
+            cx.report("", "", "the file is empty: it needs at least a `routes:` list".into());
+            return Err(cx.errors);
+        }
+        Ok(document) => document,
+        Err(e) => {
+            let position = e.location().map(|l| (l.line(), l.column()));
+            cx.errors.push(ConfigError {
+                file: file.to_owned(),
+                position,
+                context: String::new(),
+                message: format!("YAML syntax error: {}", without_position(&e)),
+            });
+            return Err(cx.errors);
+        }
+    };
+    let raw: raw::File = cx.deserialize("", "", document).ok_or_else(|| cx.errors.clone())?;
+
+    let server_raw: raw::Server = match raw.server {
+        Some(v) => cx.deserialize("server", "section \"server\"", v).unwrap_or_default(),
+        None => raw::Server::default(),
+    };
+    let server = cx.server(server_raw);
+    let defaults_raw: raw::Policy = match raw.defaults {
+        Some(v) => cx.deserialize("defaults", "section \"defaults\"", v).unwrap_or_default(),
+        None => raw::Policy::default(),
+    };
+    let defaults = Layered::builtin().over(&defaults_raw, "defaults");
+    cx.check_policy(&defaults, "defaults", "section \"defaults\"");
+
+    if raw.routes.is_empty() {
+        cx.report("routes", "", "`routes` must list at least one route".into());
+    }
+    let mut routes = Vec::new();
+    for (index, value) in raw.routes.into_iter().enumerate() {
+        if let Some(route) = cx.route(index, value, &server, &defaults) {
+            routes.push((index, route));
+        }
+    }
+    cx.check_unique_routes(&routes);
+
+    if cx.errors.is_empty() {
+        let routes = routes.into_iter().map(|(_, route)| route).collect();
+        Ok(Routes { server, routes })
+    } else {
+        Err(cx.errors)
+    }
+}
+
+/// serde_yaml appends " at line L column C" to messages; the position is printed up front.
+fn without_position(error: &serde_yaml::Error) -> String {
+    let message = error.to_string();
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message,
+    }
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    positions: Positions,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, path: &str, context: &str, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            position: self.positions.find(path),
+            context: context.to_owned(),
+            message,
+        });
+    }
+
+    /// Reports a problem with `field` of the node at `base`.
+    fn report_field(&mut self, base: &str, context: &str, field: &str, message: String) {
+        let path = child(base, field);
+        let context = with_field(context, field);
+        self.report(&path, &context, message);
+    }
+
+    /// Deserialises one node, reporting the failure at the exact path serde stopped at.
+    fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        base: &str,
+        context: &str,
+        value: Value,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let field = if inner == "." { String::new() } else { inner };
+                let message = without_position(e.inner());
+                if field.is_empty() {
+                    let message = match message.strip_prefix("invalid type: ") {
+                        Some(rest) => format!("wrong shape: {rest}"),
+                        None => message,
+                    };
+                    self.report(base, context, message);
+                } else {
+                    self.report_field(base, context, &field, message);
+                }
+                None
+            }
+        }
+    }
+
+    fn server(&mut self, raw: raw::Server) -> Server {
+        const CONTEXT: &str = "section \"server\"";
+        let listen = raw.listen.unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+        if listen.parse::<SocketAddr>().is_err() {
+            self.report_field(
+                "server",
+                CONTEXT,
+                "listen",
+                format!("\"{listen}\" is not an address: write IP:PORT, e.g. 127.0.0.1:8000"),
+            );
+        }
+        let max_body = raw.max_body.map_or(1 << 20, |s| s.0);
+        if max_body == 0 {
+            self.report_field("server", CONTEXT, "max_body", "must be at least 1 byte".into());
+        }
+        Server {
+            listen,
+            max_body,
+            drain_timeout: raw.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            metrics_log_interval: raw
+                .metrics_log_interval
+                .map_or(Duration::from_secs(5), |d| d.0),
+        }
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        value: Value,
+        server: &Server,
+        defaults: &Layered,
+    ) -> Option<Route> {
+        let base = format!("routes[{index}]");
+        let context = match value.get("name").and_then(Value::as_str) {
+            Some(name) => format!("route \"{name}\""),
+            None => format!("route #{}", index + 1),
+        };
+        let raw: raw::Route = self.deserialize(&base, &context, value)?;
+        let errors_before = self.errors.len();
+        self.check_name(&base, &context, &raw.name);
+        self.check_path(&base, &context, &raw.path);
+        let max_body = raw.max_body.map_or(server.max_body, |s| s.0);
+        if max_body == 0 {
+            self.report_field(&base, &context, "max_body", "must be at least 1 byte".into());
+        }
+        if raw.targets.is_empty() {
+            self.report_field(
+                &base,
+                &context,
+                "targets",
+                "a route needs at least one target".into(),
+            );
+        }
+        let mut targets = Vec::new();
+        for (t, value) in raw.targets.into_iter().enumerate() {
+            if let Some(target) = self.target(&base, &context, t, value, defaults) {
+                targets.push(target);
+            }
+        }
+        self.check_unique_targets(&base, &context, &targets);
+        (self.errors.len() == errors_before).then(|| Route {
+            ident: ident::snake(&raw.name),
+            variant: ident::camel(&raw.name),
+            name: raw.name,
+            path: raw.path,
+            max_body,
+            targets,
+        })
+    }
+
+    fn target(
+        &mut self,
+        route_base: &str,
+        route_context: &str,
+        index: usize,
+        value: Value,
+        defaults: &Layered,
+    ) -> Option<Target> {
+        let base = format!("{route_base}.targets[{index}]");
+        let context = match value.get("name").and_then(Value::as_str) {
+            Some(name) => format!("{route_context}, target \"{name}\""),
+            None => format!("{route_context}, target #{}", index + 1),
+        };
+        let raw: raw::Target = self.deserialize(&base, &context, value)?;
+        let errors_before = self.errors.len();
+        self.check_name(&base, &context, &raw.name);
+        self.check_url(&base, &context, &raw.url);
+        let headers = self.headers(&base, &context, &raw.headers);
+        if let Some(ca_file) = &raw.ca_file {
+            if ca_file.is_empty() {
+                self.report_field(&base, &context, "ca_file", "must name a PEM file".into());
+            } else if !raw.url.starts_with("https://") {
+                self.report_field(
+                    &base,
+                    &context,
+                    "ca_file",
+                    "only https:// targets use a CA file".into(),
+                );
+            }
+        }
+        let policy = defaults.over(&raw.policy(), &base);
+        self.check_policy(&policy, &base, &context);
+        (self.errors.len() == errors_before).then(|| Target {
+            ident: ident::snake(&raw.name),
+            name: raw.name,
+            url: raw.url,
+            headers,
+            ca_file: raw.ca_file,
+            buffer: policy.buffer.value,
+            overflow: policy.overflow.value,
+            timeout: policy.timeout.value,
+            concurrency: policy.concurrency.value,
+            retry: model::Retry {
+                attempts: u32::try_from(policy.attempts.value).unwrap_or(u32::MAX),
+                backoff: policy.backoff.value,
+                max_backoff: policy.max_backoff.value,
+                on: policy.retry_on.value.iter().map(|&s| s as u16).collect(),
+            },
+            breaker: model::Breaker {
+                failures: u32::try_from(policy.failures.value).unwrap_or(u32::MAX),
+                cooldown: policy.cooldown.value,
+                max_cooldown: policy.max_cooldown.value,
+            },
+        })
+    }
+
+    fn check_name(&mut self, base: &str, context: &str, name: &str) {
+        if !ident::is_valid_name(name) {
+            self.report_field(
+                base,
+                context,
+                "name",
+                format!("\"{name}\" is not a valid name: use letters, digits, '-' and '_'"),
+            );
+        }
+    }
+
+    fn check_path(&mut self, base: &str, context: &str, path: &str) {
+        let message = if !path.starts_with('/') {
+            format!("\"{path}\" must start with '/'")
+        } else if RESERVED_PATHS.contains(&path) {
+            format!("\"{path}\" is reserved for the proxy's own endpoint")
+        } else if path.contains(['?', '#']) {
+            format!("\"{path}\" must not contain '?' or '#': routes match the path alone")
+        } else if !path.bytes().all(|b| b.is_ascii_graphic()) {
+            format!("\"{path}\" must be printable ASCII without spaces (percent-encode the rest)")
+        } else {
+            return;
+        };
+        self.report_field(base, context, "path", message);
+    }
+
+    fn check_url(&mut self, base: &str, context: &str, url: &str) {
+        if let Err(message) = check_url(url) {
+            self.report_field(base, context, "url", message);
+        }
+    }
+
+    fn headers(
+        &mut self,
+        base: &str,
+        context: &str,
+        headers: &serde_yaml::Mapping,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            let Some(name) = name.as_str() else {
+                self.report_field(base, context, "headers", "header names must be strings".into());
+                continue;
+            };
+            let field = format!("headers.{name}");
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    let found = raw::describe(other);
+                    self.report_field(base, context, &field, format!("expected a string, found {found}"));
+                    continue;
+                }
+            };
+            if let Err(message) = check_header(name, &value) {
+                self.report_field(base, context, &field, message);
+                continue;
+            }
+            out.push((name.to_owned(), value));
+        }
+        out
+    }
+
+    /// Checks the fields of `policy` that were set at `layer` (a path prefix), so a bad default
+    /// is reported once, at `defaults:`, and not again for every target inheriting it.
+    fn check_policy(&mut self, policy: &Layered, layer: &str, context: &str) {
+        let fail = |cx: &mut Self, fields: &[&dyn Sourced], message: &str| {
+            if let Some(path) = fields.iter().find_map(|f| f.path_within(layer)) {
+                let field = path[layer.len()..].trim_start_matches('.');
+                cx.report(path, &with_field(context, field), message.to_owned());
+            }
+        };
+        if policy.buffer.value == 0 {
+            fail(self, &[&policy.buffer], "must be at least 1");
+        }
+        if policy.concurrency.value == 0 {
+            fail(self, &[&policy.concurrency], "must be at least 1");
+        }
+        if policy.timeout.value.is_zero() {
+            fail(self, &[&policy.timeout], "must be longer than 0s");
+        }
+        if policy.attempts.value == 0 {
+            fail(self, &[&policy.attempts], "must be at least 1 (the first attempt counts)");
+        }
+        if policy.backoff.value > policy.max_backoff.value {
+            fail(
+                self,
+                &[&policy.backoff, &policy.max_backoff],
+                "backoff must not be longer than max_backoff",
+            );
+        }
+        if let Some(bad) = policy.retry_on.value.iter().find(|s| !(100..=599).contains(*s)) {
+            let message = format!("{bad} is not an HTTP status (100-599)");
+            fail(self, &[&policy.retry_on], &message);
+        }
+        if policy.failures.value == 0 {
+            fail(self, &[&policy.failures], "must be at least 1");
+        }
+        if policy.cooldown.value.is_zero() {
+            fail(self, &[&policy.cooldown], "must be longer than 0s");
+        }
+        if policy.cooldown.value > policy.max_cooldown.value {
+            fail(
+                self,
+                &[&policy.cooldown, &policy.max_cooldown],
+                "cooldown must not be longer than max_cooldown",
+            );
+        }
+    }
+
+    /// `routes` holds each valid route with its index in the file.
+    fn check_unique_routes(&mut self, routes: &[(usize, Route)]) {
+        let mut names = HashMap::new();
+        let mut paths = HashMap::new();
+        let mut idents = HashMap::new();
+        let mut variants = HashMap::new();
+        for (index, route) in routes {
+            let base = format!("routes[{index}]");
+            let context = format!("route \"{}\"", route.name);
+            if let Some(first) = names.insert(&route.name, &route.name) {
+                self.report_field(&base, &context, "name", format!("duplicate route name \"{first}\""));
+            } else if let Some(first) = idents
+                .insert(&route.ident, &route.name)
+                .or_else(|| variants.insert(&route.variant, &route.name))
+            {
+                self.report_field(
+                    &base,
+                    &context,
+                    "name",
+                    format!("\"{}\" and \"{first}\" become the same Rust identifier; rename one", route.name),
+                );
+            }
+            if let Some(first) = paths.insert(&route.path, &route.name) {
+                self.report_field(
+                    &base,
+                    &context,
+                    "path",
+                    format!("duplicate path \"{}\": route \"{first}\" has it already", route.path),
+                );
+            }
+        }
+    }
+
+    fn check_unique_targets(&mut self, base: &str, context: &str, targets: &[Target]) {
+        let mut names = HashMap::new();
+        let mut idents = HashMap::new();
+        for (index, target) in targets.iter().enumerate() {
+            let target_base = format!("{base}.targets[{index}]");
+            let context = format!("{context}, target \"{}\"", target.name);
+            if let Some(first) = names.insert(&target.name, &target.name) {
+                self.report_field(
+                    &target_base,
+                    &context,
+                    "name",
+                    format!("duplicate target name \"{first}\" in this route"),
+                );
+            } else if let Some(first) = idents.insert(&target.ident, &target.name) {
+                self.report_field(
+                    &target_base,
+                    &context,
+                    "name",
+                    format!("\"{}\" and \"{first}\" become the same Rust identifier; rename one", target.name),
+                );
+            }
+        }
+    }
+}
+
+fn child(base: &str, field: &str) -> String {
+    match (base.is_empty(), field.starts_with('[')) {
+        (true, _) => field.to_owned(),
+        (false, true) => format!("{base}{field}"),
+        (false, false) => format!("{base}.{field}"),
+    }
+}
+
+fn with_field(context: &str, field: &str) -> String {
+    match (context.is_empty(), field.is_empty()) {
+        (_, true) => context.to_owned(),
+        (true, false) => format!("field \"{field}\""),
+        (false, false) => format!("{context}, field \"{field}\""),
+    }
+}
+
+/// An `http://` or `https://` url with a host; `${NAME}` placeholders are allowed anywhere
+/// after the scheme.
+fn check_url(url: &str) -> Result<(), String> {
+    check_placeholders(url)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("\"{url}\" must start with http:// or https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    if host_port.is_empty() {
+        return Err(format!("\"{url}\" has no host"));
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("\"{url}\" must be printable ASCII without spaces"));
+    }
+    if host_port.contains("${") {
+        return Ok(());
+    }
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (host, Some(port)),
+        _ => (host_port, None),
+    };
+    if host.is_empty() {
+        return Err(format!("\"{url}\" has no host"));
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("\"{url}\" has an invalid port \"{port}\""));
+        }
+    }
+    Ok(())
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("\"{name}\" is not a valid header name"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!("\"{name}\" is set by fanout itself and cannot be configured"));
+    }
+    if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        return Err("header values must be printable ASCII on one line".into());
+    }
+    check_placeholders(value)
+}
+
+/// `${NAME}` with NAME of letters, digits and `_`, not starting with a digit.
+pub(crate) fn check_placeholders(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed \"${{\" in \"{text}\": write ${{NAME}}"))?;
+        let name = &after[..end];
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "\"${{{name}}}\" is not an environment variable reference: use letters, digits and _"
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
+}
+
+/// A setting and where it came from: `None` for the built-in default, else the path of the node
+/// that set it.
+struct Setting<T> {
+    value: T,
+    path: Option<String>,
+}
+
+trait Sourced {
+    fn path_within(&self, layer: &str) -> Option<&str>;
+}
+
+impl<T> Sourced for Setting<T> {
+    fn path_within(&self, layer: &str) -> Option<&str> {
+        self.path
+            .as_deref()
+            .filter(|p| p.starts_with(layer) && p[layer.len()..].starts_with('.'))
+    }
+}
+
+impl<T: Clone> Setting<T> {
+    fn builtin(value: T) -> Self {
+        Setting { value, path: None }
+    }
+
+    fn over(&self, value: Option<T>, path: String) -> Self {
+        match value {
+            Some(value) => Setting { value, path: Some(path) },
+            None => Setting { value: self.value.clone(), path: self.path.clone() },
+        }
+    }
+}
+
+/// The delivery policy of one target, field by field from the layer that set it.
+struct Layered {
+    buffer: Setting<u64>,
+    overflow: Setting<Overflow>,
+    timeout: Setting<Duration>,
+    concurrency: Setting<u64>,
+    attempts: Setting<u64>,
+    backoff: Setting<Duration>,
+    max_backoff: Setting<Duration>,
+    retry_on: Setting<Vec<u64>>,
+    failures: Setting<u64>,
+    cooldown: Setting<Duration>,
+    max_cooldown: Setting<Duration>,
+}
+
+impl Layered {
+    fn builtin() -> Self {
+        Layered {
+            buffer: Setting::builtin(10_000),
+            overflow: Setting::builtin(Overflow::DropOldest),
+            timeout: Setting::builtin(Duration::from_secs(5)),
+            concurrency: Setting::builtin(16),
+            attempts: Setting::builtin(5),
+            backoff: Setting::builtin(Duration::from_millis(100)),
+            max_backoff: Setting::builtin(Duration::from_secs(10)),
+            retry_on: Setting::builtin(
+                model::default_retry_statuses().into_iter().map(u64::from).collect(),
+            ),
+            failures: Setting::builtin(5),
+            cooldown: Setting::builtin(Duration::from_secs(1)),
+            max_cooldown: Setting::builtin(Duration::from_secs(30)),
+        }
+    }
+
+    /// This policy with the fields `raw` sets (at `base`) replacing it.
+    fn over(&self, raw: &raw::Policy, base: &str) -> Layered {
+        let at = |field: &str| format!("{base}.{field}");
+        let retry = raw.retry.clone().unwrap_or_default();
+        let breaker = raw.breaker.clone().unwrap_or_default();
+        let retry_on = retry.on.map(|mut on| {
+            on.sort_unstable();
+            on.dedup();
+            on
+        });
+        Layered {
+            buffer: self.buffer.over(raw.buffer, at("buffer")),
+            overflow: self.overflow.over(raw.overflow, at("overflow")),
+            timeout: self.timeout.over(raw.timeout.map(|d| d.0), at("timeout")),
+            concurrency: self.concurrency.over(raw.concurrency, at("concurrency")),
+            attempts: self.attempts.over(retry.attempts, at("retry.attempts")),
+            backoff: self.backoff.over(retry.backoff.map(|d| d.0), at("retry.backoff")),
+            max_backoff: self
+                .max_backoff
+                .over(retry.max_backoff.map(|d| d.0), at("retry.max_backoff")),
+            retry_on: self.retry_on.over(retry_on, at("retry.on")),
+            failures: self.failures.over(breaker.failures, at("breaker.failures")),
+            cooldown: self.cooldown.over(breaker.cooldown.map(|d| d.0), at("breaker.cooldown")),
+            max_cooldown: self
+                .max_cooldown
+                .over(breaker.max_cooldown.map(|d| d.0), at("breaker.max_cooldown")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("http://127.0.0.1:8001/x").is_ok());
+        assert!(check_url("https://example.com").is_ok());
+        assert!(check_url("http://${HOST}/x").is_ok());
+        assert!(check_url("http://[::1]:80/x").is_ok());
+        assert!(check_url("ftp://example.com").is_err());
+        assert!(check_url("http://").is_err());
+        assert!(check_url("http:///x").is_err());
+        assert!(check_url("http://host:99999/").is_err());
+        assert!(check_url("http://host/${").is_err());
+    }
+
+    #[test]
+    fn placeholders() {
+        assert!(check_placeholders("Bearer ${TOKEN_1}").is_ok());
+        assert!(check_placeholders("cost: $5").is_ok());
+        assert!(check_placeholders("${}").is_err());
+        assert!(check_placeholders("${1X}").is_err());
+        assert!(check_placeholders("${A-B}").is_err());
+    }
+}

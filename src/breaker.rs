@@ -1,0 +1,162 @@
+//! A lane's circuit breaker: after `failures` consecutive failed attempts the lane stops
+//! sending for a cool-down, then lets one probe through; a success closes the circuit, a
+//! failure doubles the cool-down (up to `max_cooldown`). While open, delivery workers sleep
+//! instead of spending sockets and CPU on a dead target, and events wait in the lane.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::spec::BreakerPolicy;
+
+/// While a probe is out, how often the other workers look again.
+const PROBE_POLL: Duration = Duration::from_millis(50);
+
+pub struct Breaker {
+    policy: &'static BreakerPolicy,
+    state: Mutex<State>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant, cooldown: Duration },
+    /// One probe is out; `cooldown` is the one that just ended.
+    Probing { cooldown: Duration },
+}
+
+/// What a worker may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permit {
+    /// Send.
+    Send,
+    /// Send the one probe that decides whether the circuit closes.
+    Probe,
+    /// Do not send before then.
+    WaitUntil(Instant),
+}
+
+/// How the circuit changed with an outcome, for logging and the gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    None,
+    Opened(Duration),
+    Closed,
+}
+
+impl Breaker {
+    pub fn new(policy: &'static BreakerPolicy) -> Breaker {
+        Breaker {
+            policy,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        // Every transition is a single assignment: a poisoned lock still holds a valid state.
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn permit(&self) -> Permit {
+        let now = Instant::now();
+        self.with(|state| match *state {
+            State::Closed { .. } => Permit::Send,
+            State::Open { until, cooldown } if now >= until => {
+                *state = State::Probing { cooldown };
+                Permit::Probe
+            }
+            State::Open { until, .. } => Permit::WaitUntil(until),
+            State::Probing { .. } => Permit::WaitUntil(now + PROBE_POLL),
+        })
+    }
+
+    /// Records the outcome of an attempt made under `permit`. `ok` means the target answered
+    /// (even with a permanent error status): it is alive.
+    pub fn record(&self, permit: Permit, ok: bool) -> Change {
+        let now = Instant::now();
+        let policy = self.policy;
+        self.with(|state| match (*state, ok) {
+            (State::Probing { .. }, true) if permit == Permit::Probe => {
+                *state = State::Closed { failures: 0 };
+                Change::Closed
+            }
+            (State::Probing { cooldown }, false) if permit == Permit::Probe => {
+                let cooldown = (cooldown * 2).min(policy.max_cooldown);
+                *state = State::Open {
+                    until: now + cooldown,
+                    cooldown,
+                };
+                Change::Opened(cooldown)
+            }
+            (State::Closed { .. }, true) => {
+                *state = State::Closed { failures: 0 };
+                Change::None
+            }
+            (State::Closed { failures }, false) if failures + 1 >= policy.failures => {
+                *state = State::Open {
+                    until: now + policy.cooldown,
+                    cooldown: policy.cooldown,
+                };
+                Change::Opened(policy.cooldown)
+            }
+            (State::Closed { failures }, false) => {
+                *state = State::Closed {
+                    failures: failures + 1,
+                };
+                Change::None
+            }
+            // Outcomes of attempts that started before the circuit opened change nothing.
+            _ => Change::None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static POLICY: BreakerPolicy = BreakerPolicy {
+        failures: 3,
+        cooldown: Duration::from_secs(1),
+        max_cooldown: Duration::from_secs(4),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_probes_backs_off_and_closes() {
+        let breaker = Breaker::new(&POLICY);
+        for _ in 0..2 {
+            assert_eq!(breaker.record(Permit::Send, false), Change::None);
+        }
+        assert_eq!(breaker.permit(), Permit::Send);
+        assert_eq!(breaker.record(Permit::Send, false), Change::Opened(Duration::from_secs(1)));
+        assert!(matches!(breaker.permit(), Permit::WaitUntil(_)));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(breaker.permit(), Permit::Probe);
+        assert!(matches!(breaker.permit(), Permit::WaitUntil(_)), "only one probe at a time");
+        assert_eq!(breaker.record(Permit::Probe, false), Change::Opened(Duration::from_secs(2)));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(breaker.permit(), Permit::Probe);
+        assert_eq!(breaker.record(Permit::Probe, false), Change::Opened(Duration::from_secs(4)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(breaker.permit(), Permit::Probe);
+        assert_eq!(breaker.record(Permit::Probe, false), Change::Opened(Duration::from_secs(4)), "capped");
+
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(breaker.permit(), Permit::Probe);
+        assert_eq!(breaker.record(Permit::Probe, true), Change::Closed);
+        assert_eq!(breaker.permit(), Permit::Send);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_count() {
+        let breaker = Breaker::new(&POLICY);
+        breaker.record(Permit::Send, false);
+        breaker.record(Permit::Send, false);
+        breaker.record(Permit::Send, true);
+        breaker.record(Permit::Send, false);
+        breaker.record(Permit::Send, false);
+        assert_eq!(breaker.permit(), Permit::Send);
+    }
+}

@@ -1,0 +1,226 @@
+//! Delivery: the workers of a lane take events and POST them to the target, with per-attempt
+//! timeouts, retries with exponential backoff and full jitter, `Retry-After`, and the lane's
+//! circuit breaker. Every event taken ends counted exactly once: delivered, failed, or (when
+//! the worker is stopped at the end of a drain) dropped with reason `shutdown`.
+
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, StatusCode};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::breaker::{Change, Permit};
+use crate::event::Event;
+use crate::lane::Lane;
+use crate::spec::RetryPolicy;
+use crate::target::{Target, ATTEMPT, EVENT_ID};
+
+/// Takes events from `lane` and delivers them to `target`, forever; the caller aborts it.
+pub async fn work(lane: &Lane, target: &Target) {
+    loop {
+        let event = lane.next().await;
+        deliver(lane, target, event).await;
+    }
+}
+
+/// How one attempt ended.
+enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// A status not worth retrying (4xx other than 408/429, 501, ...).
+    Permanent(StatusCode),
+    /// A connect or I/O error, a timeout, or a status in `retry.on`.
+    Retryable {
+        why: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+async fn deliver(lane: &Lane, target: &Target, event: Event) {
+    let held = Held::new(lane);
+    let retry = &lane.spec.retry;
+    let mut attempt = 1;
+    loop {
+        let permit = permit(lane).await;
+        let started = Instant::now();
+        let outcome = send(target, &event, attempt).await;
+        lane.metrics.duration.observe(started.elapsed().as_secs_f64());
+        let alive = !matches!(outcome, Outcome::Retryable { .. });
+        match lane.breaker.record(permit, alive) {
+            Change::Opened(cooldown) => {
+                lane.metrics.circuit_open.set(1);
+                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ?cooldown, "circuit open: pausing deliveries");
+            }
+            Change::Closed => {
+                lane.metrics.circuit_open.set(0);
+                tracing::info!(route = lane.spec.route, target = lane.spec.name, "circuit closed: target answers again");
+            }
+            Change::None => {}
+        }
+        match outcome {
+            Outcome::Delivered => {
+                lane.metrics.delivered.inc();
+                return held.settle();
+            }
+            Outcome::Permanent(status) => {
+                lane.metrics.failed.inc();
+                tracing::warn!(route = lane.spec.route, target = lane.spec.name, id = ?event.id(), %status, "delivery failed: status is not retried");
+                return held.settle();
+            }
+            Outcome::Retryable { why, retry_after } => {
+                if attempt >= retry.attempts {
+                    lane.metrics.failed.inc();
+                    tracing::warn!(route = lane.spec.route, target = lane.spec.name, id = ?event.id(), attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
+                    return held.settle();
+                }
+                tracing::debug!(route = lane.spec.route, target = lane.spec.name, attempt, %why, "retrying");
+                lane.metrics.retries.inc();
+                tokio::time::sleep(backoff(retry, attempt, retry_after)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Waits until the breaker lets this worker send.
+async fn permit(lane: &Lane) -> Permit {
+    loop {
+        match lane.breaker.permit() {
+            Permit::WaitUntil(until) => tokio::time::sleep_until(until).await,
+            permit => return permit,
+        }
+    }
+}
+
+async fn send(target: &Target, event: &Event, attempt: u32) -> Outcome {
+    let mut request = Request::new(Full::new(event.body().clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.uri.clone();
+    let headers = request.headers_mut();
+    headers.clone_from(&target.headers);
+    headers.insert(EVENT_ID, event.id().clone());
+    headers.insert(ATTEMPT, attempt_header(attempt));
+    if let Some(content_type) = event.content_type() {
+        headers.insert(CONTENT_TYPE, content_type.clone());
+    }
+    let exchange = async {
+        let response = target.client.request(request).await?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read the answer to its end so the connection goes back to the pool.
+        let _ = response.into_body().collect().await;
+        Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
+    };
+    match tokio::time::timeout(target.spec.timeout, exchange).await {
+        Err(_) => Outcome::Retryable {
+            why: format!("no answer within {:?}", target.spec.timeout),
+            retry_after: None,
+        },
+        Ok(Err(error)) => Outcome::Retryable {
+            why: error_chain(&error),
+            retry_after: None,
+        },
+        Ok(Ok((status, _))) if status.is_success() => Outcome::Delivered,
+        Ok(Ok((status, retry_after))) if target.spec.retry.retries_status(status.as_u16()) => {
+            let honoured = matches!(status.as_u16(), 429 | 503);
+            Outcome::Retryable {
+                why: format!("status {status}"),
+                retry_after: retry_after.filter(|_| honoured),
+            }
+        }
+        Ok(Ok((status, _))) => Outcome::Permanent(status),
+    }
+}
+
+/// The delay before retry number `attempt` (1 after the first attempt): uniformly random up to
+/// `backoff * 2^(attempt-1)` ("full jitter"), or what the target asked for in `Retry-After`;
+/// never more than `max_backoff`.
+fn backoff(retry: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let cap = retry
+        .backoff
+        .saturating_mul(1u32 << (attempt - 1).min(20))
+        .min(retry.max_backoff);
+    let jittered = cap.mul_f64(fastrand::f64());
+    retry_after.map_or(jittered, |asked| asked.min(retry.max_backoff))
+}
+
+fn attempt_header(attempt: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(attempt as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(attempt),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Marks an event as held by a worker (`fanout_lane_inflight`). Unless settled, dropping it —
+/// the worker was stopped at the end of a drain — counts the event as dropped at shutdown.
+struct Held<'a> {
+    lane: &'a Lane,
+    settled: bool,
+}
+
+impl<'a> Held<'a> {
+    fn new(lane: &'a Lane) -> Held<'a> {
+        lane.metrics.inflight.inc();
+        Held {
+            lane,
+            settled: false,
+        }
+    }
+
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.lane.metrics.inflight.dec();
+        if !self.settled {
+            self.lane.metrics.dropped_shutdown.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static RETRY: RetryPolicy = RetryPolicy {
+        attempts: 5,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+        on: &[503],
+    };
+
+    #[test]
+    fn backoff_is_jittered_below_a_doubling_cap() {
+        for _ in 0..100 {
+            assert!(backoff(&RETRY, 1, None) <= Duration::from_millis(100));
+            assert!(backoff(&RETRY, 3, None) <= Duration::from_millis(400));
+            assert!(backoff(&RETRY, 30, None) <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_max_backoff() {
+        assert_eq!(backoff(&RETRY, 1, Some(Duration::from_millis(700))), Duration::from_millis(700));
+        assert_eq!(backoff(&RETRY, 1, Some(Duration::from_secs(60))), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,145 @@
+//! The hot path: match the path against the compiled routes, read the body within the
+//! route's limit, give the event an id, hand it to every lane of the route, answer 202.
+//! Also the proxy's own endpoints, `/healthz` and `/metrics`, and every error answer, each a
+//! short JSON `{"error": "..."}`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::event::Event;
+use crate::metrics::RejectReason;
+use crate::proxy::Proxy;
+use crate::spec::RouteTable;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+pub async fn handle<T: RouteTable>(
+    proxy: Arc<Proxy<T>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    let response = match T::route(path) {
+        Some(route) if request.method() == Method::POST => ingest(&proxy, route, request).await,
+        Some(_) => method_not_allowed("POST"),
+        None => match (path, request.method()) {
+            ("/healthz", &Method::GET | &Method::HEAD) => {
+                json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
+            }
+            ("/metrics", &Method::GET) => {
+                let text = proxy.metrics.render(proxy.table.lanes());
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            ("/healthz", _) => method_not_allowed("GET, HEAD"),
+            ("/metrics", _) => method_not_allowed("GET"),
+            _ => error(StatusCode::NOT_FOUND, "no route for this path"),
+        },
+    };
+    Ok(response)
+}
+
+async fn ingest<T: RouteTable>(
+    proxy: &Proxy<T>,
+    route: T::Route,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let spec = T::spec(route);
+    let metrics = &proxy.routes[T::index(route)];
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > spec.max_body) {
+        metrics.rejected(RejectReason::BodyTooLarge).inc();
+        return too_large(spec.max_body);
+    }
+    let content_type = request.headers().get(CONTENT_TYPE).map(owned_content_type);
+    let body = match Limited::new(request.into_body(), spec.max_body as usize)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            metrics.rejected(RejectReason::BodyTooLarge).inc();
+            return too_large(spec.max_body);
+        }
+        Err(_) => {
+            metrics.rejected(RejectReason::BodyUnreadable).inc();
+            return error(StatusCode::BAD_REQUEST, "the request body could not be read");
+        }
+    };
+    if proxy.shutting_down.load(Ordering::Relaxed) {
+        metrics.rejected(RejectReason::ShuttingDown).inc();
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "shutting down; retry on another instance");
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    // A copy the size of the body, so a queued event does not pin the connection's read buffer.
+    let event = Event::new(Bytes::copy_from_slice(&body), content_type);
+    let receipt = event.receipt();
+    match proxy.table.dispatch(route, event) {
+        Ok(()) => {
+            metrics.accepted.inc();
+            json(StatusCode::ACCEPTED, receipt)
+        }
+        Err(rejected) => {
+            metrics.rejected(RejectReason::LaneFull).inc();
+            let message = format!(
+                "target \"{}\" of route \"{}\" is full; the event was not accepted, retry later",
+                rejected.target, spec.name
+            );
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &message);
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// The client's `Content-Type`, copied out of the request's buffer (the common one shared).
+fn owned_content_type(value: &HeaderValue) -> HeaderValue {
+    if value.as_bytes() == b"application/json" {
+        JSON
+    } else {
+        HeaderValue::from_bytes(value.as_bytes()).expect("it was a valid header value already")
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+/// `{"error":"<message>"}`; messages are fixed text and names of `[A-Za-z0-9_-]`, so need no
+/// escaping.
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, Bytes::from(format!("{{\"error\":\"{message}\"}}")))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed; use {allow}"));
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn too_large(limit: u64) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is over this route's limit of {limit} bytes"),
+    );
+    // The rest of the body is not read, so the connection cannot carry another request.
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}

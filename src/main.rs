@@ -1,0 +1,83 @@
+//! The `fanout` binary: parse flags, set up logging, resolve the compiled targets, bind, and
+//! run the server until SIGTERM or SIGINT.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+use fanout::cli::{Cli, Command, LogFormat};
+use fanout::proxy::Proxy;
+use fanout::routes::{Lanes, Route, SERVER};
+use fanout::server::{self, Options};
+use fanout::spec::Table;
+use fanout::startup::StartupError;
+use fanout::{demo, shutdown};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.routes {
+        let table = Table {
+            server: &SERVER,
+            routes: Route::ALL.iter().map(|r| r.spec()).collect(),
+        };
+        print!("{table}");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(cli.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = cli.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = runtime.enable_all().build().expect("a tokio runtime can be built at start-up");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("fanout: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), StartupError> {
+    let proxy = Proxy::<Lanes>::new(&|name| std::env::var(name).ok())?;
+    if matches!(cli.command, Some(Command::Demo)) {
+        demo::start::<Lanes>().await?;
+    }
+    let address: SocketAddr = match cli.listen {
+        Some(address) => address,
+        None => SERVER
+            .listen
+            .parse()
+            .expect("build.rs checked that server.listen is an address"),
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
+    for route in Route::ALL {
+        let spec = route.spec();
+        let targets: Vec<&str> = spec.targets.iter().map(|t| t.url).collect();
+        tracing::info!(route = spec.name, path = spec.path, targets = ?targets, "route");
+    }
+    tracing::info!(listen = %listener.local_addr().unwrap_or(address), "fanout ready");
+    let options = Options {
+        header_read_timeout: cli.header_read_timeout,
+        drain_timeout: cli.drain_timeout.unwrap_or(SERVER.drain_timeout),
+        metrics_log_interval: SERVER.metrics_log_interval,
+    };
+    server::run(listener, Arc::new(proxy), options, shutdown::signal_received()).await;
+    tracing::info!("fanout stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}

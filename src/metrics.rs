@@ -1,0 +1,243 @@
+//! Counters, gauges and histograms, their Prometheus text at `/metrics`, and the periodic
+//! per-lane log line.
+//!
+//! Each lane and route owns its metric handles (atomics with the route and target as constant
+//! labels), so the hot path increments an atomic and never looks a label up. The registry only
+//! gathers them at scrape time, when the gauges that describe a queue (depth, age) are read.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::lane::Lane;
+use crate::spec::{RouteSpec, TargetSpec};
+
+/// Upper bounds of the delivery latency buckets, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Why an event was refused at ingest, as the `reason` label of
+/// `fanout_events_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// A reject lane of the route was full (503).
+    LaneFull,
+    /// The body was over the route's `max_body` (413).
+    BodyTooLarge,
+    /// The client's body could not be read to the end (400).
+    BodyUnreadable,
+    /// The server was shutting down (503).
+    ShuttingDown,
+}
+
+impl RejectReason {
+    const ALL: [RejectReason; 4] = [
+        RejectReason::LaneFull,
+        RejectReason::BodyTooLarge,
+        RejectReason::BodyUnreadable,
+        RejectReason::ShuttingDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::LaneFull => "lane_full",
+            RejectReason::BodyTooLarge => "body_too_large",
+            RejectReason::BodyUnreadable => "body_unreadable",
+            RejectReason::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Ingest counters of one route.
+pub struct RouteMetrics {
+    pub accepted: IntCounter,
+    /// One counter per [`RejectReason`], in `RejectReason::ALL` order.
+    rejected: [IntCounter; 4],
+}
+
+impl RouteMetrics {
+    pub fn new(route: &RouteSpec) -> RouteMetrics {
+        let opts = |name: &str, help: &str| Opts::new(name, help).const_label("route", route.name);
+        RouteMetrics {
+            accepted: counter(opts(
+                "fanout_events_accepted_total",
+                "Events answered 202: each is in every lane of its route.",
+            )),
+            rejected: RejectReason::ALL.map(|reason| {
+                counter(
+                    opts("fanout_events_rejected_total", "Events refused at ingest, by reason.")
+                        .const_label("reason", reason.as_str()),
+                )
+            }),
+        }
+    }
+
+    pub fn rejected(&self, reason: RejectReason) -> &IntCounter {
+        &self.rejected[reason as usize]
+    }
+
+    fn register(&self, registry: &Registry) {
+        register(registry, &self.accepted);
+        for counter in &self.rejected {
+            register(registry, counter);
+        }
+    }
+}
+
+/// Delivery metrics of one lane (one route-target pair).
+pub struct LaneMetrics {
+    pub delivered: IntCounter,
+    pub retries: IntCounter,
+    pub failed: IntCounter,
+    pub dropped_overflow: IntCounter,
+    pub dropped_shutdown: IntCounter,
+    /// Events taken from the queue and not yet delivered, failed or dropped.
+    pub inflight: IntGauge,
+    pub circuit_open: IntGauge,
+    pub duration: Histogram,
+    /// Set from the queue at scrape time.
+    depth: IntGauge,
+    /// Set from the queue at scrape time.
+    oldest_age: prometheus::Gauge,
+}
+
+impl LaneMetrics {
+    pub fn new(target: &TargetSpec) -> LaneMetrics {
+        let opts = |name: &str, help: &str| {
+            Opts::new(name, help)
+                .const_label("route", target.route)
+                .const_label("target", target.name)
+        };
+        let dropped = |reason: &str| {
+            counter(
+                opts(
+                    "fanout_lane_dropped_total",
+                    "Events a lane dropped without delivering them, by reason.",
+                )
+                .const_label("reason", reason),
+            )
+        };
+        LaneMetrics {
+            delivered: counter(opts(
+                "fanout_lane_delivered_total",
+                "Events the target answered with 2xx.",
+            )),
+            retries: counter(opts(
+                "fanout_lane_retries_total",
+                "Delivery attempts after the first.",
+            )),
+            failed: counter(opts(
+                "fanout_lane_failed_total",
+                "Events given up: a permanent status, or every attempt failed.",
+            )),
+            dropped_overflow: dropped("overflow"),
+            dropped_shutdown: dropped("shutdown"),
+            inflight: gauge(opts(
+                "fanout_lane_inflight",
+                "Events a delivery worker holds (sending, backing off or waiting on the breaker).",
+            )),
+            circuit_open: gauge(opts(
+                "fanout_lane_circuit_open",
+                "1 while the lane's circuit breaker keeps it from sending.",
+            )),
+            duration: Histogram::with_opts(
+                HistogramOpts::from(opts(
+                    "fanout_delivery_duration_seconds",
+                    "Duration of each delivery attempt, to response or error.",
+                ))
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("histogram options are valid by construction"),
+            depth: gauge(opts("fanout_lane_depth", "Events waiting in the lane.")),
+            oldest_age: prometheus::Gauge::with_opts(opts(
+                "fanout_lane_oldest_age_seconds",
+                "Age of the oldest waiting event; a growing value means a stuck target.",
+            ))
+            .expect("gauge options are valid by construction"),
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped_overflow.get() + self.dropped_shutdown.get()
+    }
+
+    fn register(&self, registry: &Registry) {
+        register(registry, &self.delivered);
+        register(registry, &self.retries);
+        register(registry, &self.failed);
+        register(registry, &self.dropped_overflow);
+        register(registry, &self.dropped_shutdown);
+        register(registry, &self.inflight);
+        register(registry, &self.circuit_open);
+        register(registry, &self.duration);
+        register(registry, &self.depth);
+        register(registry, &self.oldest_age);
+    }
+}
+
+/// Everything `/metrics` shows.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new<'a>(routes: &[RouteMetrics], lanes: impl IntoIterator<Item = &'a Lane>) -> Metrics {
+        let registry = Registry::new();
+        for route in routes {
+            route.register(&registry);
+        }
+        for lane in lanes {
+            lane.metrics.register(&registry);
+        }
+        Metrics { registry }
+    }
+
+    /// The Prometheus text exposition of every metric, queue gauges read now.
+    pub fn render<'a>(&self, lanes: impl IntoIterator<Item = &'a Lane>) -> Vec<u8> {
+        for lane in lanes {
+            lane.metrics.depth.set(lane.depth() as i64);
+            lane.metrics.oldest_age.set(lane.oldest_age().as_secs_f64());
+        }
+        let mut text = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .expect("encoding into a Vec cannot fail");
+        text
+    }
+}
+
+/// Logs one line per lane with its counters, like go-sep's periodic summary.
+/// `lanes` pairs each lane with the accepted count of its route.
+pub fn log_lanes<'a>(lanes: impl IntoIterator<Item = (&'a Lane, u64)>) {
+    for (lane, accepted) in lanes {
+        let m = &lane.metrics;
+        tracing::info!(
+            route = lane.spec.route,
+            target = lane.spec.name,
+            accepted,
+            delivered = m.delivered.get(),
+            failed = m.failed.get(),
+            dropped = m.dropped(),
+            retries = m.retries.get(),
+            depth = lane.depth(),
+            inflight = m.inflight.get(),
+            circuit_open = m.circuit_open.get() == 1,
+            "lane"
+        );
+    }
+}
+
+fn counter(opts: Opts) -> IntCounter {
+    IntCounter::with_opts(opts).expect("counter options are valid by construction")
+}
+
+fn gauge(opts: Opts) -> IntGauge {
+    IntGauge::with_opts(opts).expect("gauge options are valid by construction")
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("every route-target pair is unique, so no metric is registered twice");
+}
