@@ -22,32 +22,39 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// How long an idle pooled connection to a target is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The shared client, plus one per distinct `ca_file`.
+/// The shared client, plus one per distinct `ca_file`; used at start-up only, to hand each
+/// target its client.
 pub struct Clients {
     shared: HttpClient,
-    by_ca_file: HashMap<&'static str, HttpClient>,
+    by_ca_file: HashMap<String, HttpClient>,
 }
 
 impl Clients {
-    /// Builds the clients for `ca_files`, reading each file now so a bad one stops start-up.
-    pub fn new(ca_files: impl IntoIterator<Item = &'static str>) -> Result<Clients, StartupError> {
-        let mut by_ca_file = HashMap::new();
-        for path in ca_files {
-            if !by_ca_file.contains_key(path) {
-                by_ca_file.insert(path, client(roots_with(path)?));
-            }
-        }
-        Ok(Clients {
+    pub fn new() -> Clients {
+        Clients {
             shared: client(webpki_roots()),
-            by_ca_file,
-        })
+            by_ca_file: HashMap::new(),
+        }
     }
 
-    pub fn get(&self, ca_file: Option<&'static str>) -> HttpClient {
-        ca_file
-            .and_then(|path| self.by_ca_file.get(path))
-            .unwrap_or(&self.shared)
-            .clone()
+    /// The client for a target: the shared one, or the one trusting `ca_file` (read now, so a
+    /// bad file stops start-up).
+    pub fn get(&mut self, ca_file: Option<&str>) -> Result<HttpClient, StartupError> {
+        let Some(path) = ca_file else {
+            return Ok(self.shared.clone());
+        };
+        if let Some(client) = self.by_ca_file.get(path) {
+            return Ok(client.clone());
+        }
+        let client = client(roots_with(path)?);
+        self.by_ca_file.insert(path.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Clients {
+        Clients::new()
     }
 }
 

@@ -122,10 +122,20 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     response
 }
 
-/// `{"error":"<message>"}`; messages are fixed text and names of `[A-Za-z0-9_-]`, so need no
-/// escaping.
+/// `{"error":"<message>"}`.
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, Bytes::from(format!("{{\"error\":\"{message}\"}}")))
+    let mut body = String::with_capacity(message.len() + 12);
+    body.push_str("{\"error\":\"");
+    for c in message.chars() {
+        match c {
+            '"' => body.push_str("\\\""),
+            '\\' => body.push_str("\\\\"),
+            c if c.is_control() => body.push_str(&format!("\\u{:04x}", c as u32)),
+            c => body.push(c),
+        }
+    }
+    body.push_str("\"}");
+    json(status, Bytes::from(body))
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {

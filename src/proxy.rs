@@ -29,10 +29,10 @@ impl<T: RouteTable> Proxy<T> {
             .map(|&route| RouteMetrics::new(T::spec(route)))
             .collect();
         let lanes = table.lanes();
-        let clients = Clients::new(lanes.iter().filter_map(|lane| lane.spec.ca_file))?;
+        let mut clients = Clients::new();
         let targets = lanes
             .iter()
-            .map(|lane| Target::resolve(lane.spec, env, &clients))
+            .map(|lane| Target::resolve(lane.spec, env, &mut clients))
             .collect::<Result<Vec<_>, _>>()?;
         let metrics = Metrics::new(&routes, lanes);
         Ok(Proxy {

@@ -40,7 +40,8 @@ pub struct TargetSpec {
     pub url: &'static str,
     /// Extra request headers; values may hold `${NAME}` placeholders.
     pub headers: &'static [(&'static str, &'static str)],
-    /// PEM file of extra trusted roots for an https target, read at start-up.
+    /// PEM file of extra trusted roots for an https target, read at start-up; may hold
+    /// `${NAME}` placeholders.
     pub ca_file: Option<&'static str>,
     /// Events the lane holds.
     pub buffer: usize,
@@ -142,7 +143,6 @@ impl fmt::Display for Table<'_> {
         for route in &self.routes {
             writeln!(f, "route {}  POST {}  max_body={}", route.name, route.path, route.max_body)?;
             for t in route.targets {
-                let retry_on: Vec<String> = t.retry.on.iter().map(u16::to_string).collect();
                 writeln!(f, "  target {}  {}", t.name, t.url)?;
                 writeln!(
                     f,
@@ -158,7 +158,7 @@ impl fmt::Display for Table<'_> {
                     t.retry.attempts,
                     humantime::format_duration(t.retry.backoff),
                     humantime::format_duration(t.retry.max_backoff),
-                    retry_on.join(","),
+                    status_ranges(t.retry.on),
                 )?;
                 writeln!(
                     f,
@@ -176,5 +176,36 @@ impl fmt::Display for Table<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// `408,429,500,502-599`: sorted statuses with runs collapsed.
+fn status_ranges(statuses: &[u16]) -> String {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &status in statuses {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == status => *end = status,
+            _ => runs.push((status, status)),
+        }
+    }
+    let runs: Vec<String> = runs
+        .into_iter()
+        .map(|(start, end)| match end - start {
+            0 => start.to_string(),
+            1 => format!("{start},{end}"),
+            _ => format!("{start}-{end}"),
+        })
+        .collect();
+    runs.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_runs_collapse() {
+        let default: Vec<u16> = [408, 429, 500].into_iter().chain(502..=599).collect();
+        assert_eq!(super::status_ranges(&default), "408,429,500,502-599");
+        assert_eq!(super::status_ranges(&[500, 501, 503]), "500,501,503");
+        assert_eq!(super::status_ranges(&[]), "");
     }
 }

@@ -29,7 +29,7 @@ impl Target {
     pub fn resolve(
         spec: &'static TargetSpec,
         env: &dyn Fn(&str) -> Option<String>,
-        clients: &Clients,
+        clients: &mut Clients,
     ) -> Result<Target, StartupError> {
         let place = format!("route \"{}\", target \"{}\"", spec.route, spec.name);
         let url = substitute(spec.url, env).map_err(|e| StartupError(format!("{place}, url: {e}")))?;
@@ -50,11 +50,19 @@ impl Target {
             headers.append(name, value);
         }
         headers.insert(ROUTE, HeaderValue::from_static(spec.route));
+        let ca_file = spec
+            .ca_file
+            .map(|path| substitute(path, env))
+            .transpose()
+            .map_err(|e| StartupError(format!("{place}, ca_file: {e}")))?;
+        let client = clients
+            .get(ca_file.as_deref())
+            .map_err(|e| StartupError(format!("{place}: {e}")))?;
         Ok(Target {
             spec,
             uri,
             headers,
-            client: clients.get(spec.ca_file),
+            client,
         })
     }
 }

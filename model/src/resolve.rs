@@ -234,6 +234,8 @@ impl Checker<'_> {
         if let Some(ca_file) = &raw.ca_file {
             if ca_file.is_empty() {
                 self.report_field(&base, &context, "ca_file", "must name a PEM file".into());
+            } else if let Err(message) = check_placeholders(ca_file) {
+                self.report_field(&base, &context, "ca_file", message);
             } else if !raw.url.starts_with("https://") {
                 self.report_field(
                     &base,

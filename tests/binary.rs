@@ -1,0 +1,220 @@
+//! The `fanout` binary as users run it, with the default routes.yaml compiled in: flags,
+//! the HTTP contract of errors, HTTP/1.1 pipelining, h2c, timeouts, and SIGTERM.
+
+mod common;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const FANOUT: &str = env!("CARGO_BIN_EXE_fanout");
+
+/// A running `fanout` process and the log lines it has written so far.
+struct Fanout {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Fanout {
+    fn start(extra_args: &[&str]) -> Fanout {
+        let mut child = Command::new(FANOUT)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fanout");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "fanout ready" {
+                    let listen = entry["fields"]["listen"].as_str().unwrap_or_default().to_owned();
+                    let _ = ready_tx.send(listen);
+                }
+                sink.lock().unwrap().push(entry);
+            }
+        });
+        let listen = ready_rx
+            .recv_timeout(common::PATIENCE)
+            .expect("fanout logs `fanout ready` with its address");
+        Fanout {
+            child,
+            addr: listen.parse().expect("the logged address parses"),
+            logs,
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + common::PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for fanout") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fanout did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_messages(&self) -> Vec<serde_json::Value> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes and returns everything the server writes back before closing or going
+/// quiet for 500ms.
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to fanout");
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn routes_flag_prints_the_compiled_table() {
+    let output = Command::new(FANOUT).arg("--routes").output().expect("run fanout --routes");
+    assert!(output.status.success());
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("route demo  POST /demo"), "{table}");
+    assert!(table.contains("target receiver_a  http://127.0.0.1:8001/event-inbound"), "{table}");
+    assert!(table.contains("buffer=100 overflow=reject"), "{table}");
+    assert!(table.contains("on=[408,429,500,502-599]"), "{table}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let output = Command::new(FANOUT).arg("--help").output().expect("run fanout --help");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in ["--listen", "--routes", "--log-format", "--header-read-timeout", "--drain-timeout", "--workers", "demo"] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
+    let fanout = Fanout::start(&[]);
+    let addr = fanout.addr;
+
+    let unknown = common::post(addr, "/nope", "{}", "application/json").await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.starts_with("{\"error\":"), "{}", unknown.body);
+
+    let wrong_method = common::get(addr, "/demo").await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+    assert_eq!(wrong_method.header("content-type"), Some("application/json"));
+
+    let too_big = "x".repeat(64 * 1024 + 1); // the demo route's max_body is 64KiB
+    let refused = common::post(addr, "/demo", &too_big, "application/json").await;
+    assert_eq!(refused.status, 413);
+    assert!(refused.body.contains("65536"), "{}", refused.body);
+
+    let chunked = raw_exchange(
+        addr,
+        format!("POST /demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n", too_big.len(), too_big).as_bytes(),
+    );
+    assert!(chunked.starts_with("HTTP/1.1 413"), "a body without Content-Length is cut off too: {chunked}");
+
+    let garbage = raw_exchange(addr, b"THIS IS NOT HTTP\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+
+    let health = common::get(addr, "/healthz").await;
+    assert_eq!(health.status, 200);
+    let accepted = common::post(addr, "/demo", "{\"still\":\"serving\"}", "application/json").await;
+    accepted.id();
+    let metrics = common::Metrics(common::get(addr, "/metrics").await.body);
+    assert_eq!(
+        metrics.value("fanout_events_rejected_total", &[("route", "demo"), ("reason", "body_too_large")]),
+        2.0
+    );
+}
+
+#[test]
+fn http1_pipelining_answers_every_request_in_order() {
+    let fanout = Fanout::start(&[]);
+    let one = "POST /demo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let answer = raw_exchange(fanout.addr, format!("{one}{one}{one}").as_bytes());
+    assert_eq!(answer.matches("HTTP/1.1 202 Accepted").count(), 3, "{answer}");
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_accepted() {
+    let fanout = Fanout::start(&[]);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = hyper::Request::post(format!("http://{}/demo", fanout.addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"over\":\"h2\"}")))
+        .unwrap();
+    let response = client.request(request).await.expect("an h2c answer");
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), 202);
+}
+
+#[test]
+fn idle_and_slow_connections_are_closed() {
+    let fanout = Fanout::start(&["--header-read-timeout", "300ms"]);
+    let mut stream = TcpStream::connect(fanout.addr).expect("connect");
+    stream.write_all(b"POST /demo HTTP/1.1\r\nhost: x\r\n").expect("half a request");
+    stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5), "a client that never finishes its headers is cut off");
+}
+
+#[test]
+fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
+    // The demo targets (127.0.0.1:8001/8002) are not running: events stay undelivered.
+    let mut fanout = Fanout::start(&["--drain-timeout", "300ms"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for _ in 0..5 {
+            common::post(fanout.addr, "/demo", "{}", "application/json").await.id();
+        }
+    });
+    let started = Instant::now();
+    let status = fanout.terminate();
+    assert!(status.success(), "fanout exits 0 after a drain: {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let logs = fanout.log_messages();
+    let undelivered: u64 = logs
+        .iter()
+        .filter(|e| e["fields"]["message"] == "lane stopped with undelivered events")
+        .map(|e| e["fields"]["undelivered"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(undelivered, 10, "5 events x 2 lanes left undelivered: {logs:?}");
+    assert!(TcpStream::connect(fanout.addr).is_err(), "no longer accepting");
+}

@@ -1,0 +1,364 @@
+//! What the integration tests share: real HTTP targets on 127.0.0.1 that record what they
+//! receive, a proxy served on a real socket, an HTTP client, and a reader for `/metrics`.
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use fanout::proxy::Proxy;
+use fanout::server::{self, Options};
+use fanout::spec::RouteTable;
+
+/// How long a test waits for something that should happen well before.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What a test target answers to its n-th request (0-based).
+#[derive(Clone, Copy, Debug)]
+pub enum Reply {
+    Status(u16),
+    /// A status with a `Retry-After` of this many seconds.
+    StatusRetryAfter(u16, u64),
+    /// 200 after this delay.
+    Slow(Duration),
+    /// 200 once the test opens the target's gate (one permit per request).
+    Gated,
+    /// Close the connection without answering.
+    HangUp,
+}
+
+/// One request a target received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("test headers are ASCII"))
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+    }
+
+    pub fn body_text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("test bodies are UTF-8")
+    }
+}
+
+type Behaviour = dyn Fn(usize) -> Reply + Send + Sync;
+
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    changed: Notify,
+    behaviour: Mutex<Arc<Behaviour>>,
+    gate: Semaphore,
+}
+
+/// A real HTTP/1.1 target on 127.0.0.1 that records every request it gets.
+pub struct Target {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl Target {
+    /// A target that answers every request with `reply`.
+    pub async fn start(reply: Reply) -> Target {
+        Target::with(move |_| reply).await
+    }
+
+    /// A target whose answer depends on the request's number.
+    pub async fn with(behaviour: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a test target");
+        Target::serve(listener, Arc::new(behaviour))
+    }
+
+    /// A target on `addr`, which was free a moment ago (for targets that come up late).
+    pub async fn start_on(addr: SocketAddr, reply: Reply) -> Target {
+        let listener = TcpListener::bind(addr).await.expect("bind a test target on its port");
+        Target::serve(listener, Arc::new(move |_| reply))
+    }
+
+    fn serve(listener: TcpListener, behaviour: Arc<Behaviour>) -> Target {
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let shared = Arc::new(Shared {
+            received: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            behaviour: Mutex::new(behaviour),
+            gate: Semaphore::new(0),
+        });
+        let state = shared.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| answer(state.clone(), request));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Target { addr, shared, server }
+    }
+
+    /// Changes what the target answers from now on.
+    pub fn set_reply(&self, reply: Reply) {
+        *self.shared.behaviour.lock().unwrap() = Arc::new(move |_| reply);
+    }
+
+    /// Lets `n` gated requests be answered.
+    pub fn open_gate(&self, n: usize) {
+        self.shared.gate.add_permits(n);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    /// Waits until the target has received at least `n` requests; panics after [`PATIENCE`].
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let waiting = async {
+            loop {
+                let changed = self.shared.changed.notified();
+                if self.count() >= n {
+                    return self.received();
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, waiting)
+            .await
+            .unwrap_or_else(|_| panic!("target got {} requests, expected {n}", self.count()))
+    }
+
+    /// Stops accepting (the port is closed; open connections end with their tasks).
+    pub fn stop(&self) {
+        self.server.abort();
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn answer(
+    state: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let number = {
+        let mut received = state.received.lock().unwrap();
+        received.push(Received {
+            path: parts.uri.path().to_owned(),
+            headers: parts.headers,
+            body,
+        });
+        received.len() - 1
+    };
+    state.changed.notify_waiters();
+    let behaviour = state.behaviour.lock().unwrap().clone();
+    let status = match behaviour(number) {
+        Reply::Status(status) => status,
+        Reply::StatusRetryAfter(status, seconds) => {
+            let mut response = reply(status);
+            response.headers_mut().insert("retry-after", seconds.into());
+            return Ok(response);
+        }
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            200
+        }
+        Reply::Gated => {
+            state.gate.acquire().await.expect("the gate is never closed").forget();
+            200
+        }
+        Reply::HangUp => return Err(std::io::Error::other("hanging up on purpose")),
+    };
+    Ok(reply(status))
+}
+
+fn reply(status: u16) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+    *response.status_mut() = StatusCode::from_u16(status).expect("tests use valid statuses");
+    response
+}
+
+/// A free port on 127.0.0.1 (bound and released), for a target that starts late.
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("a bound listener has an address")
+}
+
+/// A proxy serving the routing table `T` on a real socket.
+pub struct Running<T: RouteTable> {
+    pub addr: SocketAddr,
+    pub proxy: Arc<Proxy<T>>,
+    stop: Option<oneshot::Sender<()>>,
+    done: JoinHandle<()>,
+}
+
+/// Starts a proxy for `T`, resolving `${NAME}` placeholders from `env`; a name `env` does not
+/// give points at 127.0.0.1:9, where nothing listens. `drain_timeout` overrides the compiled one.
+pub async fn start_proxy<T: RouteTable>(
+    env: &[(&str, String)],
+    drain_timeout: Option<Duration>,
+) -> Running<T> {
+    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let proxy = Arc::new(Proxy::<T>::new(&|name| Some(env.get(name).cloned().unwrap_or_else(|| "127.0.0.1:9".into()))).expect("the test proxy starts"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    let options = Options {
+        header_read_timeout: Duration::from_secs(5),
+        drain_timeout: drain_timeout.unwrap_or(T::SERVER.drain_timeout),
+        metrics_log_interval: Duration::ZERO,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(server::run(listener, proxy.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        proxy,
+        stop: Some(stop),
+        done,
+    }
+}
+
+impl<T: RouteTable> Running<T> {
+    /// Shuts the proxy down as SIGTERM would and waits until it has drained and stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(PATIENCE, &mut self.done)
+            .await
+            .expect("the proxy stops within the test's patience")
+            .expect("the server task does not panic");
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Answer {
+        post(self.addr, path, body, "application/json").await
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        Metrics(get(self.addr, "/metrics").await.body)
+    }
+
+    /// Waits until the metric reaches `value`; panics after [`PATIENCE`].
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.metrics().await.value(name, labels);
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{labels:?} is {now}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A response as a test looks at it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The id of a 202 `{"id":"..."}`.
+    pub fn id(&self) -> String {
+        assert_eq!(self.status, 202, "expected 202, got {self:?}");
+        let json: serde_json::Value = serde_json::from_str(&self.body).expect("202 body is JSON");
+        json["id"].as_str().expect("202 body has a string id").to_owned()
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn request(request: Request<Full<Bytes>>) -> Answer {
+    let response = client().request(request).await.expect("the proxy answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("read the answer").to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).expect("answers are UTF-8"),
+    }
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: &str, content_type: &str) -> Answer {
+    request(
+        Request::post(format!("http://{addr}{path}"))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("a valid test request"),
+    )
+    .await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+    request(
+        Request::get(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid test request"),
+    )
+    .await
+}
+
+/// The Prometheus text of `/metrics`.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample `name{labels}` (labels in any order, all must match); 0 if absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+                let all_match = metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                all_match.then(|| value.parse().expect("sample values are numbers"))
+            })
+            .unwrap_or(0.0)
+    }
+}
