@@ -193,6 +193,15 @@ fn idle_and_slow_connections_are_closed() {
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
     assert!(started.elapsed() < Duration::from_secs(5), "a client that never finishes its headers is cut off");
+
+    let mut idle = TcpStream::connect(fanout.addr).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").expect("a whole request");
+    idle.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = idle.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() < Duration::from_secs(5), "an idle keep-alive connection is closed");
 }
 
 #[test]
