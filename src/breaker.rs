@@ -19,10 +19,17 @@ pub struct Breaker {
 
 #[derive(Clone, Copy, Debug)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant, cooldown: Duration },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        cooldown: Duration,
+    },
     /// One probe is out; `cooldown` is the one that just ended.
-    Probing { cooldown: Duration },
+    Probing {
+        cooldown: Duration,
+    },
 }
 
 /// What a worker may do now.
@@ -128,20 +135,36 @@ mod tests {
             assert_eq!(breaker.record(Permit::Send, false), Change::None);
         }
         assert_eq!(breaker.permit(), Permit::Send);
-        assert_eq!(breaker.record(Permit::Send, false), Change::Opened(Duration::from_secs(1)));
+        assert_eq!(
+            breaker.record(Permit::Send, false),
+            Change::Opened(Duration::from_secs(1))
+        );
         assert!(matches!(breaker.permit(), Permit::WaitUntil(_)));
 
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
-        assert!(matches!(breaker.permit(), Permit::WaitUntil(_)), "only one probe at a time");
-        assert_eq!(breaker.record(Permit::Probe, false), Change::Opened(Duration::from_secs(2)));
+        assert!(
+            matches!(breaker.permit(), Permit::WaitUntil(_)),
+            "only one probe at a time"
+        );
+        assert_eq!(
+            breaker.record(Permit::Probe, false),
+            Change::Opened(Duration::from_secs(2))
+        );
 
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
-        assert_eq!(breaker.record(Permit::Probe, false), Change::Opened(Duration::from_secs(4)));
+        assert_eq!(
+            breaker.record(Permit::Probe, false),
+            Change::Opened(Duration::from_secs(4))
+        );
         tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
-        assert_eq!(breaker.record(Permit::Probe, false), Change::Opened(Duration::from_secs(4)), "capped");
+        assert_eq!(
+            breaker.record(Permit::Probe, false),
+            Change::Opened(Duration::from_secs(4)),
+            "capped"
+        );
 
         tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(breaker.permit(), Permit::Probe);

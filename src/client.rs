@@ -1,6 +1,8 @@
-//! The outbound HTTP client: one connection-pooled, keep-alive client shared by every lane,
-//! speaking http and https (rustls with webpki's roots). Targets with a `ca_file` share one
-//! more client per distinct file, which also trusts that file's certificates.
+//! The outbound HTTP clients: one connection-pooled, keep-alive HTTP/1.1 client shared by
+//! every lane, speaking http and https (rustls with webpki's roots). Targets with a `ca_file`
+//! share one more client per distinct file, which also trusts that file's certificates, and
+//! `http2: true` targets share HTTP/2-only clients (h2c with prior knowledge for http://),
+//! which multiplex every delivery to a target on one connection.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,39 +24,32 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// How long an idle pooled connection to a target is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The shared client, plus one per distinct `ca_file`; used at start-up only, to hand each
+/// The clients made so far, one per (`ca_file`, `http2`); used at start-up only, to hand each
 /// target its client.
+#[derive(Default)]
 pub struct Clients {
-    shared: HttpClient,
-    by_ca_file: HashMap<String, HttpClient>,
+    made: HashMap<(Option<String>, bool), HttpClient>,
 }
 
 impl Clients {
     pub fn new() -> Clients {
-        Clients {
-            shared: client(webpki_roots()),
-            by_ca_file: HashMap::new(),
-        }
+        Clients::default()
     }
 
-    /// The client for a target: the shared one, or the one trusting `ca_file` (read now, so a
-    /// bad file stops start-up).
-    pub fn get(&mut self, ca_file: Option<&str>) -> Result<HttpClient, StartupError> {
-        let Some(path) = ca_file else {
-            return Ok(self.shared.clone());
-        };
-        if let Some(client) = self.by_ca_file.get(path) {
+    /// The client for a target trusting `ca_file` too (read now, so a bad file stops
+    /// start-up), speaking HTTP/2 only if `http2`.
+    pub fn get(&mut self, ca_file: Option<&str>, http2: bool) -> Result<HttpClient, StartupError> {
+        let key = (ca_file.map(str::to_owned), http2);
+        if let Some(client) = self.made.get(&key) {
             return Ok(client.clone());
         }
-        let client = client(roots_with(path)?);
-        self.by_ca_file.insert(path.to_owned(), client.clone());
+        let roots = match ca_file {
+            Some(path) => roots_with(path)?,
+            None => webpki_roots(),
+        };
+        let client = client(roots, http2);
+        self.made.insert(key, client.clone());
         Ok(client)
-    }
-}
-
-impl Default for Clients {
-    fn default() -> Clients {
-        Clients::new()
     }
 }
 
@@ -79,7 +74,7 @@ fn roots_with(path: &str) -> Result<RootCertStore, StartupError> {
     Ok(roots)
 }
 
-fn client(roots: RootCertStore) -> HttpClient {
+fn client(roots: RootCertStore, http2: bool) -> HttpClient {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -91,12 +86,16 @@ fn client(roots: RootCertStore) -> HttpClient {
     http.set_nodelay(true);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+        .https_or_http();
+    let connector = if http2 {
+        connector.enable_http2().wrap_connector(http)
+    } else {
+        connector.enable_http1().wrap_connector(http)
+    };
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .http2_only(http2)
         .build(connector)
 }

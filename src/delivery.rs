@@ -1,25 +1,56 @@
-//! Delivery: the workers of a lane take events and POST them to the target, with per-attempt
-//! timeouts, retries with exponential backoff and full jitter, `Retry-After`, and the lane's
-//! circuit breaker. Every event taken ends counted exactly once: delivered, failed, or (when
-//! the worker is stopped at the end of a drain) dropped with reason `shutdown`.
+//! Delivery: the workers of a lane take events and POST them to the target, one per request
+//! or many per request ([`crate::parcel`]), with per-attempt timeouts, retries with
+//! exponential backoff and full jitter, `Retry-After`, and the lane's circuit breaker. Every
+//! event taken ends counted exactly once: delivered, failed, or (when the worker is stopped at
+//! the end of a drain) dropped with reason `shutdown`.
 
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::breaker::{Change, Permit};
-use crate::event::Event;
 use crate::lane::Lane;
-use crate::spec::RetryPolicy;
-use crate::target::{Target, ATTEMPT, EVENT_ID};
+use crate::parcel::Parcel;
+use crate::spec::{BatchPolicy, RetryPolicy};
+use crate::target::{Target, ATTEMPT};
 
 /// Takes events from `lane` and delivers them to `target`, forever; the caller aborts it.
 pub async fn work(lane: &Lane, target: &Target) {
+    match &lane.spec.batch {
+        None => loop {
+            let event = lane.next().await;
+            deliver(lane, target, Parcel::single(&event)).await;
+        },
+        Some(policy) => {
+            let mut events = Vec::with_capacity(policy.max_events);
+            loop {
+                gather(lane, policy, &mut events).await;
+                let parcel = Parcel::batch(&events);
+                events.clear();
+                deliver(lane, target, parcel).await;
+            }
+        }
+    }
+}
+
+/// Fills `events` with a batch: waits for a first event, then takes more until the batch is
+/// full or `max_wait` has passed since the first.
+async fn gather(lane: &Lane, policy: &BatchPolicy, events: &mut Vec<crate::event::Event>) {
+    events.push(lane.next().await);
+    let deadline = Instant::now() + policy.max_wait;
+    let mut bytes = events[0].body().len() + 1;
     loop {
-        let event = lane.next().await;
-        deliver(lane, target, event).await;
+        bytes = lane.pop_into(events, bytes, policy.max_events, policy.max_bytes);
+        let full = events.len() >= policy.max_events || bytes >= policy.max_bytes;
+        if full || Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            () = lane.pushed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
     }
 }
 
@@ -36,41 +67,53 @@ enum Outcome {
     },
 }
 
-async fn deliver(lane: &Lane, target: &Target, event: Event) {
-    let held = Held::new(lane);
+async fn deliver(lane: &Lane, target: &Target, parcel: Parcel) {
+    let held = Held::new(lane, parcel.count);
+    let events = parcel.count;
     let retry = &lane.spec.retry;
     let mut attempt = 1;
     loop {
         let permit = permit(lane).await;
         let started = Instant::now();
-        let outcome = send(target, &event, attempt).await;
-        lane.metrics.duration.observe(started.elapsed().as_secs_f64());
+        let outcome = send(target, &parcel, attempt).await;
+        lane.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         let alive = !matches!(outcome, Outcome::Retryable { .. });
         match lane.breaker.record(permit, alive) {
             Change::Opened(cooldown) => {
                 lane.metrics.circuit_open.set(1);
-                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ?cooldown, "circuit open: pausing deliveries");
+                tracing::warn!(
+                    route = lane.spec.route,
+                    target = lane.spec.name,
+                    ?cooldown,
+                    "circuit open: pausing deliveries"
+                );
             }
             Change::Closed => {
                 lane.metrics.circuit_open.set(0);
-                tracing::info!(route = lane.spec.route, target = lane.spec.name, "circuit closed: target answers again");
+                tracing::info!(
+                    route = lane.spec.route,
+                    target = lane.spec.name,
+                    "circuit closed: target answers again"
+                );
             }
             Change::None => {}
         }
         match outcome {
             Outcome::Delivered => {
-                lane.metrics.delivered.inc();
+                lane.metrics.delivered.inc_by(events);
                 return held.settle();
             }
             Outcome::Permanent(status) => {
-                lane.metrics.failed.inc();
-                tracing::warn!(route = lane.spec.route, target = lane.spec.name, id = ?event.id(), %status, "delivery failed: status is not retried");
+                lane.metrics.failed.inc_by(events);
+                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, %status, "delivery failed: status is not retried");
                 return held.settle();
             }
             Outcome::Retryable { why, retry_after } => {
                 if attempt >= retry.attempts {
-                    lane.metrics.failed.inc();
-                    tracing::warn!(route = lane.spec.route, target = lane.spec.name, id = ?event.id(), attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
+                    lane.metrics.failed.inc_by(events);
+                    tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
                     return held.settle();
                 }
                 tracing::debug!(route = lane.spec.route, target = lane.spec.name, attempt, %why, "retrying");
@@ -92,15 +135,15 @@ async fn permit(lane: &Lane) -> Permit {
     }
 }
 
-async fn send(target: &Target, event: &Event, attempt: u32) -> Outcome {
-    let mut request = Request::new(Full::new(event.body().clone()));
+async fn send(target: &Target, parcel: &Parcel, attempt: u32) -> Outcome {
+    let mut request = Request::new(Full::new(parcel.body.clone()));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = target.uri.clone();
     let headers = request.headers_mut();
     headers.clone_from(&target.headers);
-    headers.insert(EVENT_ID, event.id().clone());
+    headers.insert(parcel.ids.0.clone(), parcel.ids.1.clone());
     headers.insert(ATTEMPT, attempt_header(attempt));
-    if let Some(content_type) = event.content_type() {
+    if let Some(content_type) = &parcel.content_type {
         headers.insert(CONTENT_TYPE, content_type.clone());
     }
     let exchange = async {
@@ -149,7 +192,8 @@ fn backoff(retry: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> 
     retry_after.map_or(jittered, |asked| asked.min(retry.max_backoff))
 }
 
-fn attempt_header(attempt: u32) -> HeaderValue {
+fn attempt_header(attempt: u32) -> hyper::header::HeaderValue {
+    use hyper::header::HeaderValue;
     const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
     match SMALL.get(attempt as usize) {
         Some(text) => HeaderValue::from_static(text),
@@ -168,18 +212,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Marks an event as held by a worker (`fanout_lane_inflight`). Unless settled, dropping it —
-/// the worker was stopped at the end of a drain — counts the event as dropped at shutdown.
+/// Marks events as held by a worker (`fanout_lane_inflight`). Unless settled, dropping it —
+/// the worker was stopped at the end of a drain — counts the events as dropped at shutdown.
 struct Held<'a> {
     lane: &'a Lane,
+    events: u64,
     settled: bool,
 }
 
 impl<'a> Held<'a> {
-    fn new(lane: &'a Lane) -> Held<'a> {
-        lane.metrics.inflight.inc();
+    fn new(lane: &'a Lane, events: u64) -> Held<'a> {
+        lane.metrics.inflight.add(events as i64);
         Held {
             lane,
+            events,
             settled: false,
         }
     }
@@ -191,9 +237,9 @@ impl<'a> Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.lane.metrics.inflight.dec();
+        self.lane.metrics.inflight.sub(self.events as i64);
         if !self.settled {
-            self.lane.metrics.dropped_shutdown.inc();
+            self.lane.metrics.dropped_shutdown.inc_by(self.events);
         }
     }
 }
@@ -220,7 +266,13 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_up_to_max_backoff() {
-        assert_eq!(backoff(&RETRY, 1, Some(Duration::from_millis(700))), Duration::from_millis(700));
-        assert_eq!(backoff(&RETRY, 1, Some(Duration::from_secs(60))), Duration::from_secs(1));
+        assert_eq!(
+            backoff(&RETRY, 1, Some(Duration::from_millis(700))),
+            Duration::from_millis(700)
+        );
+        assert_eq!(
+            backoff(&RETRY, 1, Some(Duration::from_secs(60))),
+            Duration::from_secs(1)
+        );
     }
 }

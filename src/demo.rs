@@ -28,7 +28,9 @@ pub async fn start<T: RouteTable>() -> Result<(), StartupError> {
     }
     for (address, name) in addresses {
         let listener = TcpListener::bind(address).await.map_err(|e| {
-            StartupError(format!("demo receiver for target \"{name}\" cannot listen on {address}: {e}"))
+            StartupError(format!(
+                "demo receiver for target \"{name}\" cannot listen on {address}: {e}"
+            ))
         })?;
         println!("demo: receiver for target {name} listening on http://{address}");
         tokio::spawn(serve(listener, name));
@@ -55,7 +57,10 @@ async fn serve(listener: TcpListener, name: &'static str) {
     }
 }
 
-async fn receive(name: &str, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn receive(
+    name: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |h: &str| {
         request
             .headers()
@@ -64,9 +69,18 @@ async fn receive(name: &str, request: Request<Incoming>) -> Result<Response<Full
             .unwrap_or("-")
             .to_owned()
     };
-    let (id, route, attempt) = (header("fanout-event-id"), header("fanout-route"), header("fanout-attempt"));
+    let (id, route, attempt) = (
+        header("fanout-event-id"),
+        header("fanout-route"),
+        header("fanout-attempt"),
+    );
     let path = request.uri().path().to_owned();
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     println!(
         "demo: {name} got POST {path} route={route} id={id} attempt={attempt} body={}",
         String::from_utf8_lossy(&body)

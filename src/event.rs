@@ -31,7 +31,8 @@ impl Event {
         let mut receipt = [0u8; RECEIPT_PREFIX.len() + 36 + RECEIPT_SUFFIX.len()];
         let id_range = RECEIPT_PREFIX.len()..RECEIPT_PREFIX.len() + 36;
         receipt[..id_range.start].copy_from_slice(RECEIPT_PREFIX);
-        uuid.hyphenated().encode_lower(&mut receipt[id_range.clone()]);
+        uuid.hyphenated()
+            .encode_lower(&mut receipt[id_range.clone()]);
         receipt[id_range.end..].copy_from_slice(RECEIPT_SUFFIX);
         let receipt = Bytes::copy_from_slice(&receipt);
         let id = HeaderValue::from_maybe_shared(receipt.slice(id_range))

@@ -76,13 +76,21 @@ async fn ingest<T: RouteTable>(
         }
         Err(_) => {
             metrics.rejected(RejectReason::BodyUnreadable).inc();
-            return error(StatusCode::BAD_REQUEST, "the request body could not be read");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
         }
     };
     if proxy.shutting_down.load(Ordering::Relaxed) {
         metrics.rejected(RejectReason::ShuttingDown).inc();
-        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "shutting down; retry on another instance");
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; retry on another instance",
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
     // A copy the size of the body, so a queued event does not pin the connection's read buffer.
@@ -100,7 +108,9 @@ async fn ingest<T: RouteTable>(
                 rejected.target, spec.name
             );
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &message);
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
     }
@@ -139,8 +149,13 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
-    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed; use {allow}"));
-    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method not allowed; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 
@@ -150,6 +165,8 @@ fn too_large(limit: u64) -> Response<Full<Bytes>> {
         &format!("the body is over this route's limit of {limit} bytes"),
     );
     // The rest of the body is not read, so the connection cannot carry another request.
-    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }

@@ -64,7 +64,9 @@ impl Lane {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves the queue consistent (every critical section
         // is a single VecDeque call), so a poisoned lock is still usable.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a slot for an event, or refuses if the lane is full.
@@ -118,6 +120,37 @@ impl Lane {
     /// Takes the oldest waiting event, if any.
     pub fn pop(&self) -> Option<Event> {
         self.lock().events.pop_front()
+    }
+
+    /// Moves waiting events into `batch`, oldest first, while it holds fewer than
+    /// `max_events` and their bodies (one line each) fit in `max_bytes`; `bytes` is what
+    /// `batch` already holds. Takes at least one event when `batch` is empty. Returns the new
+    /// byte count.
+    pub fn pop_into(
+        &self,
+        batch: &mut Vec<Event>,
+        mut bytes: usize,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> usize {
+        let mut queue = self.lock();
+        while batch.len() < max_events {
+            let Some(next) = queue.events.front() else {
+                break;
+            };
+            let size = next.body().len() + 1;
+            if !batch.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            batch.extend(queue.events.pop_front());
+        }
+        bytes
+    }
+
+    /// Completes when an event may have been pushed since the last wake-up.
+    pub async fn pushed(&self) {
+        self.ready.notified().await;
     }
 
     /// Waits for the next event.

@@ -12,7 +12,8 @@
 //! - [`server`]: accept loop, connections, shutdown and drain.
 //! - [`ingest`]: one request → one [`event`] in every [`lane`] of its route, or an error answer.
 //! - [`lane`]: a bounded queue with its overflow policy and [`breaker`].
-//! - [`delivery`]: lane workers POSTing to a [`target`] through the shared [`client`].
+//! - [`delivery`]: lane workers POSTing a [`parcel`] (one event, or a batch) to a [`target`]
+//!   through the shared [`client`].
 //! - [`metrics`]: Prometheus text and the periodic log line.
 //! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
 //!   process around it.
@@ -28,6 +29,7 @@ pub mod event;
 pub mod ingest;
 pub mod lane;
 pub mod metrics;
+pub mod parcel;
 pub mod proxy;
 pub mod routes;
 pub mod server;
@@ -45,6 +47,7 @@ pub mod __private {
     pub use crate::event::Event;
     pub use crate::lane::{Lane, Rejected};
     pub use crate::spec::{
-        BreakerPolicy, Overflow, RetryPolicy, RouteSpec, RouteTable, ServerSpec, TargetSpec,
+        BatchPolicy, BreakerPolicy, Overflow, RetryPolicy, RouteSpec, RouteTable, ServerSpec,
+        TargetSpec,
     };
 }

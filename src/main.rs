@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     if let Some(workers) = cli.workers {
         runtime.worker_threads(workers.max(1));
     }
-    let runtime = runtime.enable_all().build().expect("a tokio runtime can be built at start-up");
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built at start-up");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -67,7 +70,13 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         drain_timeout: cli.drain_timeout.unwrap_or(SERVER.drain_timeout),
         metrics_log_interval: SERVER.metrics_log_interval,
     };
-    server::run(listener, Arc::new(proxy), options, shutdown::signal_received()).await;
+    server::run(
+        listener,
+        Arc::new(proxy),
+        options,
+        shutdown::signal_received(),
+    )
+    .await;
     tracing::info!("fanout stopped");
     Ok(())
 }

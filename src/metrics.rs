@@ -66,8 +66,11 @@ impl RouteMetrics {
             )),
             rejected: RejectReason::ALL.map(|reason| {
                 counter(
-                    opts("fanout_events_rejected_total", "Events refused at ingest, by reason.")
-                        .const_label("reason", reason.as_str()),
+                    opts(
+                        "fanout_events_rejected_total",
+                        "Events refused at ingest, by reason.",
+                    )
+                    .const_label("reason", reason.as_str()),
                 )
             }),
         }

@@ -97,7 +97,10 @@ pub async fn run<T: RouteTable>(
     let deadline = Instant::now() + options.drain_timeout;
     drop(listener);
     proxy.shutting_down.store(true, Ordering::Relaxed);
-    if tokio::time::timeout_at(deadline, connections.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, connections.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open at the drain deadline");
     }
     wait_for_empty_lanes(&proxy, deadline).await;
@@ -144,9 +147,19 @@ fn report_leftovers<T: RouteTable>(proxy: &Proxy<T>) {
         lane.metrics.dropped_shutdown.inc_by(waiting);
         let undelivered = lane.metrics.dropped_shutdown.get();
         if undelivered > 0 {
-            tracing::warn!(route = lane.spec.route, target = lane.spec.name, undelivered, "lane stopped with undelivered events");
+            tracing::warn!(
+                route = lane.spec.route,
+                target = lane.spec.name,
+                undelivered,
+                "lane stopped with undelivered events"
+            );
         } else {
-            tracing::info!(route = lane.spec.route, target = lane.spec.name, undelivered, "lane drained");
+            tracing::info!(
+                route = lane.spec.route,
+                target = lane.spec.name,
+                undelivered,
+                "lane drained"
+            );
         }
     }
 }

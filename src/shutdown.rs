@@ -5,11 +5,16 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn signal_received() {
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler works in a tokio runtime");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler works in a tokio runtime");
+    let mut term = signal(SignalKind::terminate())
+        .expect("installing a SIGTERM handler works in a tokio runtime");
+    let mut int = signal(SignalKind::interrupt())
+        .expect("installing a SIGINT handler works in a tokio runtime");
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = name, "shutting down: no new connections, draining lanes");
+    tracing::info!(
+        signal = name,
+        "shutting down: no new connections, draining lanes"
+    );
 }

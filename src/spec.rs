@@ -52,6 +52,20 @@ pub struct TargetSpec {
     pub concurrency: usize,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
+    /// Speak HTTP/2 to the target (h2c with prior knowledge for http://, ALPN for https://):
+    /// many deliveries in flight on one connection.
+    pub http2: bool,
+    /// Deliver many events per request, as NDJSON.
+    pub batch: Option<BatchPolicy>,
+}
+
+/// How a lane groups events into one request: it sends as soon as `max_events` or
+/// `max_bytes` is reached, or `max_wait` after it took the batch's first event.
+#[derive(Debug)]
+pub struct BatchPolicy {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
 }
 
 /// What a full lane does with a new event.
@@ -141,7 +155,11 @@ impl fmt::Display for Table<'_> {
             humantime::format_duration(s.metrics_log_interval),
         )?;
         for route in &self.routes {
-            writeln!(f, "route {}  POST {}  max_body={}", route.name, route.path, route.max_body)?;
+            writeln!(
+                f,
+                "route {}  POST {}  max_body={}",
+                route.name, route.path, route.max_body
+            )?;
             for t in route.targets {
                 writeln!(f, "  target {}  {}", t.name, t.url)?;
                 writeln!(
@@ -167,6 +185,18 @@ impl fmt::Display for Table<'_> {
                     humantime::format_duration(t.breaker.cooldown),
                     humantime::format_duration(t.breaker.max_cooldown),
                 )?;
+                if t.http2 {
+                    writeln!(f, "    http2: true")?;
+                }
+                if let Some(batch) = &t.batch {
+                    writeln!(
+                        f,
+                        "    batch: max_events={} max_bytes={} max_wait={}",
+                        batch.max_events,
+                        batch.max_bytes,
+                        humantime::format_duration(batch.max_wait),
+                    )?;
+                }
                 for (name, value) in t.headers {
                     writeln!(f, "    header {name}: {value}")?;
                 }

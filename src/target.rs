@@ -11,6 +11,8 @@ use crate::startup::StartupError;
 
 /// Header carrying the event id to targets.
 pub const EVENT_ID: HeaderName = HeaderName::from_static("fanout-event-id");
+/// Header carrying the ids of a batch's events, comma-separated, in line order.
+pub const EVENT_IDS: HeaderName = HeaderName::from_static("fanout-event-ids");
 /// Header carrying the route name to targets.
 pub const ROUTE: HeaderName = HeaderName::from_static("fanout-route");
 /// Header carrying the attempt number (1 for the first) to targets.
@@ -32,7 +34,8 @@ impl Target {
         clients: &mut Clients,
     ) -> Result<Target, StartupError> {
         let place = format!("route \"{}\", target \"{}\"", spec.route, spec.name);
-        let url = substitute(spec.url, env).map_err(|e| StartupError(format!("{place}, url: {e}")))?;
+        let url =
+            substitute(spec.url, env).map_err(|e| StartupError(format!("{place}, url: {e}")))?;
         let uri: Uri = url
             .parse()
             .map_err(|e| StartupError(format!("{place}: url \"{url}\" is invalid: {e}")))?;
@@ -56,7 +59,7 @@ impl Target {
             .transpose()
             .map_err(|e| StartupError(format!("{place}, ca_file: {e}")))?;
         let client = clients
-            .get(ca_file.as_deref())
+            .get(ca_file.as_deref(), spec.http2)
             .map_err(|e| StartupError(format!("{place}: {e}")))?;
         Ok(Target {
             spec,
@@ -77,8 +80,9 @@ fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             .map(|e| start + e)
             .ok_or_else(|| format!("unclosed \"${{\" in \"{text}\""))?;
         let name = &rest[start + 2..end];
-        let value = env(name)
-            .ok_or_else(|| format!("environment variable {name} is not set (needed for ${{{name}}})"))?;
+        let value = env(name).ok_or_else(|| {
+            format!("environment variable {name} is not set (needed for ${{{name}}})")
+        })?;
         out.push_str(&rest[..start]);
         out.push_str(&value);
         rest = &rest[end + 1..];
@@ -94,7 +98,10 @@ mod tests {
     #[test]
     fn placeholders_are_replaced_and_missing_ones_named() {
         let env = |name: &str| (name == "TOKEN").then(|| "s3cret".to_owned());
-        assert_eq!(substitute("Bearer ${TOKEN}", &env).unwrap(), "Bearer s3cret");
+        assert_eq!(
+            substitute("Bearer ${TOKEN}", &env).unwrap(),
+            "Bearer s3cret"
+        );
         assert_eq!(substitute("plain $5", &env).unwrap(), "plain $5");
         let error = substitute("${MISSING}/x", &env).unwrap_err();
         assert!(error.contains("MISSING is not set"), "{error}");

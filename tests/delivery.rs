@@ -57,30 +57,53 @@ async fn every_target_receives_every_event_with_its_id_body_and_headers() {
             assert_eq!(got.path, "/in");
         }
     }
-    assert!(a.received().iter().all(|r| r.header("x-token") == "Bearer s3cret"));
-    assert!(b.received().iter().all(|r| r.headers.get("x-token").is_none()));
+    assert!(a
+        .received()
+        .iter()
+        .all(|r| r.header("x-token") == "Bearer s3cret"));
+    assert!(b
+        .received()
+        .iter()
+        .all(|r| r.headers.get("x-token").is_none()));
 
     let labels = [("route", "pair"), ("target", "a")];
-    proxy.wait_metric("fanout_lane_delivered_total", &labels, 20.0).await;
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 20.0)
+        .await;
     let metrics = proxy.metrics().await;
-    assert_eq!(metrics.value("fanout_events_accepted_total", &[("route", "pair")]), 20.0);
+    assert_eq!(
+        metrics.value("fanout_events_accepted_total", &[("route", "pair")]),
+        20.0
+    );
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
 }
 
 #[tokio::test]
 async fn a_target_answering_503_gets_the_event_again_until_it_takes_it() {
-    let target = Target::with(|n| if n < 2 { Reply::Status(503) } else { Reply::Status(200) }).await;
+    let target = Target::with(|n| {
+        if n < 2 {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
     let proxy = start_proxy::<Lanes>(&[("RETRY", addr(&target))], None).await;
 
     let id = proxy.post("/retry", "{\"order\":1}").await.id();
     let received = target.wait_for(3).await;
-    let attempts: Vec<&str> = received.iter().map(|r| r.header("fanout-attempt")).collect();
+    let attempts: Vec<&str> = received
+        .iter()
+        .map(|r| r.header("fanout-attempt"))
+        .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
     assert!(received.iter().all(|r| r.header("fanout-event-id") == id));
     assert!(received.iter().all(|r| r.body_text() == "{\"order\":1}"));
 
     let labels = [("route", "retry"), ("target", "flaky")];
-    proxy.wait_metric("fanout_lane_delivered_total", &labels, 1.0).await;
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 1.0)
+        .await;
     let metrics = proxy.metrics().await;
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 2.0);
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 0.0);
@@ -103,7 +126,10 @@ async fn retry_after_from_the_target_is_honoured() {
     target.wait_for(2).await;
     // max_backoff (50ms) caps what the target may ask for.
     let waited = asked_at.elapsed();
-    assert!(waited >= Duration::from_millis(40), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(40),
+        "retried after {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -113,12 +139,16 @@ async fn a_target_that_comes_up_late_still_gets_the_event() {
     let id = proxy.post("/late", "{\"early\":true}").await.id();
 
     let labels = [("route", "late"), ("target", "sleepy")];
-    proxy.wait_metric("fanout_lane_retries_total", &labels, 2.0).await;
+    proxy
+        .wait_metric("fanout_lane_retries_total", &labels, 2.0)
+        .await;
     let target = Target::start_on(late, Reply::Status(200)).await;
     let received = target.wait_for(1).await;
     assert_eq!(received[0].header("fanout-event-id"), id);
     assert_ne!(received[0].header("fanout-attempt"), "1");
-    proxy.wait_metric("fanout_lane_delivered_total", &labels, 1.0).await;
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 1.0)
+        .await;
 }
 
 #[tokio::test]
@@ -128,7 +158,9 @@ async fn a_400_is_not_retried_and_counts_as_failed() {
     proxy.post("/retry", "{}").await.id();
 
     let labels = [("route", "retry"), ("target", "flaky")];
-    proxy.wait_metric("fanout_lane_failed_total", &labels, 1.0).await;
+    proxy
+        .wait_metric("fanout_lane_failed_total", &labels, 1.0)
+        .await;
     assert_eq!(target.count(), 1);
     let metrics = proxy.metrics().await;
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
@@ -143,19 +175,33 @@ async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_ret
         proxy.post("/breaker", &format!("{{\"n\":{n}}}")).await.id();
     }
     let labels = [("route", "breaker"), ("target", "flappy")];
-    proxy.wait_metric("fanout_lane_circuit_open", &labels, 1.0).await;
-    assert_eq!(target.count(), 3, "the circuit opens after 3 failed attempts");
+    proxy
+        .wait_metric("fanout_lane_circuit_open", &labels, 1.0)
+        .await;
+    assert_eq!(
+        target.count(),
+        3,
+        "the circuit opens after 3 failed attempts"
+    );
 
     // The cool-down is 1s: nothing reaches the target well inside it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(target.count(), 3, "an open circuit sends nothing");
     let metrics = proxy.metrics().await;
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 3.0);
-    assert!(metrics.value("fanout_lane_depth", &labels) + metrics.value("fanout_lane_inflight", &labels) >= 6.0);
+    assert!(
+        metrics.value("fanout_lane_depth", &labels)
+            + metrics.value("fanout_lane_inflight", &labels)
+            >= 6.0
+    );
 
     target.set_reply(Reply::Status(200));
-    proxy.wait_metric("fanout_lane_circuit_open", &labels, 0.0).await;
-    proxy.wait_metric("fanout_lane_delivered_total", &labels, 7.0).await;
+    proxy
+        .wait_metric("fanout_lane_circuit_open", &labels, 0.0)
+        .await;
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 7.0)
+        .await;
     assert_eq!(target.count(), 10);
 }
 
@@ -173,15 +219,27 @@ async fn drop_oldest_evicts_the_oldest_waiting_events_and_counts_them() {
     let received = target.wait_for(3).await;
 
     let labels = [("route", "oldest"), ("target", "gated")];
-    proxy.wait_metric("fanout_lane_delivered_total", &labels, 3.0).await;
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 3.0)
+        .await;
     let bodies: Vec<&str> = received.iter().map(|r| r.body_text()).collect();
-    assert_eq!(bodies, ["0", "8", "9"], "the two newest waiting events survive");
+    assert_eq!(
+        bodies,
+        ["0", "8", "9"],
+        "the two newest waiting events survive"
+    );
     let metrics = proxy.metrics().await;
     assert_eq!(
-        metrics.value("fanout_lane_dropped_total", &[("route", "oldest"), ("reason", "overflow")]),
+        metrics.value(
+            "fanout_lane_dropped_total",
+            &[("route", "oldest"), ("reason", "overflow")]
+        ),
         7.0
     );
-    assert_eq!(metrics.value("fanout_events_accepted_total", &[("route", "oldest")]), 10.0);
+    assert_eq!(
+        metrics.value("fanout_events_accepted_total", &[("route", "oldest")]),
+        10.0
+    );
     assert_eq!(target.count(), 3, "dropped events are never sent");
 }
 
@@ -196,12 +254,21 @@ async fn drop_newest_keeps_what_the_lane_holds_and_counts_the_rest() {
     }
     target.open_gate(10);
     let labels = [("route", "newest"), ("target", "gated")];
-    proxy.wait_metric("fanout_lane_delivered_total", &labels, 3.0).await;
-    let bodies: Vec<String> = target.received().iter().map(|r| r.body_text().to_owned()).collect();
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 3.0)
+        .await;
+    let bodies: Vec<String> = target
+        .received()
+        .iter()
+        .map(|r| r.body_text().to_owned())
+        .collect();
     assert_eq!(bodies, ["0", "1", "2"]);
     let metrics = proxy.metrics().await;
     assert_eq!(
-        metrics.value("fanout_lane_dropped_total", &[("route", "newest"), ("reason", "overflow")]),
+        metrics.value(
+            "fanout_lane_dropped_total",
+            &[("route", "newest"), ("reason", "overflow")]
+        ),
         7.0
     );
 }
@@ -210,7 +277,10 @@ async fn drop_newest_keeps_what_the_lane_holds_and_counts_the_rest() {
 async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
     let roomy = Target::start(Reply::Status(200)).await;
     let gated = Target::start(Reply::Gated).await;
-    let env = [("STRICT_ROOMY", addr(&roomy)), ("STRICT_GATED", addr(&gated))];
+    let env = [
+        ("STRICT_ROOMY", addr(&roomy)),
+        ("STRICT_GATED", addr(&gated)),
+    ];
     let proxy = start_proxy::<Lanes>(&env, None).await;
 
     let first = proxy.post("/strict", "first").await.id();
@@ -221,20 +291,44 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.header("content-type"), Some("application/json"));
     let reason: serde_json::Value = serde_json::from_str(&refused.body).expect("JSON error body");
-    assert!(reason["error"].as_str().unwrap().contains("gated"), "{}", refused.body);
+    assert!(
+        reason["error"].as_str().unwrap().contains("gated"),
+        "{}",
+        refused.body
+    );
 
     gated.open_gate(10);
     gated.wait_for(2).await;
     roomy.wait_for(2).await;
-    proxy.wait_metric("fanout_lane_delivered_total", &[("route", "strict"), ("target", "gated")], 2.0).await;
+    proxy
+        .wait_metric(
+            "fanout_lane_delivered_total",
+            &[("route", "strict"), ("target", "gated")],
+            2.0,
+        )
+        .await;
     for target in [&roomy, &gated] {
-        let ids: Vec<String> = target.received().iter().map(|r| r.header("fanout-event-id").to_owned()).collect();
-        assert_eq!(ids, [first.clone(), second.clone()], "the refused event reached no lane");
+        let ids: Vec<String> = target
+            .received()
+            .iter()
+            .map(|r| r.header("fanout-event-id").to_owned())
+            .collect();
+        assert_eq!(
+            ids,
+            [first.clone(), second.clone()],
+            "the refused event reached no lane"
+        );
     }
     let metrics = proxy.metrics().await;
-    assert_eq!(metrics.value("fanout_events_accepted_total", &[("route", "strict")]), 2.0);
     assert_eq!(
-        metrics.value("fanout_events_rejected_total", &[("route", "strict"), ("reason", "lane_full")]),
+        metrics.value("fanout_events_accepted_total", &[("route", "strict")]),
+        2.0
+    );
+    assert_eq!(
+        metrics.value(
+            "fanout_events_rejected_total",
+            &[("route", "strict"), ("reason", "lane_full")]
+        ),
         1.0
     );
 }
@@ -249,7 +343,11 @@ async fn a_slow_target_does_not_slow_a_fast_one_on_the_same_route() {
         proxy.post("/mixed", &n.to_string()).await.id();
     }
     fast.wait_for(50).await;
-    assert!(slow.count() <= 2, "the slow target took {} while the fast one took 50", slow.count());
+    assert!(
+        slow.count() <= 2,
+        "the slow target took {} while the fast one took 50",
+        slow.count()
+    );
 }
 
 #[tokio::test]
@@ -263,7 +361,11 @@ async fn shutdown_delivers_what_the_lanes_hold_before_stopping() {
     }
     let lanes = proxy.proxy.clone();
     proxy.shutdown().await;
-    assert_eq!(slow.count(), 30, "every held event was delivered before the proxy stopped");
+    assert_eq!(
+        slow.count(),
+        30,
+        "every held event was delivered before the proxy stopped"
+    );
     assert_eq!(fast.count(), 30);
     for lane in fanout::spec::RouteTable::lanes(&lanes.table) {
         assert_eq!(lane.metrics.dropped_shutdown.get(), 0);
@@ -273,7 +375,11 @@ async fn shutdown_delivers_what_the_lanes_hold_before_stopping() {
 #[tokio::test]
 async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Lanes>(&[("OLDEST", addr(&target))], Some(Duration::from_millis(300))).await;
+    let proxy = start_proxy::<Lanes>(
+        &[("OLDEST", addr(&target))],
+        Some(Duration::from_millis(300)),
+    )
+    .await;
     for n in 0..3 {
         proxy.post("/oldest", &n.to_string()).await.id();
     }
@@ -281,7 +387,11 @@ async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() 
     let state = proxy.proxy.clone();
     proxy.shutdown().await;
     let lane = &state.table.oldest.gated;
-    assert_eq!(lane.metrics.dropped_shutdown.get(), 3, "one in flight, two waiting");
+    assert_eq!(
+        lane.metrics.dropped_shutdown.get(),
+        3,
+        "one in flight, two waiting"
+    );
     assert_eq!(lane.metrics.delivered.get() + lane.metrics.failed.get(), 0);
     assert_eq!(lane.depth(), 0);
     assert_eq!(lane.metrics.inflight.get(), 0);
@@ -289,9 +399,27 @@ async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() 
 
 #[tokio::test]
 async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped() {
-    let a = Target::with(|n| if n % 3 == 0 { Reply::Status(500) } else { Reply::Status(200) }).await;
-    let b = Target::with(|n| if n % 5 == 0 { Reply::Status(404) } else { Reply::Status(200) }).await;
-    let env = [("PAIR_A", addr(&a)), ("PAIR_B", addr(&b)), ("PAIR_TOKEN", "t".to_owned())];
+    let a = Target::with(|n| {
+        if n % 3 == 0 {
+            Reply::Status(500)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let b = Target::with(|n| {
+        if n % 5 == 0 {
+            Reply::Status(404)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let env = [
+        ("PAIR_A", addr(&a)),
+        ("PAIR_B", addr(&b)),
+        ("PAIR_TOKEN", "t".to_owned()),
+    ];
     let proxy = start_proxy::<Lanes>(&env, None).await;
     for n in 0..40 {
         proxy.post("/pair", &n.to_string()).await.id();
@@ -304,16 +432,102 @@ async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped(
             let settled = m.value("fanout_lane_delivered_total", &labels)
                 + m.value("fanout_lane_failed_total", &labels)
                 + m.value("fanout_lane_dropped_total", &labels);
-            let idle = m.value("fanout_lane_depth", &labels) + m.value("fanout_lane_inflight", &labels) == 0.0;
+            let idle = m.value("fanout_lane_depth", &labels)
+                + m.value("fanout_lane_inflight", &labels)
+                == 0.0;
             if idle && settled == m.value("fanout_events_accepted_total", &[("route", "pair")]) {
                 assert_eq!(settled, 40.0);
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "lane {target} never settled:\n{}", m.0);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lane {target} never settled:\n{}",
+                m.0
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     let m = proxy.metrics().await;
-    assert!(m.value("fanout_lane_failed_total", &[("target", "b")]) >= 8.0, "404s are permanent failures");
+    assert!(
+        m.value("fanout_lane_failed_total", &[("target", "b")]) >= 8.0,
+        "404s are permanent failures"
+    );
     assert!(m.value("fanout_lane_retries_total", &[("target", "a")]) >= 1.0);
+}
+
+#[tokio::test]
+async fn a_batching_lane_sends_many_events_per_request_as_ndjson() {
+    let target = Target::start(Reply::Status(200)).await;
+    let proxy = start_proxy::<Lanes>(&[("BATCHED", addr(&target))], None).await;
+    let mut sent = Vec::new();
+    for n in 0..25 {
+        let body = format!("{{\"n\":{n}}}");
+        sent.push((proxy.post("/batched", &body).await.id(), body));
+    }
+    let labels = [("route", "batched"), ("target", "lines")];
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 25.0)
+        .await;
+
+    let mut lines = Vec::new();
+    for request in target.received() {
+        assert_eq!(request.header("content-type"), "application/x-ndjson");
+        let ids: Vec<&str> = request.header("fanout-event-ids").split(',').collect();
+        let bodies: Vec<&str> = request.body_text().lines().collect();
+        assert!(request.body_text().ends_with('\n'));
+        assert_eq!(ids.len(), bodies.len(), "one id per line");
+        assert!(bodies.len() <= 10, "max_events caps a batch");
+        lines.extend(
+            ids.into_iter()
+                .map(str::to_owned)
+                .zip(bodies.into_iter().map(str::to_owned)),
+        );
+    }
+    assert_eq!(lines, sent, "every event once, in order, with its own id");
+    assert!(
+        target.count() < 25,
+        "events share requests: {} requests",
+        target.count()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_retried_whole() {
+    let target = Target::with(|n| {
+        if n == 0 {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let proxy = start_proxy::<Lanes>(&[("BATCHED", addr(&target))], None).await;
+    for n in 0..3 {
+        proxy.post("/batched", &n.to_string()).await.id();
+    }
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &[("route", "batched")], 3.0)
+        .await;
+    let received = target.received();
+    let first = &received[0];
+    let again = received
+        .iter()
+        .find(|r| r.header("fanout-attempt") == "2")
+        .expect("the batch was retried");
+    assert_eq!(
+        again.header("fanout-event-ids"),
+        first.header("fanout-event-ids")
+    );
+    assert_eq!(again.body, first.body);
+}
+
+#[tokio::test]
+async fn an_http2_target_gets_its_events_over_h2c() {
+    let target = Target::start(Reply::Status(200)).await;
+    let proxy = start_proxy::<Lanes>(&[("H2", addr(&target))], None).await;
+    let id = proxy.post("/multiplexed", "{\"over\":\"h2\"}").await.id();
+    let received = target.wait_for(1).await;
+    assert_eq!(received[0].version, hyper::Version::HTTP_2);
+    assert_eq!(received[0].header("fanout-event-id"), id);
+    assert_eq!(received[0].body_text(), "{\"over\":\"h2\"}");
 }

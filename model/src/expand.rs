@@ -161,19 +161,32 @@ fn route_module(route: &Route) -> TokenStream {
     let fields: Vec<Ident> = route.targets.iter().map(|t| ident(&t.ident)).collect();
     let specs = route.targets.iter().map(|t| target_spec(&route.name, t));
     let field_docs = route.targets.iter().map(|t| {
-        format!("Lane to `{}` ({}, {} events).", t.url, t.overflow.as_str(), t.buffer)
+        format!(
+            "Lane to `{}` ({}, {} events).",
+            t.url,
+            t.overflow.as_str(),
+            t.buffer
+        )
     });
 
     // Reject lanes first: each takes a reservation, and a `?` that fails drops the reservations
     // taken before it, so the event lands in every lane or in none.
-    let reservations = route.targets.iter().filter(|t| t.overflow == Overflow::Reject).map(|t| {
-        let field = ident(&t.ident);
-        quote!(let #field = self.#field.reserve()?;)
-    });
+    let reservations = route
+        .targets
+        .iter()
+        .filter(|t| t.overflow == Overflow::Reject)
+        .map(|t| {
+            let field = ident(&t.ident);
+            quote!(let #field = self.#field.reserve()?;)
+        });
     let last = route.targets.len() - 1;
     let pushes = route.targets.iter().enumerate().map(|(i, t)| {
         let field = ident(&t.ident);
-        let event = if i == last { quote!(event) } else { quote!(event.clone()) };
+        let event = if i == last {
+            quote!(event)
+        } else {
+            quote!(event.clone())
+        };
         match t.overflow {
             Overflow::Reject => quote!(#field.push(#event);),
             Overflow::DropOldest => quote!(self.#field.push_drop_oldest(#event);),
@@ -248,6 +261,22 @@ fn target_spec(route: &str, target: &Target) -> TokenStream {
     let concurrency = Literal::usize_unsuffixed(target.concurrency as usize);
     let retry = retry(&target.retry);
     let breaker = breaker(&target.breaker);
+    let http2 = target.http2;
+    let batch = match &target.batch {
+        Some(batch) => {
+            let max_events = Literal::usize_unsuffixed(batch.max_events as usize);
+            let max_bytes = Literal::usize_unsuffixed(batch.max_bytes as usize);
+            let max_wait = duration(batch.max_wait);
+            quote! {
+                ::core::option::Option::Some(::fanout::__private::BatchPolicy {
+                    max_events: #max_events,
+                    max_bytes: #max_bytes,
+                    max_wait: #max_wait,
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         #[doc = #doc]
         pub static #static_name: ::fanout::__private::TargetSpec = ::fanout::__private::TargetSpec {
@@ -262,6 +291,8 @@ fn target_spec(route: &str, target: &Target) -> TokenStream {
             concurrency: #concurrency,
             retry: #retry,
             breaker: #breaker,
+            http2: #http2,
+            batch: #batch,
         };
     }
 }

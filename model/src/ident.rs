@@ -14,7 +14,13 @@ pub fn is_valid_name(name: &str) -> bool {
 pub fn snake(name: &str) -> String {
     let mut ident: String = name
         .chars()
-        .map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect();
     if ident.starts_with(|c: char| c.is_ascii_digit()) {
         ident.insert(0, '_');
@@ -51,8 +57,8 @@ fn is_keyword(ident: &str) -> bool {
         "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod",
         "move", "mut", "pub", "ref", "return", "self", "Self", "static", "struct", "super",
         "trait", "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box",
-        "do", "final", "macro", "override", "priv", "try", "typeof", "unsized", "virtual",
-        "yield", "union",
+        "do", "final", "macro", "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
+        "union",
     ];
     KEYWORDS.contains(&ident)
 }
@@ -75,7 +81,17 @@ mod tests {
 
     #[test]
     fn every_identifier_parses_as_one() {
-        for name in ["a", "Orders-EU", "2fa", "type", "self", "_", "-", "a--b", "__x__"] {
+        for name in [
+            "a",
+            "Orders-EU",
+            "2fa",
+            "type",
+            "self",
+            "_",
+            "-",
+            "a--b",
+            "__x__",
+        ] {
             syn::parse_str::<syn::Ident>(&snake(name)).unwrap();
             syn::parse_str::<syn::Ident>(&camel(name)).unwrap();
         }

@@ -23,7 +23,7 @@ mod resolve;
 pub mod units;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use model::{Breaker, Overflow, Retry, Route, Routes, Server, Target};
+pub use model::{Batch, Breaker, Overflow, Retry, Route, Routes, Server, Target};
 
 use std::path::Path;
 

@@ -39,7 +39,10 @@ enum Frame {
         key: Option<String>,
         keys_seen: bool,
     },
-    Sequence { path: String, next: usize },
+    Sequence {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]

@@ -56,7 +56,26 @@ pub struct Target {
     pub concurrency: u64,
     pub retry: Retry,
     pub breaker: Breaker,
+    /// Speak HTTP/2 to the target (h2c with prior knowledge for http://).
+    pub http2: bool,
+    /// Deliver many events per request, as NDJSON.
+    pub batch: Option<Batch>,
 }
+
+/// How a lane groups events into one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// At most this many events per request (their ids travel in one header).
+    pub max_events: u64,
+    /// At most this many body bytes per request (one line per event), unless one event alone
+    /// is larger.
+    pub max_bytes: u64,
+    /// How long to wait for more events after the first one.
+    pub max_wait: Duration,
+}
+
+/// The most events one batch may hold: their ids (37 bytes each) travel in one header.
+pub const MAX_BATCH_EVENTS: u64 = 1000;
 
 /// What a full lane does with a new event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -102,8 +121,5 @@ pub struct Breaker {
 
 /// The statuses retried unless `retry.on` says otherwise: 408, 429 and every 5xx but 501.
 pub fn default_retry_statuses() -> Vec<u16> {
-    [408, 429, 500]
-        .into_iter()
-        .chain(502..=599)
-        .collect()
+    [408, 429, 500].into_iter().chain(502..=599).collect()
 }

@@ -38,6 +38,16 @@ pub struct Policy {
     pub concurrency: Option<u64>,
     pub retry: Option<Retry>,
     pub breaker: Option<Breaker>,
+    pub http2: Option<bool>,
+    pub batch: Option<Batch>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub max_events: Option<u64>,
+    pub max_bytes: Option<Size>,
+    pub max_wait: Option<Dur>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -83,6 +93,8 @@ pub struct Target {
     pub concurrency: Option<u64>,
     pub retry: Option<Retry>,
     pub breaker: Option<Breaker>,
+    pub http2: Option<bool>,
+    pub batch: Option<Batch>,
 }
 
 impl Target {
@@ -94,6 +106,8 @@ impl Target {
             concurrency: self.concurrency,
             retry: self.retry.clone(),
             breaker: self.breaker.clone(),
+            http2: self.http2,
+            batch: self.batch.clone(),
         }
     }
 }
@@ -105,7 +119,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = scalar_text(deserializer, "a duration such as 250ms, 5s or 2m")?;
-        units::parse_duration(&text).map(Dur).map_err(de::Error::custom)
+        units::parse_duration(&text)
+            .map(Dur)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -116,7 +132,9 @@ pub struct Size(pub u64);
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = scalar_text(deserializer, "a size such as 1048576, 64KiB or 1MiB")?;
-        units::parse_size(&text).map(Size).map_err(de::Error::custom)
+        units::parse_size(&text)
+            .map(Size)
+            .map_err(de::Error::custom)
     }
 }
 

@@ -36,7 +36,11 @@ pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
     };
     let document: Value = match serde_yaml::from_str(text) {
         Ok(Value::Null) => {
-            cx.report("", "", "the file is empty: it needs at least a `routes:` list".into());
+            cx.report(
+                "",
+                "",
+                "the file is empty: it needs at least a `routes:` list".into(),
+            );
             return Err(cx.errors);
         }
         Ok(document) => document,
@@ -51,15 +55,21 @@ pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
             return Err(cx.errors);
         }
     };
-    let raw: raw::File = cx.deserialize("", "", document).ok_or_else(|| cx.errors.clone())?;
+    let raw: raw::File = cx
+        .deserialize("", "", document)
+        .ok_or_else(|| cx.errors.clone())?;
 
     let server_raw: raw::Server = match raw.server {
-        Some(v) => cx.deserialize("server", "section \"server\"", v).unwrap_or_default(),
+        Some(v) => cx
+            .deserialize("server", "section \"server\"", v)
+            .unwrap_or_default(),
         None => raw::Server::default(),
     };
     let server = cx.server(server_raw);
     let defaults_raw: raw::Policy = match raw.defaults {
-        Some(v) => cx.deserialize("defaults", "section \"defaults\"", v).unwrap_or_default(),
+        Some(v) => cx
+            .deserialize("defaults", "section \"defaults\"", v)
+            .unwrap_or_default(),
         None => raw::Policy::default(),
     };
     let defaults = Layered::builtin().over(&defaults_raw, "defaults");
@@ -156,7 +166,12 @@ impl Checker<'_> {
         }
         let max_body = raw.max_body.map_or(1 << 20, |s| s.0);
         if max_body == 0 {
-            self.report_field("server", CONTEXT, "max_body", "must be at least 1 byte".into());
+            self.report_field(
+                "server",
+                CONTEXT,
+                "max_body",
+                "must be at least 1 byte".into(),
+            );
         }
         Server {
             listen,
@@ -186,7 +201,12 @@ impl Checker<'_> {
         self.check_path(&base, &context, &raw.path);
         let max_body = raw.max_body.map_or(server.max_body, |s| s.0);
         if max_body == 0 {
-            self.report_field(&base, &context, "max_body", "must be at least 1 byte".into());
+            self.report_field(
+                &base,
+                &context,
+                "max_body",
+                "must be at least 1 byte".into(),
+            );
         }
         if raw.targets.is_empty() {
             self.report_field(
@@ -268,6 +288,12 @@ impl Checker<'_> {
                 cooldown: policy.cooldown.value,
                 max_cooldown: policy.max_cooldown.value,
             },
+            http2: policy.http2.value,
+            batch: policy.batch.value.then(|| model::Batch {
+                max_events: policy.batch_max_events.value,
+                max_bytes: policy.batch_max_bytes.value,
+                max_wait: policy.batch_max_wait.value,
+            }),
         })
     }
 
@@ -312,7 +338,12 @@ impl Checker<'_> {
         let mut out = Vec::new();
         for (name, value) in headers {
             let Some(name) = name.as_str() else {
-                self.report_field(base, context, "headers", "header names must be strings".into());
+                self.report_field(
+                    base,
+                    context,
+                    "headers",
+                    "header names must be strings".into(),
+                );
                 continue;
             };
             let field = format!("headers.{name}");
@@ -322,7 +353,12 @@ impl Checker<'_> {
                 Value::Bool(b) => b.to_string(),
                 other => {
                     let found = raw::describe(other);
-                    self.report_field(base, context, &field, format!("expected a string, found {found}"));
+                    self.report_field(
+                        base,
+                        context,
+                        &field,
+                        format!("expected a string, found {found}"),
+                    );
                     continue;
                 }
             };
@@ -354,7 +390,11 @@ impl Checker<'_> {
             fail(self, &[&policy.timeout], "must be longer than 0s");
         }
         if policy.attempts.value == 0 {
-            fail(self, &[&policy.attempts], "must be at least 1 (the first attempt counts)");
+            fail(
+                self,
+                &[&policy.attempts],
+                "must be at least 1 (the first attempt counts)",
+            );
         }
         if policy.backoff.value > policy.max_backoff.value {
             fail(
@@ -363,7 +403,12 @@ impl Checker<'_> {
                 "backoff must not be longer than max_backoff",
             );
         }
-        if let Some(bad) = policy.retry_on.value.iter().find(|s| !(100..=599).contains(*s)) {
+        if let Some(bad) = policy
+            .retry_on
+            .value
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
             let message = format!("{bad} is not an HTTP status (100-599)");
             fail(self, &[&policy.retry_on], &message);
         }
@@ -372,6 +417,23 @@ impl Checker<'_> {
         }
         if policy.cooldown.value.is_zero() {
             fail(self, &[&policy.cooldown], "must be longer than 0s");
+        }
+        if policy.batch.value {
+            let events = policy.batch_max_events.value;
+            if !(1..=model::MAX_BATCH_EVENTS).contains(&events) {
+                let message = format!(
+                    "must be from 1 to {} (the ids of a batch travel in one header)",
+                    model::MAX_BATCH_EVENTS
+                );
+                fail(self, &[&policy.batch, &policy.batch_max_events], &message);
+            }
+            if policy.batch_max_bytes.value == 0 {
+                fail(
+                    self,
+                    &[&policy.batch, &policy.batch_max_bytes],
+                    "must be at least 1 byte",
+                );
+            }
         }
         if policy.cooldown.value > policy.max_cooldown.value {
             fail(
@@ -392,7 +454,12 @@ impl Checker<'_> {
             let base = format!("routes[{index}]");
             let context = format!("route \"{}\"", route.name);
             if let Some(first) = names.insert(&route.name, &route.name) {
-                self.report_field(&base, &context, "name", format!("duplicate route name \"{first}\""));
+                self.report_field(
+                    &base,
+                    &context,
+                    "name",
+                    format!("duplicate route name \"{first}\""),
+                );
             } else if let Some(first) = idents
                 .insert(&route.ident, &route.name)
                 .or_else(|| variants.insert(&route.variant, &route.name))
@@ -401,7 +468,10 @@ impl Checker<'_> {
                     &base,
                     &context,
                     "name",
-                    format!("\"{}\" and \"{first}\" become the same Rust identifier; rename one", route.name),
+                    format!(
+                        "\"{}\" and \"{first}\" become the same Rust identifier; rename one",
+                        route.name
+                    ),
                 );
             }
             if let Some(first) = paths.insert(&route.path, &route.name) {
@@ -409,7 +479,10 @@ impl Checker<'_> {
                     &base,
                     &context,
                     "path",
-                    format!("duplicate path \"{}\": route \"{first}\" has it already", route.path),
+                    format!(
+                        "duplicate path \"{}\": route \"{first}\" has it already",
+                        route.path
+                    ),
                 );
             }
         }
@@ -433,7 +506,10 @@ impl Checker<'_> {
                     &target_base,
                     &context,
                     "name",
-                    format!("\"{}\" and \"{first}\" become the same Rust identifier; rename one", target.name),
+                    format!(
+                        "\"{}\" and \"{first}\" become the same Rust identifier; rename one",
+                        target.name
+                    ),
                 );
             }
         }
@@ -496,9 +572,14 @@ fn check_header(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("\"{name}\" is not a valid header name"));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!("\"{name}\" is set by fanout itself and cannot be configured"));
+        return Err(format!(
+            "\"{name}\" is set by fanout itself and cannot be configured"
+        ));
     }
-    if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+    if !value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
         return Err("header values must be printable ASCII on one line".into());
     }
     check_placeholders(value)
@@ -552,8 +633,14 @@ impl<T: Clone> Setting<T> {
 
     fn over(&self, value: Option<T>, path: String) -> Self {
         match value {
-            Some(value) => Setting { value, path: Some(path) },
-            None => Setting { value: self.value.clone(), path: self.path.clone() },
+            Some(value) => Setting {
+                value,
+                path: Some(path),
+            },
+            None => Setting {
+                value: self.value.clone(),
+                path: self.path.clone(),
+            },
         }
     }
 }
@@ -571,6 +658,12 @@ struct Layered {
     failures: Setting<u64>,
     cooldown: Setting<Duration>,
     max_cooldown: Setting<Duration>,
+    http2: Setting<bool>,
+    /// Whether a `batch:` was given at some layer.
+    batch: Setting<bool>,
+    batch_max_events: Setting<u64>,
+    batch_max_bytes: Setting<u64>,
+    batch_max_wait: Setting<Duration>,
 }
 
 impl Layered {
@@ -584,11 +677,19 @@ impl Layered {
             backoff: Setting::builtin(Duration::from_millis(100)),
             max_backoff: Setting::builtin(Duration::from_secs(10)),
             retry_on: Setting::builtin(
-                model::default_retry_statuses().into_iter().map(u64::from).collect(),
+                model::default_retry_statuses()
+                    .into_iter()
+                    .map(u64::from)
+                    .collect(),
             ),
             failures: Setting::builtin(5),
             cooldown: Setting::builtin(Duration::from_secs(1)),
             max_cooldown: Setting::builtin(Duration::from_secs(30)),
+            http2: Setting::builtin(false),
+            batch: Setting::builtin(false),
+            batch_max_events: Setting::builtin(100),
+            batch_max_bytes: Setting::builtin(1 << 20),
+            batch_max_wait: Setting::builtin(Duration::from_millis(5)),
         }
     }
 
@@ -597,6 +698,7 @@ impl Layered {
         let at = |field: &str| format!("{base}.{field}");
         let retry = raw.retry.clone().unwrap_or_default();
         let breaker = raw.breaker.clone().unwrap_or_default();
+        let batch = raw.batch.clone().unwrap_or_default();
         let retry_on = retry.on.map(|mut on| {
             on.sort_unstable();
             on.dedup();
@@ -608,16 +710,34 @@ impl Layered {
             timeout: self.timeout.over(raw.timeout.map(|d| d.0), at("timeout")),
             concurrency: self.concurrency.over(raw.concurrency, at("concurrency")),
             attempts: self.attempts.over(retry.attempts, at("retry.attempts")),
-            backoff: self.backoff.over(retry.backoff.map(|d| d.0), at("retry.backoff")),
+            backoff: self
+                .backoff
+                .over(retry.backoff.map(|d| d.0), at("retry.backoff")),
             max_backoff: self
                 .max_backoff
                 .over(retry.max_backoff.map(|d| d.0), at("retry.max_backoff")),
             retry_on: self.retry_on.over(retry_on, at("retry.on")),
             failures: self.failures.over(breaker.failures, at("breaker.failures")),
-            cooldown: self.cooldown.over(breaker.cooldown.map(|d| d.0), at("breaker.cooldown")),
-            max_cooldown: self
-                .max_cooldown
-                .over(breaker.max_cooldown.map(|d| d.0), at("breaker.max_cooldown")),
+            cooldown: self
+                .cooldown
+                .over(breaker.cooldown.map(|d| d.0), at("breaker.cooldown")),
+            max_cooldown: self.max_cooldown.over(
+                breaker.max_cooldown.map(|d| d.0),
+                at("breaker.max_cooldown"),
+            ),
+            http2: self.http2.over(raw.http2, at("http2")),
+            batch: self
+                .batch
+                .over(raw.batch.as_ref().map(|_| true), at("batch")),
+            batch_max_events: self
+                .batch_max_events
+                .over(batch.max_events, at("batch.max_events")),
+            batch_max_bytes: self
+                .batch_max_bytes
+                .over(batch.max_bytes.map(|s| s.0), at("batch.max_bytes")),
+            batch_max_wait: self
+                .batch_max_wait
+                .over(batch.max_wait.map(|d| d.0), at("batch.max_wait")),
         }
     }
 }

@@ -28,8 +28,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses a byte count: a whole number, or a whole number followed by `B`, `KiB`, `MiB` or `GiB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad =
-        || format!("invalid size \"{text}\": write a number of bytes, or a whole number followed by KiB, MiB or GiB (e.g. 64KiB)");
+    let bad = || {
+        format!("invalid size \"{text}\": write a number of bytes, or a whole number followed by KiB, MiB or GiB (e.g. 64KiB)")
+    };
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
         return Err(bad());
@@ -85,7 +86,16 @@ mod tests {
 
     #[test]
     fn malformed_durations_are_refused() {
-        for bad in ["", "5", "s", "5 s", "1.5s", "-1s", "5sec", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "1.5s",
+            "-1s",
+            "5sec",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
     }

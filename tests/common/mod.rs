@@ -43,6 +43,7 @@ pub enum Reply {
 /// One request a target received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub version: hyper::Version,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -70,7 +71,8 @@ struct Shared {
     gate: Semaphore,
 }
 
-/// A real HTTP/1.1 target on 127.0.0.1 that records every request it gets.
+/// A real HTTP target on 127.0.0.1 (HTTP/1.1, or h2c with prior knowledge) that records
+/// every request it gets.
 pub struct Target {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
@@ -85,18 +87,24 @@ impl Target {
 
     /// A target whose answer depends on the request's number.
     pub async fn with(behaviour: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Target {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a test target");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a test target");
         Target::serve(listener, Arc::new(behaviour))
     }
 
     /// A target on `addr`, which was free a moment ago (for targets that come up late).
     pub async fn start_on(addr: SocketAddr, reply: Reply) -> Target {
-        let listener = TcpListener::bind(addr).await.expect("bind a test target on its port");
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind a test target on its port");
         Target::serve(listener, Arc::new(move |_| reply))
     }
 
     fn serve(listener: TcpListener, behaviour: Arc<Behaviour>) -> Target {
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             changed: Notify::new(),
@@ -109,13 +117,17 @@ impl Target {
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| answer(state.clone(), request));
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Target { addr, shared, server }
+        Target {
+            addr,
+            shared,
+            server,
+        }
     }
 
     /// Changes what the target answers from now on.
@@ -169,10 +181,15 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let number = {
         let mut received = state.received.lock().unwrap();
         received.push(Received {
+            version: parts.version,
             path: parts.uri.path().to_owned(),
             headers: parts.headers,
             body,
@@ -193,7 +210,12 @@ async fn answer(
             200
         }
         Reply::Gated => {
-            state.gate.acquire().await.expect("the gate is never closed").forget();
+            state
+                .gate
+                .acquire()
+                .await
+                .expect("the gate is never closed")
+                .forget();
             200
         }
         Reply::HangUp => return Err(std::io::Error::other("hanging up on purpose")),
@@ -210,7 +232,9 @@ fn reply(status: u16) -> Response<Full<Bytes>> {
 /// A free port on 127.0.0.1 (bound and released), for a target that starts late.
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("a bound listener has an address")
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
 }
 
 /// A proxy serving the routing table `T` on a real socket.
@@ -227,10 +251,26 @@ pub async fn start_proxy<T: RouteTable>(
     env: &[(&str, String)],
     drain_timeout: Option<Duration>,
 ) -> Running<T> {
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let proxy = Arc::new(Proxy::<T>::new(&|name| Some(env.get(name).cloned().unwrap_or_else(|| "127.0.0.1:9".into()))).expect("the test proxy starts"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-    let addr = listener.local_addr().expect("a bound listener has an address");
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let proxy = Arc::new(
+        Proxy::<T>::new(&|name| {
+            Some(
+                env.get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "127.0.0.1:9".into()),
+            )
+        })
+        .expect("the test proxy starts"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let options = Options {
         header_read_timeout: Duration::from_secs(5),
         drain_timeout: drain_timeout.unwrap_or(T::SERVER.drain_timeout),
@@ -302,7 +342,10 @@ impl Answer {
     pub fn id(&self) -> String {
         assert_eq!(self.status, 202, "expected 202, got {self:?}");
         let json: serde_json::Value = serde_json::from_str(&self.body).expect("202 body is JSON");
-        json["id"].as_str().expect("202 body has a string id").to_owned()
+        json["id"]
+            .as_str()
+            .expect("202 body has a string id")
+            .to_owned()
     }
 }
 
@@ -314,7 +357,12 @@ pub async fn request(request: Request<Full<Bytes>>) -> Answer {
     let response = client().request(request).await.expect("the proxy answers");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("read the answer").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read the answer")
+        .to_bytes();
     Answer {
         status,
         headers,
