@@ -12,7 +12,8 @@ use std::{env, fs, process};
 fn main() {
     println!("cargo:rerun-if-env-changed=FANOUT_ROUTES");
     println!("cargo:rerun-if-changed=build.rs");
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let path = match env::var_os("FANOUT_ROUTES") {
         Some(chosen) if !chosen.is_empty() => {
             let chosen = PathBuf::from(chosen);

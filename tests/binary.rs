@@ -39,7 +39,10 @@ impl Fanout {
                     continue;
                 };
                 if entry["fields"]["message"] == "fanout ready" {
-                    let listen = entry["fields"]["listen"].as_str().unwrap_or_default().to_owned();
+                    let listen = entry["fields"]["listen"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = ready_tx.send(listen);
                 }
                 sink.lock().unwrap().push(entry);
@@ -66,7 +69,10 @@ impl Fanout {
             if let Some(status) = self.child.try_wait().expect("wait for fanout") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "fanout did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "fanout did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -87,7 +93,9 @@ impl Drop for Fanout {
 /// quiet for 500ms.
 fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect to fanout");
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     stream.write_all(request).expect("send");
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -102,22 +110,42 @@ fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 #[test]
 fn routes_flag_prints_the_compiled_table() {
-    let output = Command::new(FANOUT).arg("--routes").output().expect("run fanout --routes");
+    let output = Command::new(FANOUT)
+        .arg("--routes")
+        .output()
+        .expect("run fanout --routes");
     assert!(output.status.success());
     let table = String::from_utf8(output.stdout).unwrap();
     assert!(table.contains("route demo  POST /demo"), "{table}");
-    assert!(table.contains("target receiver_a  http://127.0.0.1:8001/event-inbound"), "{table}");
+    assert!(
+        table.contains("target receiver_a  http://127.0.0.1:8001/event-inbound"),
+        "{table}"
+    );
     assert!(table.contains("buffer=100 overflow=reject"), "{table}");
     assert!(table.contains("on=[408,429,500,502-599]"), "{table}");
 }
 
 #[test]
 fn help_documents_every_flag() {
-    let output = Command::new(FANOUT).arg("--help").output().expect("run fanout --help");
+    let output = Command::new(FANOUT)
+        .arg("--help")
+        .output()
+        .expect("run fanout --help");
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for flag in ["--listen", "--routes", "--log-format", "--header-read-timeout", "--drain-timeout", "--workers", "demo"] {
-        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    for flag in [
+        "--listen",
+        "--routes",
+        "--log-format",
+        "--header-read-timeout",
+        "--drain-timeout",
+        "--workers",
+        "demo",
+    ] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
     }
 }
 
@@ -133,7 +161,10 @@ async fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
     let wrong_method = common::get(addr, "/demo").await;
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.header("allow"), Some("POST"));
-    assert_eq!(wrong_method.header("content-type"), Some("application/json"));
+    assert_eq!(
+        wrong_method.header("content-type"),
+        Some("application/json")
+    );
 
     let too_big = "x".repeat(64 * 1024 + 1); // the demo route's max_body is 64KiB
     let refused = common::post(addr, "/demo", &too_big, "application/json").await;
@@ -144,7 +175,10 @@ async fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
         addr,
         format!("POST /demo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n", too_big.len(), too_big).as_bytes(),
     );
-    assert!(chunked.starts_with("HTTP/1.1 413"), "a body without Content-Length is cut off too: {chunked}");
+    assert!(
+        chunked.starts_with("HTTP/1.1 413"),
+        "a body without Content-Length is cut off too: {chunked}"
+    );
 
     let garbage = raw_exchange(addr, b"THIS IS NOT HTTP\r\n\r\n");
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
@@ -155,7 +189,10 @@ async fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
     accepted.id();
     let metrics = common::Metrics(common::get(addr, "/metrics").await.body);
     assert_eq!(
-        metrics.value("fanout_events_rejected_total", &[("route", "demo"), ("reason", "body_too_large")]),
+        metrics.value(
+            "fanout_events_rejected_total",
+            &[("route", "demo"), ("reason", "body_too_large")]
+        ),
         2.0
     );
 }
@@ -165,7 +202,11 @@ fn http1_pipelining_answers_every_request_in_order() {
     let fanout = Fanout::start(&[]);
     let one = "POST /demo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
     let answer = raw_exchange(fanout.addr, format!("{one}{one}{one}").as_bytes());
-    assert_eq!(answer.matches("HTTP/1.1 202 Accepted").count(), 3, "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1 202 Accepted").count(),
+        3,
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -187,21 +228,30 @@ async fn h2c_with_prior_knowledge_is_accepted() {
 fn idle_and_slow_connections_are_closed() {
     let fanout = Fanout::start(&["--header-read-timeout", "300ms"]);
     let mut stream = TcpStream::connect(fanout.addr).expect("connect");
-    stream.write_all(b"POST /demo HTTP/1.1\r\nhost: x\r\n").expect("half a request");
+    stream
+        .write_all(b"POST /demo HTTP/1.1\r\nhost: x\r\n")
+        .expect("half a request");
     stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
     let started = Instant::now();
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    assert!(started.elapsed() < Duration::from_secs(5), "a client that never finishes its headers is cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a client that never finishes its headers is cut off"
+    );
 
     let mut idle = TcpStream::connect(fanout.addr).expect("connect");
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").expect("a whole request");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("a whole request");
     idle.set_read_timeout(Some(common::PATIENCE)).unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
     let _ = idle.read_to_end(&mut answer);
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
-    assert!(started.elapsed() < Duration::from_secs(5), "an idle keep-alive connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an idle keep-alive connection is closed"
+    );
 }
 
 #[test]
@@ -211,7 +261,9 @@ fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         for _ in 0..5 {
-            common::post(fanout.addr, "/demo", "{}", "application/json").await.id();
+            common::post(fanout.addr, "/demo", "{}", "application/json")
+                .await
+                .id();
         }
     });
     let started = Instant::now();
@@ -224,6 +276,12 @@ fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
         .filter(|e| e["fields"]["message"] == "lane stopped with undelivered events")
         .map(|e| e["fields"]["undelivered"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(undelivered, 10, "5 events x 2 lanes left undelivered: {logs:?}");
-    assert!(TcpStream::connect(fanout.addr).is_err(), "no longer accepting");
+    assert_eq!(
+        undelivered, 10,
+        "5 events x 2 lanes left undelivered: {logs:?}"
+    );
+    assert!(
+        TcpStream::connect(fanout.addr).is_err(),
+        "no longer accepting"
+    );
 }

@@ -21,14 +21,17 @@ mod table {
 /// An https target for `localhost` with a fresh self-signed certificate; returns its address,
 /// the certificate's PEM, and the bodies it receives.
 async fn tls_target() -> (SocketAddr, String, mpsc::UnboundedReceiver<(String, Bytes)>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("make a certificate");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("make a certificate");
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .expect("a valid certificate and key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("a valid certificate and key");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -38,11 +41,16 @@ async fn tls_target() -> (SocketAddr, String, mpsc::UnboundedReceiver<(String, B
             let acceptor = acceptor.clone();
             let received = received.clone();
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let received = received.clone();
                     async move {
-                        let id = request.headers()["fanout-event-id"].to_str().unwrap().to_owned();
+                        let id = request.headers()["fanout-event-id"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
                         let body = request.into_body().collect().await?.to_bytes();
                         let _ = received.send((id, body));
                         Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::new())))
@@ -60,7 +68,8 @@ async fn tls_target() -> (SocketAddr, String, mpsc::UnboundedReceiver<(String, B
 #[tokio::test]
 async fn https_targets_are_reached_with_a_private_ca_and_refused_without_it() {
     let (addr, ca_pem, mut received) = tls_target().await;
-    let ca_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ca-{}.pem", addr.port()));
+    let ca_file =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ca-{}.pem", addr.port()));
     std::fs::write(&ca_file, ca_pem).unwrap();
     let env = [
         ("TLS_PORT", addr.port().to_string()),
@@ -78,6 +87,11 @@ async fn https_targets_are_reached_with_a_private_ca_and_refused_without_it() {
 
     proxy.post("/untrusted", "{}").await.id();
     let labels = [("route", "untrusted"), ("target", "public_roots_only")];
-    proxy.wait_metric("fanout_lane_failed_total", &labels, 1.0).await;
-    assert!(received.try_recv().is_err(), "an untrusted certificate gets no event");
+    proxy
+        .wait_metric("fanout_lane_failed_total", &labels, 1.0)
+        .await;
+    assert!(
+        received.try_recv().is_err(),
+        "an untrusted certificate gets no event"
+    );
 }

@@ -37,7 +37,10 @@ fn expand(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStre
         PathBuf::from(manifest_dir).join(literal.value())
     };
     let routes = fanout_model::load(&path).map_err(|errors| {
-        let mut errors = errors.0.into_iter().map(|e| syn::Error::new(Span::call_site(), e));
+        let mut errors = errors
+            .0
+            .into_iter()
+            .map(|e| syn::Error::new(Span::call_site(), e));
         let mut first = errors.next().expect("load() fails with at least one error");
         first.extend(errors);
         first
