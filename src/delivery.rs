@@ -26,7 +26,7 @@ pub async fn work(lane: &Lane, target: &Target) {
         Some(policy) => {
             let mut events = Vec::with_capacity(policy.max_events);
             loop {
-                gather(lane, policy, &mut events).await;
+                gather(lane, target, policy, &mut events).await;
                 let parcel = Parcel::batch(&events);
                 events.clear();
                 deliver(lane, target, parcel).await;
@@ -35,22 +35,30 @@ pub async fn work(lane: &Lane, target: &Target) {
     }
 }
 
-/// Fills `events` with a batch: waits for a first event, then takes more until the batch is
-/// full or `max_wait` has passed since the first.
-async fn gather(lane: &Lane, policy: &BatchPolicy, events: &mut Vec<crate::event::Event>) {
+/// Fills `events` with a batch: waits for a first event, then, unless the lane already holds a
+/// full batch, lets `max_wait` pass and takes what has come. One worker of the lane gathers at
+/// a time (the others wait for their turn, or are sending), so batches fill up instead of
+/// being spread thin over idle workers, and a gathering worker wakes once per batch, not once
+/// per event.
+async fn gather(
+    lane: &Lane,
+    target: &Target,
+    policy: &BatchPolicy,
+    events: &mut Vec<crate::event::Event>,
+) {
+    let _turn = target.gathering.lock().await;
     events.push(lane.next().await);
     let deadline = Instant::now() + policy.max_wait;
-    let mut bytes = events[0].body().len() + 1;
-    loop {
-        bytes = lane.pop_into(events, bytes, policy.max_events, policy.max_bytes);
-        let full = events.len() >= policy.max_events || bytes >= policy.max_bytes;
-        if full || Instant::now() >= deadline {
-            return;
-        }
-        tokio::select! {
-            () = lane.pushed() => {}
-            () = tokio::time::sleep_until(deadline) => {}
-        }
+    let bytes = lane.pop_into(
+        events,
+        events[0].body().len() + 1,
+        policy.max_events,
+        policy.max_bytes,
+    );
+    let full = events.len() >= policy.max_events || bytes >= policy.max_bytes;
+    if !full && !policy.max_wait.is_zero() {
+        tokio::time::sleep_until(deadline).await;
+        lane.pop_into(events, bytes, policy.max_events, policy.max_bytes);
     }
 }
 

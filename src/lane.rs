@@ -148,11 +148,6 @@ impl Lane {
         bytes
     }
 
-    /// Completes when an event may have been pushed since the last wake-up.
-    pub async fn pushed(&self) {
-        self.ready.notified().await;
-    }
-
     /// Waits for the next event.
     pub async fn next(&self) -> Event {
         loop {

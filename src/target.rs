@@ -24,6 +24,8 @@ pub struct Target {
     /// The configured headers plus `fanout-route`, copied into every request.
     pub headers: HeaderMap,
     pub client: HttpClient,
+    /// Held by the one delivery worker gathering a batch (batch lanes only).
+    pub gathering: tokio::sync::Mutex<()>,
 }
 
 impl Target {
@@ -66,6 +68,7 @@ impl Target {
             uri,
             headers,
             client,
+            gathering: tokio::sync::Mutex::new(()),
         })
     }
 }
