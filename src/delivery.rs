@@ -4,24 +4,26 @@
 //! event taken ends counted exactly once: delivered, failed, or (when the worker is stopped at
 //! the end of a drain) dropped with reason `shutdown`.
 
-use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use http_body_util::Full;
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, StatusCode};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::breaker::{Change, Permit};
 use crate::lane::Lane;
+use crate::link::{Answer, Link};
 use crate::parcel::Parcel;
 use crate::spec::{BatchPolicy, RetryPolicy};
 use crate::target::{Target, ATTEMPT};
 
 /// Takes events from `lane` and delivers them to `target`, forever; the caller aborts it.
 pub async fn work(lane: &Lane, target: &Target) {
+    let mut link = Link::to(target);
     match &lane.spec.batch {
         None => loop {
             let event = lane.next().await;
-            deliver(lane, target, Parcel::single(&event)).await;
+            deliver(lane, target, &mut link, Parcel::single(&event)).await;
         },
         Some(policy) => {
             let mut events = Vec::with_capacity(policy.max_events);
@@ -29,7 +31,7 @@ pub async fn work(lane: &Lane, target: &Target) {
                 gather(lane, target, policy, &mut events).await;
                 let parcel = Parcel::batch(&events);
                 events.clear();
-                deliver(lane, target, parcel).await;
+                deliver(lane, target, &mut link, parcel).await;
             }
         }
     }
@@ -75,7 +77,7 @@ enum Outcome {
     },
 }
 
-async fn deliver(lane: &Lane, target: &Target, parcel: Parcel) {
+async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel) {
     let held = Held::new(lane, parcel.count);
     let events = parcel.count;
     let retry = &lane.spec.retry;
@@ -83,7 +85,7 @@ async fn deliver(lane: &Lane, target: &Target, parcel: Parcel) {
     loop {
         let permit = permit(lane).await;
         let started = Instant::now();
-        let outcome = send(target, &parcel, attempt).await;
+        let outcome = send(target, link, &parcel, attempt).await;
         lane.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -143,7 +145,7 @@ async fn permit(lane: &Lane) -> Permit {
     }
 }
 
-async fn send(target: &Target, parcel: &Parcel, attempt: u32) -> Outcome {
+async fn send(target: &Target, link: &mut Link, parcel: &Parcel, attempt: u32) -> Outcome {
     let mut request = Request::new(Full::new(parcel.body.clone()));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = target.uri.clone();
@@ -154,37 +156,27 @@ async fn send(target: &Target, parcel: &Parcel, attempt: u32) -> Outcome {
     if let Some(content_type) = &parcel.content_type {
         headers.insert(CONTENT_TYPE, content_type.clone());
     }
-    let exchange = async {
-        let response = target.client.request(request).await?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // Read the answer to its end so the connection goes back to the pool.
-        let _ = response.into_body().collect().await;
-        Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
-    };
-    match tokio::time::timeout(target.spec.timeout, exchange).await {
+    match tokio::time::timeout(target.spec.timeout, link.send(request)).await {
         Err(_) => Outcome::Retryable {
             why: format!("no answer within {:?}", target.spec.timeout),
             retry_after: None,
         },
         Ok(Err(error)) => Outcome::Retryable {
-            why: error_chain(&error),
+            why: error_chain(error.as_ref()),
             retry_after: None,
         },
-        Ok(Ok((status, _))) if status.is_success() => Outcome::Delivered,
-        Ok(Ok((status, retry_after))) if target.spec.retry.retries_status(status.as_u16()) => {
+        Ok(Ok(Answer { status, .. })) if status.is_success() => Outcome::Delivered,
+        Ok(Ok(Answer {
+            status,
+            retry_after,
+        })) if target.spec.retry.retries_status(status.as_u16()) => {
             let honoured = matches!(status.as_u16(), 429 | 503);
             Outcome::Retryable {
                 why: format!("status {status}"),
                 retry_after: retry_after.filter(|_| honoured),
             }
         }
-        Ok(Ok((status, _))) => Outcome::Permanent(status),
+        Ok(Ok(Answer { status, .. })) => Outcome::Permanent(status),
     }
 }
 

@@ -13,7 +13,7 @@
 //! - [`ingest`]: one request → one [`event`] in every [`lane`] of its route, or an error answer.
 //! - [`lane`]: a bounded queue with its overflow policy and [`breaker`].
 //! - [`delivery`]: lane workers POSTing a [`parcel`] (one event, or a batch) to a [`target`]
-//!   through the shared [`client`].
+//!   over its [`link`]: a connection of its own, or the shared pooled [`client`].
 //! - [`metrics`]: Prometheus text and the periodic log line.
 //! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
 //!   process around it.
@@ -28,6 +28,7 @@ pub mod demo;
 pub mod event;
 pub mod ingest;
 pub mod lane;
+pub mod link;
 pub mod metrics;
 pub mod parcel;
 pub mod proxy;
