@@ -170,14 +170,16 @@ fn route_module(route: &Route) -> TokenStream {
     });
 
     // Reject lanes first: each takes a reservation, and a `?` that fails drops the reservations
-    // taken before it, so the event lands in every lane or in none.
+    // taken before it, so the event lands in every lane or in none. A reservation is named
+    // after its lane with a prefix, so that a target called `event` cannot shadow the event.
     let reservations = route
         .targets
         .iter()
         .filter(|t| t.overflow == Overflow::Reject)
         .map(|t| {
             let field = ident(&t.ident);
-            quote!(let #field = self.#field.reserve()?;)
+            let reserved = reservation(t);
+            quote!(let #reserved = self.#field.reserve()?;)
         });
     let last = route.targets.len() - 1;
     let pushes = route.targets.iter().enumerate().map(|(i, t)| {
@@ -188,7 +190,10 @@ fn route_module(route: &Route) -> TokenStream {
             quote!(event.clone())
         };
         match t.overflow {
-            Overflow::Reject => quote!(#field.push(#event);),
+            Overflow::Reject => {
+                let reserved = reservation(t);
+                quote!(#reserved.push(#event);)
+            }
             Overflow::DropOldest => quote!(self.#field.push_drop_oldest(#event);),
             Overflow::DropNewest => quote!(self.#field.push_drop_newest(#event);),
         }
@@ -238,6 +243,10 @@ fn route_module(route: &Route) -> TokenStream {
             }
         }
     }
+}
+
+fn reservation(target: &Target) -> Ident {
+    ident(&format!("reserved_{}", target.ident))
 }
 
 fn target_static(target: &Target) -> Ident {

@@ -2,7 +2,8 @@
 //! default, unknown fields refused. `resolve` turns it into the [`crate::model`].
 //!
 //! Routes and targets stay `serde_yaml::Value`s at first, so that each is deserialised on its own
-//! and one mistake does not hide the next.
+//! and one mistake does not hide the next. Each struct's `expecting` says, in the words of
+//! routes.yaml, what a node of the wrong shape should have been.
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -12,7 +13,10 @@ use crate::model::Overflow;
 use crate::units;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `routes:` (and optionally `server:` and `defaults:`)"
+)]
 pub struct File {
     pub server: Option<serde_yaml::Value>,
     pub defaults: Option<serde_yaml::Value>,
@@ -20,7 +24,10 @@ pub struct File {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { listen: 127.0.0.1:8000 }"
+)]
 pub struct Server {
     pub listen: Option<String>,
     pub max_body: Option<Size>,
@@ -30,7 +37,10 @@ pub struct Server {
 
 /// Delivery settings a target inherits from `defaults:` unless it sets them itself.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { buffer: 10000, timeout: 5s }"
+)]
 pub struct Policy {
     pub buffer: Option<u64>,
     pub overflow: Option<Overflow>,
@@ -43,7 +53,10 @@ pub struct Policy {
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { max_events: 100, max_wait: 5ms }"
+)]
 pub struct Batch {
     pub max_events: Option<u64>,
     pub max_bytes: Option<Size>,
@@ -51,7 +64,10 @@ pub struct Batch {
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { attempts: 5, backoff: 100ms }"
+)]
 pub struct Retry {
     pub attempts: Option<u64>,
     pub backoff: Option<Dur>,
@@ -60,7 +76,10 @@ pub struct Retry {
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { failures: 5, cooldown: 1s }"
+)]
 pub struct Breaker {
     pub failures: Option<u64>,
     pub cooldown: Option<Dur>,
@@ -68,7 +87,10 @@ pub struct Breaker {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a route: a mapping with `name:`, `path:` and `targets:`"
+)]
 pub struct Route {
     pub name: String,
     pub path: String,
@@ -80,7 +102,10 @@ pub struct Route {
 /// fields are repeated rather than flattened because serde cannot flatten with
 /// `deny_unknown_fields`.)
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a target: a mapping with `name:` and `url:`"
+)]
 pub struct Target {
     pub name: String,
     pub url: String,

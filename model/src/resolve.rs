@@ -12,6 +12,7 @@ use crate::ident;
 use crate::locate::Positions;
 use crate::model::{self, Overflow, Route, Routes, Server, Target};
 use crate::raw;
+use crate::units;
 
 /// Paths the proxy answers itself.
 pub const RESERVED_PATHS: &[&str] = &["/metrics", "/healthz"];
@@ -76,7 +77,7 @@ pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
     cx.check_policy(&defaults, "defaults", "section \"defaults\"");
 
     if raw.routes.is_empty() {
-        cx.report("routes", "", "`routes` must list at least one route".into());
+        cx.report_field("", "", "routes", "must list at least one route".into());
     }
     let mut routes = Vec::new();
     for (index, value) in raw.routes.into_iter().enumerate() {
@@ -90,15 +91,22 @@ pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
         let routes = routes.into_iter().map(|(_, route)| route).collect();
         Ok(Routes { server, routes })
     } else {
+        // Checks across routes run last; people read the list top to bottom, like the file.
+        cx.errors.sort_by_key(|e| e.position);
         Err(cx.errors)
     }
 }
 
-/// serde_yaml appends " at line L column C" to messages; the position is printed up front.
+/// serde_yaml puts " at line L column C" of the problem in its messages; that position is
+/// printed up front. A second one, of what was being read ("while parsing a flow mapping at
+/// line 6 column 9"), stays: it is often where the mistake is.
 fn without_position(error: &serde_yaml::Error) -> String {
     let message = error.to_string();
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
+    match error.location() {
+        Some(at) => {
+            let position = format!(" at line {} column {}", at.line(), at.column());
+            message.replacen(&position, "", 1)
+        }
         None => message,
     }
 }
@@ -138,7 +146,8 @@ impl Checker<'_> {
             Err(e) => {
                 let inner = e.path().to_string();
                 let field = if inner == "." { String::new() } else { inner };
-                let message = without_position(e.inner());
+                let message =
+                    without_position(e.inner()).replace("expected u64", "expected a whole number");
                 if field.is_empty() {
                     let message = match message.strip_prefix("invalid type: ") {
                         Some(rest) => format!("wrong shape: {rest}"),
@@ -183,6 +192,8 @@ impl Checker<'_> {
         }
     }
 
+    /// Checks one route. Returns it whenever it could be read, problems or not, so that the
+    /// checks across routes see every name and path; nothing is kept once a problem is found.
     fn route(
         &mut self,
         index: usize,
@@ -196,7 +207,6 @@ impl Checker<'_> {
             None => format!("route #{}", index + 1),
         };
         let raw: raw::Route = self.deserialize(&base, &context, value)?;
-        let errors_before = self.errors.len();
         self.check_name(&base, &context, &raw.name);
         self.check_path(&base, &context, &raw.path);
         let max_body = raw.max_body.map_or(server.max_body, |s| s.0);
@@ -219,20 +229,21 @@ impl Checker<'_> {
         let mut targets = Vec::new();
         for (t, value) in raw.targets.into_iter().enumerate() {
             if let Some(target) = self.target(&base, &context, t, value, defaults) {
-                targets.push(target);
+                targets.push((t, target));
             }
         }
         self.check_unique_targets(&base, &context, &targets);
-        (self.errors.len() == errors_before).then(|| Route {
+        Some(Route {
             ident: ident::snake(&raw.name),
             variant: ident::camel(&raw.name),
             name: raw.name,
             path: raw.path,
             max_body,
-            targets,
+            targets: targets.into_iter().map(|(_, target)| target).collect(),
         })
     }
 
+    /// Checks one target. Like [`Checker::route`], returns it whenever it could be read.
     fn target(
         &mut self,
         route_base: &str,
@@ -247,7 +258,6 @@ impl Checker<'_> {
             None => format!("{route_context}, target #{}", index + 1),
         };
         let raw: raw::Target = self.deserialize(&base, &context, value)?;
-        let errors_before = self.errors.len();
         self.check_name(&base, &context, &raw.name);
         self.check_url(&base, &context, &raw.url);
         let headers = self.headers(&base, &context, &raw.headers);
@@ -267,7 +277,7 @@ impl Checker<'_> {
         }
         let policy = defaults.over(&raw.policy(), &base);
         self.check_policy(&policy, &base, &context);
-        (self.errors.len() == errors_before).then(|| Target {
+        Some(Target {
             ident: ident::snake(&raw.name),
             name: raw.name,
             url: raw.url,
@@ -289,7 +299,7 @@ impl Checker<'_> {
                 max_cooldown: policy.max_cooldown.value,
             },
             http2: policy.http2.value,
-            batch: policy.batch.value.then(|| model::Batch {
+            batch: policy.batch.value.then_some(model::Batch {
                 max_events: policy.batch_max_events.value,
                 max_bytes: policy.batch_max_bytes.value,
                 max_wait: policy.batch_max_wait.value,
@@ -397,11 +407,12 @@ impl Checker<'_> {
             );
         }
         if policy.backoff.value > policy.max_backoff.value {
-            fail(
-                self,
-                &[&policy.backoff, &policy.max_backoff],
-                "backoff must not be longer than max_backoff",
+            let message = format!(
+                "backoff ({}) must not be longer than max_backoff ({})",
+                units::format_duration(policy.backoff.value),
+                units::format_duration(policy.max_backoff.value)
             );
+            fail(self, &[&policy.backoff, &policy.max_backoff], &message);
         }
         if let Some(bad) = policy
             .retry_on
@@ -425,26 +436,24 @@ impl Checker<'_> {
                     "must be from 1 to {} (the ids of a batch travel in one header)",
                     model::MAX_BATCH_EVENTS
                 );
-                fail(self, &[&policy.batch, &policy.batch_max_events], &message);
+                fail(self, &[&policy.batch_max_events], &message);
             }
             if policy.batch_max_bytes.value == 0 {
-                fail(
-                    self,
-                    &[&policy.batch, &policy.batch_max_bytes],
-                    "must be at least 1 byte",
-                );
+                fail(self, &[&policy.batch_max_bytes], "must be at least 1 byte");
             }
         }
         if policy.cooldown.value > policy.max_cooldown.value {
-            fail(
-                self,
-                &[&policy.cooldown, &policy.max_cooldown],
-                "cooldown must not be longer than max_cooldown",
+            let message = format!(
+                "cooldown ({}) must not be longer than max_cooldown ({})",
+                units::format_duration(policy.cooldown.value),
+                units::format_duration(policy.max_cooldown.value)
             );
+            fail(self, &[&policy.cooldown, &policy.max_cooldown], &message);
         }
     }
 
-    /// `routes` holds each valid route with its index in the file.
+    /// `routes` holds each route that could be read, with its index in the file. Names that are
+    /// not valid are reported already; only valid ones are compared as identifiers.
     fn check_unique_routes(&mut self, routes: &[(usize, Route)]) {
         let mut names = HashMap::new();
         let mut paths = HashMap::new();
@@ -460,19 +469,21 @@ impl Checker<'_> {
                     "name",
                     format!("duplicate route name \"{first}\""),
                 );
-            } else if let Some(first) = idents
-                .insert(&route.ident, &route.name)
-                .or_else(|| variants.insert(&route.variant, &route.name))
-            {
-                self.report_field(
-                    &base,
-                    &context,
-                    "name",
-                    format!(
-                        "\"{}\" and \"{first}\" become the same Rust identifier; rename one",
-                        route.name
-                    ),
-                );
+            } else if ident::is_valid_name(&route.name) {
+                if let Some(first) = idents
+                    .insert(&route.ident, &route.name)
+                    .or_else(|| variants.insert(&route.variant, &route.name))
+                {
+                    self.report_field(
+                        &base,
+                        &context,
+                        "name",
+                        format!(
+                            "\"{}\" and \"{first}\" become the same Rust identifier; rename one",
+                            route.name
+                        ),
+                    );
+                }
             }
             if let Some(first) = paths.insert(&route.path, &route.name) {
                 self.report_field(
@@ -488,10 +499,12 @@ impl Checker<'_> {
         }
     }
 
-    fn check_unique_targets(&mut self, base: &str, context: &str, targets: &[Target]) {
+    /// `targets` holds each target of the route at `base` that could be read, with its index
+    /// in the route.
+    fn check_unique_targets(&mut self, base: &str, context: &str, targets: &[(usize, Target)]) {
         let mut names = HashMap::new();
         let mut idents = HashMap::new();
-        for (index, target) in targets.iter().enumerate() {
+        for (index, target) in targets {
             let target_base = format!("{base}.targets[{index}]");
             let context = format!("{context}, target \"{}\"", target.name);
             if let Some(first) = names.insert(&target.name, &target.name) {
@@ -501,16 +514,18 @@ impl Checker<'_> {
                     "name",
                     format!("duplicate target name \"{first}\" in this route"),
                 );
-            } else if let Some(first) = idents.insert(&target.ident, &target.name) {
-                self.report_field(
-                    &target_base,
-                    &context,
-                    "name",
-                    format!(
-                        "\"{}\" and \"{first}\" become the same Rust identifier; rename one",
-                        target.name
-                    ),
-                );
+            } else if ident::is_valid_name(&target.name) {
+                if let Some(first) = idents.insert(&target.ident, &target.name) {
+                    self.report_field(
+                        &target_base,
+                        &context,
+                        "name",
+                        format!(
+                            "\"{}\" and \"{first}\" become the same Rust identifier; rename one",
+                            target.name
+                        ),
+                    );
+                }
             }
         }
     }
