@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# benches/load.sh - the load benchmark: fanout against the physical limit, on this machine, in
+# one bounded run, everything on 127.0.0.1. Prints a markdown table of ratios to the baseline
+# measured in the same run (absolute numbers are noise on a shared machine).
+#
+#   benches/load.sh [--duration 10] [--out DIR] [--rig DIR] [--skip-static]
+#
+# Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
+# (installed with apt-get when missing and running as root). Builds, in target/load/:
+# the rig's baseline and sink, and fanout with benches/routes/load.yaml compiled in
+# (`--profile dist`). Scenarios, each a rig run (wrk -t1 -c64, SUT pinned to CPU 0, load
+# and sinks to CPU 1):
+#   baseline  bare hyper server answering 202: the physical limit of the ingest path
+#   down      fanout, every target refusing connections, drop_oldest lanes
+#   reject2/4 fanout, reject lanes to 2 / 4 counting sinks: the sustained no-loss rate
+#   batch2    reject lanes to 2 sinks, NDJSON batches
+#   h2x2      reject lanes to 2 sinks, HTTP/2
+# then memory (1,000,000 events of 200 bytes held in 4 lanes whose targets are down),
+# start-up (exec to first 202) and the size of the static, stripped binary.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RIG=$ROOT/../shared/bench DURATION=10 OUT="" STATIC=1
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --rig) RIG=$2; shift 2 ;;
+    --skip-static) STATIC=0; shift ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "load: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ -x $RIG/rig.sh ]] || { echo "load: no load rig at $RIG (use --rig DIR)" >&2; exit 2; }
+if ! command -v wrk >/dev/null; then
+  if [[ $(id -u) == 0 ]]; then apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; fi
+  command -v wrk >/dev/null || { echo "load: wrk is missing: apt-get install -y wrk" >&2; exit 2; }
+fi
+OUT=${OUT:-$ROOT/target/load/runs/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.txt
+log() { echo "load: $*" >&2; }
+
+# ---- builds ----------------------------------------------------------------------------
+log "building the rig and fanout (release, LTO): a few minutes the first time"
+(cd "$RIG/baseline" && CARGO_TARGET_DIR=$ROOT/target/load/rig cargo build --release -q)
+export SINK_BIN=$ROOT/target/load/rig/release/sink
+BASELINE=$ROOT/target/load/rig/release/baseline
+(cd "$ROOT" && FANOUT_ROUTES=$ROOT/benches/routes/load.yaml CARGO_TARGET_DIR=$ROOT/target/load/fanout \
+  cargo build --profile dist -q --bin fanout)
+FANOUT=$ROOT/target/load/fanout/dist/fanout
+
+# ---- throughput scenarios ----------------------------------------------------------------
+rig() { # label path targets sut
+  local label=$1 path=$2 targets=$3 sut=$4 args=()
+  [[ -n $targets ]] && args=(--targets "$targets")
+  log "scenario $label"
+  "$RIG/rig.sh" --sut "$sut" --port 8080 --path "$path" "${args[@]}" --pin --duration "$DURATION" \
+    --label "$label" --out "$OUT/$label" 2>"$OUT/$label.log" | tee -a "$RESULTS"
+}
+# A drain longer than the rig's 5 s grace would get fanout killed mid-drain.
+F="$FANOUT --workers 1 --drain-timeout 2s"
+rig baseline /demo "" "$BASELINE --port 8080 --workers 1"
+rig down /down "" "$F"
+rig reject2 /reject2 8101,8102 "$F"
+rig reject4 /reject4 8101,8102,8103,8104 "$F"
+rig batch2 /batch2 8101,8102 "$F"
+rig h2x2 /h2x2 8101,8102 "$F"
+
+# ---- memory: a million events held across 4 lanes ----------------------------------------
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+accepted() { curl -s --max-time 1 http://127.0.0.1:8080/metrics | awk '/^fanout_events_accepted_total\{route="memory"\}/ { print $2 }'; }
+log "memory: 1,000,000 events of 200 bytes, 4 targets down"
+$FANOUT --workers 1 --drain-timeout 0s >"$OUT/memory.log" 2>&1 &
+PIDS+=($!); SUT=$!
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
+timeout 120 wrk -t1 -c64 -d120s -s "$RIG/post.lua" http://127.0.0.1:8080/memory >"$OUT/memory-wrk.log" 2>&1 &
+WRK=$!; PIDS+=($WRK)
+for _ in $(seq 1200); do n=$(accepted); [[ ${n:-0} -ge 1000000 ]] && break; sleep 0.1; done
+kill "$WRK" 2>/dev/null || true; wait "$WRK" 2>/dev/null || true
+sleep 0.5
+RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SUT/status")
+HELD=$(curl -s http://127.0.0.1:8080/metrics | awk '/^fanout_lane_depth\{route="memory"/ { s += $2 } END { print s }')
+echo "MEMORY accepted=$(accepted) held_in_lanes=$HELD rss_mb=$((RSS_KB / 1024))" | tee -a "$RESULTS"
+kill "$SUT"; wait "$SUT" 2>/dev/null || true
+
+# ---- start-up: exec to the first 202 --------------------------------------------------------
+log "start-up: exec to first 202, 10 runs"
+python3 - "$FANOUT" >>"$RESULTS" <<'PY'
+import http.client, statistics, subprocess, sys, time
+times = []
+for _ in range(10):
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.argv[1], "--listen", "127.0.0.1:8080"], stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=1)
+            c.request("POST", "/down", body=b"{}", headers={"content-type": "application/json"})
+            if c.getresponse().status == 202:
+                break
+        except OSError:
+            pass
+    times.append((time.perf_counter() - t0) * 1000)
+    proc.terminate(); proc.wait()
+print(f"STARTUP first_202_ms_median={statistics.median(times):.1f} min={min(times):.1f} max={max(times):.1f}")
+PY
+tail -1 "$RESULTS" >&2
+
+# ---- binary size ---------------------------------------------------------------------------
+if ((STATIC)); then
+  log "static binary (+crt-static, dist profile) with the default routes"
+  HOST=$(rustc -vV | awk '/^host:/ { print $2 }')
+  (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$ROOT/target/load/static \
+    cargo build --profile dist -q --bin fanout --target "$HOST")
+  BIN=$ROOT/target/load/static/$HOST/dist/fanout
+  echo "BINARY static_stripped_bytes=$(stat -c %s "$BIN") mb=$(awk -v b="$(stat -c %s "$BIN")" 'BEGIN { printf "%.1f", b / 1048576 }') linkage=$(file -b "$BIN" | grep -o 'static[a-z-]*' | head -1)" | tee -a "$RESULTS"
+fi
+
+# ---- summary ---------------------------------------------------------------------------------
+"$ROOT/benches/summarize.sh" "$RESULTS"
+log "results in $RESULTS"
