@@ -31,7 +31,8 @@ pub struct Answer {
 }
 
 pub enum Link {
-    Pooled(HttpClient),
+    /// Boxed: a client is large and a link is per worker.
+    Pooled(Box<HttpClient>),
     Owned {
         /// `host:port` to connect to.
         authority: String,
@@ -60,7 +61,7 @@ impl Link {
                 ),
                 open: None,
             },
-            _ => Link::Pooled(target.client.clone()),
+            _ => Link::Pooled(Box::new(target.client.clone())),
         }
     }
 
