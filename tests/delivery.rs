@@ -140,7 +140,7 @@ async fn a_target_that_comes_up_late_still_gets_the_event() {
 
     let labels = [("route", "late"), ("target", "sleepy")];
     proxy
-        .wait_metric("fanout_lane_retries_total", &labels, 2.0)
+        .wait_metric_at_least("fanout_lane_retries_total", &labels, 2.0)
         .await;
     let target = Target::start_on(late, Reply::Status(200)).await;
     let received = target.wait_for(1).await;

@@ -308,17 +308,37 @@ impl<T: RouteTable> Running<T> {
         Metrics(get(self.addr, "/metrics").await.body)
     }
 
-    /// Waits until the metric reaches `value`; panics after [`PATIENCE`].
+    /// Waits until the metric is `value`; panics after [`PATIENCE`].
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.wait_metric_until(name, labels, &value.to_string(), |now| now == value)
+            .await;
+    }
+
+    /// Waits until the metric is at least `value` (for counters that may move on past it
+    /// between two looks); panics after [`PATIENCE`].
+    pub async fn wait_metric_at_least(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.wait_metric_until(name, labels, &format!("at least {value}"), |now| {
+            now >= value
+        })
+        .await;
+    }
+
+    async fn wait_metric_until(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        expected: &str,
+        done: impl Fn(f64) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let now = self.metrics().await.value(name, labels);
-            if now == value {
+            if done(now) {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{name}{labels:?} is {now}, expected {value}"
+                "{name}{labels:?} is {now}, expected {expected}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
