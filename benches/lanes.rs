@@ -103,8 +103,8 @@ fn contended(
 
 fn event() -> Event {
     Event::new(
-        bytes::Bytes::from_static(&[b'x'; 200]),
-        Some(HeaderValue::from_static("application/json")),
+        &[b'x'; 200],
+        Some(&HeaderValue::from_static("application/json")),
     )
 }
 

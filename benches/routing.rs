@@ -80,8 +80,8 @@ impl RuntimeRouter {
 
 fn event() -> Event {
     Event::new(
-        bytes::Bytes::from_static(&[b'x'; 200]),
-        Some(HeaderValue::from_static("application/json")),
+        &[b'x'; 200],
+        Some(&HeaderValue::from_static("application/json")),
     )
 }
 

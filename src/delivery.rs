@@ -53,7 +53,7 @@ async fn gather(
     let deadline = Instant::now() + policy.max_wait;
     let bytes = lane.pop_into(
         events,
-        events[0].body().len() + 1,
+        events[0].body_len() + 1,
         policy.max_events,
         policy.max_bytes,
     );

@@ -1,12 +1,14 @@
 //! An accepted event: its id, body and content type, shared by every lane of its route.
 //!
 //! Cloning an [`Event`] copies a pointer: the body is stored once however many targets it goes
-//! to.
+//! to. An event is kept small because a lane may hold a million of them: one buffer holds the
+//! 202's body `{"id":"<uuid>"}` followed by the event's body, and the id header, the 202 body
+//! and the body sent to targets are all slices of it (no allocation per target or response).
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 use uuid::timestamp::context::ContextV7;
 use uuid::{Timestamp, Uuid};
 
@@ -17,64 +19,121 @@ thread_local! {
     static ID_CONTEXT: ContextV7 = const { ContextV7::new() };
 }
 
+/// What arrival times are counted from: a `u64` of nanoseconds is half an `Instant`.
+static ANCHOR: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 #[derive(Clone, Debug)]
 pub struct Event(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    /// `{"id":"<uuid>"}`, the 202 response body.
-    receipt: Bytes,
-    id: HeaderValue,
-    body: Bytes,
-    content_type: Option<HeaderValue>,
-    accepted_at: Instant,
+    /// `{"id":"<uuid>"}` and then the body.
+    bytes: Bytes,
+    content_type: ContentType,
+    /// Nanoseconds from [`ANCHOR`] to the event's arrival.
+    accepted_at: u64,
+}
+
+/// The client's `Content-Type`; the usual one costs no allocation.
+#[derive(Debug)]
+enum ContentType {
+    Absent,
+    Json,
+    Other(Box<HeaderValue>),
 }
 
 const RECEIPT_PREFIX: &[u8] = b"{\"id\":\"";
 const RECEIPT_SUFFIX: &[u8] = b"\"}";
+const ID: std::ops::Range<usize> = RECEIPT_PREFIX.len()..RECEIPT_PREFIX.len() + 36;
+const RECEIPT_LEN: usize = ID.end + RECEIPT_SUFFIX.len();
 
 impl Event {
-    /// A new event with a fresh time-ordered (v7) UUID.
-    pub fn new(body: Bytes, content_type: Option<HeaderValue>) -> Event {
+    /// A new event with a fresh time-ordered (v7) UUID, holding a copy of `body` (so that a
+    /// waiting event does not pin the connection buffer it was read from).
+    pub fn new(body: &[u8], content_type: Option<&HeaderValue>) -> Event {
         let uuid = ID_CONTEXT.with(|context| Uuid::new_v7(Timestamp::now(context)));
-        let mut receipt = [0u8; RECEIPT_PREFIX.len() + 36 + RECEIPT_SUFFIX.len()];
-        let id_range = RECEIPT_PREFIX.len()..RECEIPT_PREFIX.len() + 36;
-        receipt[..id_range.start].copy_from_slice(RECEIPT_PREFIX);
-        uuid.hyphenated()
-            .encode_lower(&mut receipt[id_range.clone()]);
-        receipt[id_range.end..].copy_from_slice(RECEIPT_SUFFIX);
-        let id = HeaderValue::from_bytes(&receipt[id_range])
-            .expect("a hyphenated UUID is a valid header value");
-        let receipt = Bytes::copy_from_slice(&receipt);
+        let mut bytes = Vec::with_capacity(RECEIPT_LEN + body.len());
+        bytes.extend_from_slice(RECEIPT_PREFIX);
+        bytes.extend_from_slice(uuid.hyphenated().encode_lower(&mut [0; 36]).as_bytes());
+        bytes.extend_from_slice(RECEIPT_SUFFIX);
+        bytes.extend_from_slice(body);
+        let content_type = match content_type {
+            None => ContentType::Absent,
+            Some(value) if value == JSON => ContentType::Json,
+            // A copy: the value may be a slice of the connection's read buffer.
+            Some(value) => ContentType::Other(Box::new(
+                HeaderValue::from_bytes(value.as_bytes()).expect("it is a header value already"),
+            )),
+        };
         Event(Arc::new(Inner {
-            receipt,
-            id,
-            body,
+            bytes: Bytes::from(bytes),
             content_type,
-            accepted_at: Instant::now(),
+            accepted_at: ANCHOR.elapsed().as_nanos() as u64,
         }))
     }
 
     /// The event id, as sent in `fanout-event-id`.
-    pub fn id(&self) -> &HeaderValue {
-        &self.0.id
+    pub fn id(&self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(self.0.bytes.slice(ID))
+            .expect("a hyphenated UUID is a valid header value")
     }
 
     /// `{"id":"<uuid>"}`: the body of the 202 that accepted the event.
     pub fn receipt(&self) -> Bytes {
-        self.0.receipt.clone()
+        self.0.bytes.slice(..RECEIPT_LEN)
     }
 
-    pub fn body(&self) -> &Bytes {
-        &self.0.body
+    pub fn body(&self) -> Bytes {
+        self.0.bytes.slice(RECEIPT_LEN..)
+    }
+
+    /// The body's length in bytes.
+    pub fn body_len(&self) -> usize {
+        self.0.bytes.len() - RECEIPT_LEN
     }
 
     /// The `Content-Type` the client sent, forwarded to every target.
     pub fn content_type(&self) -> Option<&HeaderValue> {
-        self.0.content_type.as_ref()
+        match &self.0.content_type {
+            ContentType::Absent => None,
+            ContentType::Json => Some(&JSON),
+            ContentType::Other(value) => Some(value),
+        }
     }
 
     pub fn accepted_at(&self) -> Instant {
-        self.0.accepted_at
+        *ANCHOR + Duration::from_nanos(self.0.accepted_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_receipt_and_body_are_views_of_one_event() {
+        let event = Event::new(
+            b"{\"a\":1}",
+            Some(&HeaderValue::from_static("application/json")),
+        );
+        let id = event.id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(
+            event.receipt(),
+            format!("{{\"id\":\"{}\"}}", id.to_str().unwrap())
+        );
+        assert_eq!(event.body(), &b"{\"a\":1}"[..]);
+        assert_eq!(event.body_len(), 7);
+        assert_eq!(event.content_type(), Some(&JSON));
+        assert!(event.accepted_at() <= Instant::now());
+    }
+
+    #[test]
+    fn another_content_type_is_kept_as_sent() {
+        let text = HeaderValue::from_static("text/plain; charset=utf-8");
+        assert_eq!(Event::new(b"", Some(&text)).content_type(), Some(&text));
+        assert_eq!(Event::new(b"", None).content_type(), None);
     }
 }

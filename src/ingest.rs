@@ -65,11 +65,8 @@ async fn ingest<T: RouteTable>(
         metrics.rejected(RejectReason::BodyTooLarge).inc();
         return too_large(spec.max_body);
     }
-    let content_type = request.headers().get(CONTENT_TYPE).map(owned_content_type);
-    let body = match Limited::new(request.into_body(), spec.max_body as usize)
-        .collect()
-        .await
-    {
+    let (head, body) = request.into_parts();
+    let body = match Limited::new(body, spec.max_body as usize).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             metrics.rejected(RejectReason::BodyTooLarge).inc();
@@ -94,8 +91,7 @@ async fn ingest<T: RouteTable>(
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    // A copy the size of the body, so a queued event does not pin the connection's read buffer.
-    let event = Event::new(Bytes::copy_from_slice(&body), content_type);
+    let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
     let receipt = event.receipt();
     match admit(proxy, route, event).await {
         Ok(()) => {
@@ -139,15 +135,6 @@ async fn admit<T: RouteTable>(
             }
             result => return result,
         }
-    }
-}
-
-/// The client's `Content-Type`, copied out of the request's buffer (the common one shared).
-fn owned_content_type(value: &HeaderValue) -> HeaderValue {
-    if value.as_bytes() == b"application/json" {
-        JSON
-    } else {
-        HeaderValue::from_bytes(value.as_bytes()).expect("it was a valid header value already")
     }
 }
 

@@ -138,7 +138,7 @@ impl Lane {
             let Some(next) = queue.events.front() else {
                 break;
             };
-            let size = next.body().len() + 1;
+            let size = next.body_len() + 1;
             if !batch.is_empty() && bytes + size > max_bytes {
                 break;
             }

@@ -27,21 +27,21 @@ impl Parcel {
     /// One event, body and content type as received: sharing the body, copying nothing.
     pub fn single(event: &Event) -> Parcel {
         Parcel {
-            body: event.body().clone(),
+            body: event.body(),
             content_type: event.content_type().cloned(),
-            ids: (EVENT_ID, event.id().clone()),
+            ids: (EVENT_ID, event.id()),
             count: 1,
         }
     }
 
     /// Several events as one NDJSON body.
     pub fn batch(events: &[Event]) -> Parcel {
-        let size: usize = events.iter().map(|e| e.body().len() + 1).sum();
+        let size: usize = events.iter().map(|e| e.body_len() + 1).sum();
         let mut body = BytesMut::with_capacity(size);
         let mut ids = BytesMut::with_capacity(events.len() * 37);
         for event in events {
             let start = body.len();
-            body.put_slice(event.body());
+            body.put_slice(&event.body());
             for byte in &mut body[start..] {
                 if *byte == b'\n' || *byte == b'\r' {
                     *byte = b' ';
@@ -73,8 +73,8 @@ mod tests {
     #[test]
     fn a_batch_is_one_line_per_event_with_the_ids_in_order() {
         let events = [
-            Event::new(Bytes::from_static(b"{\"a\":1}"), None),
-            Event::new(Bytes::from_static(b"{\n  \"b\": 2\r\n}"), None),
+            Event::new(b"{\"a\":1}", None),
+            Event::new(b"{\n  \"b\": 2\r\n}", None),
         ];
         let parcel = Parcel::batch(&events);
         assert_eq!(&parcel.body[..], b"{\"a\":1}\n{   \"b\": 2  }\n");
@@ -87,7 +87,7 @@ mod tests {
         );
         assert_eq!(parcel.ids.1, ids.as_str());
         assert_eq!(
-            events[1].body().as_ref(),
+            &events[1].body()[..],
             b"{\n  \"b\": 2\r\n}",
             "the event itself is untouched"
         );
