@@ -3,7 +3,11 @@
 # one bounded run, everything on 127.0.0.1. Prints a markdown table of ratios to the baseline
 # measured in the same run (absolute numbers are noise on a shared machine).
 #
-#   benches/load.sh [--duration 10] [--out DIR] [--rig DIR] [--skip-static]
+#   benches/load.sh [--duration 10] [--rounds 3] [--only LIST] [--out DIR] [--rig DIR]
+#
+# --rounds N runs the throughput scenarios N times, interleaved, and the table shows each
+# one's median (a shared machine is noisy: one run says little). --only takes a
+# comma-separated subset of: baseline,down,reject2,reject4,batch2,h2x2,memory,startup,static.
 #
 # Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
 # (installed with apt-get when missing and running as root). Builds, in target/load/:
@@ -19,13 +23,15 @@
 # start-up (exec to first 202) and the size of the static, stripped binary.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RIG=$ROOT/../shared/bench DURATION=10 OUT="" STATIC=1
+RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT=""
+ONLY=baseline,down,reject2,reject4,batch2,h2x2,memory,startup,static
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --rig) RIG=$2; shift 2 ;;
-    --skip-static) STATIC=0; shift ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "load: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -39,6 +45,7 @@ OUT=${OUT:-$ROOT/target/load/runs/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
 log() { echo "load: $*" >&2; }
+wanted() { [[ ,$ONLY, == *,$1,* ]]; }
 
 # ---- builds ----------------------------------------------------------------------------
 log "building the rig and fanout (release, LTO): a few minutes the first time"
@@ -52,24 +59,28 @@ FANOUT=$ROOT/target/load/fanout/dist/fanout
 # ---- throughput scenarios ----------------------------------------------------------------
 rig() { # label path targets sut
   local label=$1 path=$2 targets=$3 sut=$4 args=()
+  wanted "$label" || return 0
   [[ -n $targets ]] && args=(--targets "$targets")
-  log "scenario $label"
+  log "round $round/$ROUNDS: scenario $label"
   "$RIG/rig.sh" --sut "$sut" --port 8080 --path "$path" "${args[@]}" --pin --duration "$DURATION" \
-    --label "$label" --out "$OUT/$label" 2>"$OUT/$label.log" | tee -a "$RESULTS"
+    --label "$label" --out "$OUT/$label-$round" 2>"$OUT/$label-$round.log" | tee -a "$RESULTS"
 }
 # A drain longer than the rig's 5 s grace would get fanout killed mid-drain.
 F="$FANOUT --workers 1 --drain-timeout 2s"
-rig baseline /demo "" "$BASELINE --port 8080 --workers 1"
-rig down /down "" "$F"
-rig reject2 /reject2 8101,8102 "$F"
-rig reject4 /reject4 8101,8102,8103,8104 "$F"
-rig batch2 /batch2 8101,8102 "$F"
-rig h2x2 /h2x2 8101,8102 "$F"
+for round in $(seq "$ROUNDS"); do
+  rig baseline /demo "" "$BASELINE --port 8080 --workers 1"
+  rig down /down "" "$F"
+  rig reject2 /reject2 8101,8102 "$F"
+  rig reject4 /reject4 8101,8102,8103,8104 "$F"
+  rig batch2 /batch2 8101,8102 "$F"
+  rig h2x2 /h2x2 8101,8102 "$F"
+done
 
 # ---- memory: a million events held across 4 lanes ----------------------------------------
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+if wanted memory; then
 accepted() { curl -s --max-time 1 http://127.0.0.1:8080/metrics | awk '/^fanout_events_accepted_total\{route="memory"\}/ { print $2 }'; }
 log "memory: 1,000,000 events of 200 bytes, 4 targets down"
 $FANOUT --workers 1 --drain-timeout 0s >"$OUT/memory.log" 2>&1 &
@@ -84,8 +95,10 @@ RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SUT/status")
 HELD=$(curl -s http://127.0.0.1:8080/metrics | awk '/^fanout_lane_depth\{route="memory"/ { s += $2 } END { print s }')
 echo "MEMORY accepted=$(accepted) held_in_lanes=$HELD rss_mb=$((RSS_KB / 1024))" | tee -a "$RESULTS"
 kill "$SUT"; wait "$SUT" 2>/dev/null || true
+fi
 
 # ---- start-up: exec to the first 202 --------------------------------------------------------
+if wanted startup; then
 log "start-up: exec to first 202, 10 runs"
 python3 - "$FANOUT" >>"$RESULTS" <<'PY'
 import http.client, statistics, subprocess, sys, time
@@ -106,9 +119,10 @@ for _ in range(10):
 print(f"STARTUP first_202_ms_median={statistics.median(times):.1f} min={min(times):.1f} max={max(times):.1f}")
 PY
 tail -1 "$RESULTS" >&2
+fi
 
 # ---- binary size ---------------------------------------------------------------------------
-if ((STATIC)); then
+if wanted static; then
   log "static binary (+crt-static, dist profile) with the default routes"
   HOST=$(rustc -vV | awk '/^host:/ { print $2 }')
   (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$ROOT/target/load/static \
