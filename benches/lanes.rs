@@ -22,7 +22,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput,
 };
-use crossbeam_channel::TrySendError;
+use crossbeam_channel::{Sender, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use fanout::event::Event;
 use hyper::header::HeaderValue;
@@ -138,23 +138,29 @@ fn drop_oldest(c: &mut Criterion) {
             let (sender, receiver) = crossbeam_channel::bounded(capacity());
             contended(
                 batches,
-                |mut event| loop {
-                    match sender.try_send(event) {
-                        Ok(()) => break,
-                        Err(TrySendError::Full(back)) => {
-                            event = back;
-                            drop(receiver.try_recv());
-                        }
-                        Err(TrySendError::Disconnected(_)) => {
-                            unreachable!("the receiver outlives every producer")
-                        }
-                    }
-                },
+                |event| send_until_in(&sender, event, || drop(receiver.try_recv())),
                 || receiver.try_recv().ok(),
             )
         })
     });
     group.finish();
+}
+
+/// Sends `event` on a bounded channel, calling `when_full` each time it is full, until it
+/// goes in.
+fn send_until_in<T>(sender: &Sender<T>, mut event: T, mut when_full: impl FnMut()) {
+    loop {
+        match sender.try_send(event) {
+            Ok(()) => return,
+            Err(TrySendError::Full(back)) => {
+                event = back;
+                when_full();
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                unreachable!("the receiver outlives every producer")
+            }
+        }
+    }
 }
 
 fn drop_newest(c: &mut Criterion) {
@@ -223,18 +229,7 @@ fn reject(c: &mut Criterion) {
             let (sender, receiver) = crossbeam_channel::bounded(capacity());
             contended(
                 batches,
-                |mut event| loop {
-                    match sender.try_send(event) {
-                        Ok(()) => break,
-                        Err(TrySendError::Full(back)) => {
-                            event = back;
-                            thread::yield_now();
-                        }
-                        Err(TrySendError::Disconnected(_)) => {
-                            unreachable!("the receiver outlives every producer")
-                        }
-                    }
-                },
+                |event| send_until_in(&sender, event, thread::yield_now),
                 || receiver.try_recv().ok(),
             )
         })
