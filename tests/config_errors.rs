@@ -3,8 +3,9 @@
 //! Each `tests/ui/<what-is-wrong>.yaml` holds one mistake (or, for `several-mistakes`, several)
 //! and `tests/ui/<what-is-wrong>.stderr` beside it holds what `fanout_model::load` reports for
 //! it, which is what build.rs prints. Two kinds of test read these files:
-//! - `messages_match_their_golden_files` compares the model's messages with the `.stderr` files
-//!   and rewrites any that differ, so a changed message shows up in `git diff`;
+//! - `messages_match_their_golden_files` compares the model's messages with the `.stderr` files;
+//!   with `FANOUT_BLESS=1` it rewrites those that differ (and still fails), so a deliberate
+//!   change of wording shows up in `git diff`;
 //! - one test per case builds the `fanout` binary with the case as `FANOUT_ROUTES` and checks
 //!   that the build stops with the same messages, naming the file by its absolute path.
 //!
@@ -73,11 +74,13 @@ fn messages_match_their_golden_files() {
         };
         let expected = fs::read_to_string(&golden).unwrap_or_default();
         if actual != expected {
-            fs::write(&golden, &actual).expect("tests/ui is writable");
-            failures.push(format!(
-                "{}: messages differ; rewrote it, see `git diff`",
-                golden.display()
-            ));
+            let what = if std::env::var_os("FANOUT_BLESS").is_some_and(|v| v == "1") {
+                fs::write(&golden, &actual).expect("tests/ui is writable");
+                "rewrote it, see `git diff`".to_owned()
+            } else {
+                format!("the model says:\n{actual}(FANOUT_BLESS=1 rewrites the file)")
+            };
+            failures.push(format!("{}: messages differ; {what}", golden.display()));
         }
     }
     let stale: Vec<String> = fs::read_dir(UI)
