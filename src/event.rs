@@ -2,8 +2,9 @@
 //!
 //! Cloning an [`Event`] copies a pointer: the body is stored once however many targets it goes
 //! to. An event is kept small because a lane may hold a million of them: one buffer holds the
-//! 202's body `{"id":"<uuid>"}` followed by the event's body, and the id header, the 202 body
-//! and the body sent to targets are all slices of it (no allocation per target or response).
+//! 202's body `{"id":"<uuid>"}`, the event's body and (unless it is the usual JSON one) the
+//! client's `Content-Type`, and the id header, the 202 body, the body and the content type
+//! sent to targets are all slices of it (no allocation per target or response).
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -29,19 +30,22 @@ pub struct Event(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    /// `{"id":"<uuid>"}` and then the body.
+    /// `{"id":"<uuid>"}`, the body, then for [`ContentType::Other`] the content type.
     bytes: Bytes,
-    content_type: ContentType,
     /// Nanoseconds from [`ANCHOR`] to the event's arrival.
     accepted_at: u64,
+    content_type: ContentType,
 }
 
-/// The client's `Content-Type`; the usual one costs no allocation.
-#[derive(Debug)]
+/// The client's `Content-Type`. The usual one is not stored; another one ends the buffer.
+#[derive(Clone, Copy, Debug)]
 enum ContentType {
     Absent,
     Json,
-    Other(Box<HeaderValue>),
+    /// The last `len` bytes of the buffer.
+    Other {
+        len: u32,
+    },
 }
 
 const RECEIPT_PREFIX: &[u8] = b"{\"id\":\"";
@@ -54,23 +58,27 @@ impl Event {
     /// waiting event does not pin the connection buffer it was read from).
     pub fn new(body: &[u8], content_type: Option<&HeaderValue>) -> Event {
         let uuid = ID_CONTEXT.with(|context| Uuid::new_v7(Timestamp::now(context)));
-        let mut bytes = Vec::with_capacity(RECEIPT_LEN + body.len());
+        let (content_type, stored) = match content_type {
+            None => (ContentType::Absent, &[][..]),
+            Some(value) if value == JSON => (ContentType::Json, &[][..]),
+            // Header values are far shorter than 4 GiB: hyper caps a request's head.
+            Some(value) => (
+                ContentType::Other {
+                    len: value.len() as u32,
+                },
+                value.as_bytes(),
+            ),
+        };
+        let mut bytes = Vec::with_capacity(RECEIPT_LEN + body.len() + stored.len());
         bytes.extend_from_slice(RECEIPT_PREFIX);
         bytes.extend_from_slice(uuid.hyphenated().encode_lower(&mut [0; 36]).as_bytes());
         bytes.extend_from_slice(RECEIPT_SUFFIX);
         bytes.extend_from_slice(body);
-        let content_type = match content_type {
-            None => ContentType::Absent,
-            Some(value) if value == JSON => ContentType::Json,
-            // A copy: the value may be a slice of the connection's read buffer.
-            Some(value) => ContentType::Other(Box::new(
-                HeaderValue::from_bytes(value.as_bytes()).expect("it is a header value already"),
-            )),
-        };
+        bytes.extend_from_slice(stored);
         Event(Arc::new(Inner {
             bytes: Bytes::from(bytes),
-            content_type,
             accepted_at: ANCHOR.elapsed().as_nanos() as u64,
+            content_type,
         }))
     }
 
@@ -86,20 +94,30 @@ impl Event {
     }
 
     pub fn body(&self) -> Bytes {
-        self.0.bytes.slice(RECEIPT_LEN..)
+        self.0.bytes.slice(RECEIPT_LEN..self.body_end())
     }
 
     /// The body's length in bytes.
     pub fn body_len(&self) -> usize {
-        self.0.bytes.len() - RECEIPT_LEN
+        self.body_end() - RECEIPT_LEN
+    }
+
+    fn body_end(&self) -> usize {
+        match self.0.content_type {
+            ContentType::Other { len } => self.0.bytes.len() - len as usize,
+            ContentType::Absent | ContentType::Json => self.0.bytes.len(),
+        }
     }
 
     /// The `Content-Type` the client sent, forwarded to every target.
-    pub fn content_type(&self) -> Option<&HeaderValue> {
-        match &self.0.content_type {
+    pub fn content_type(&self) -> Option<HeaderValue> {
+        match self.0.content_type {
             ContentType::Absent => None,
-            ContentType::Json => Some(&JSON),
-            ContentType::Other(value) => Some(value),
+            ContentType::Json => Some(JSON.clone()),
+            ContentType::Other { .. } => Some(
+                HeaderValue::from_maybe_shared(self.0.bytes.slice(self.body_end()..))
+                    .expect("it was a header value when the event was made"),
+            ),
         }
     }
 
@@ -126,14 +144,23 @@ mod tests {
         );
         assert_eq!(event.body(), &b"{\"a\":1}"[..]);
         assert_eq!(event.body_len(), 7);
-        assert_eq!(event.content_type(), Some(&JSON));
+        assert_eq!(event.content_type(), Some(JSON.clone()));
         assert!(event.accepted_at() <= Instant::now());
     }
 
     #[test]
     fn another_content_type_is_kept_as_sent() {
         let text = HeaderValue::from_static("text/plain; charset=utf-8");
-        assert_eq!(Event::new(b"", Some(&text)).content_type(), Some(&text));
+        let event = Event::new(b"{\"a\":1}", Some(&text));
+        assert_eq!(event.content_type(), Some(text));
+        assert_eq!(event.body(), &b"{\"a\":1}"[..]);
+        assert_eq!(event.body_len(), 7);
         assert_eq!(Event::new(b"", None).content_type(), None);
+    }
+
+    #[test]
+    fn an_event_is_one_small_block_besides_its_buffer() {
+        // A lane may hold a million events: the shared part stays within 64 bytes.
+        assert!(std::mem::size_of::<Inner>() + 2 * std::mem::size_of::<usize>() <= 64);
     }
 }

@@ -28,7 +28,7 @@ impl Parcel {
     pub fn single(event: &Event) -> Parcel {
         Parcel {
             body: event.body(),
-            content_type: event.content_type().cloned(),
+            content_type: event.content_type(),
             ids: (EVENT_ID, event.id()),
             count: 1,
         }
