@@ -25,6 +25,7 @@ use criterion::{
 use crossbeam_channel::{Sender, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use fanout::event::Event;
+use fanout::lane::{Lane, Settled};
 use hyper::header::HeaderValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
@@ -101,6 +102,14 @@ fn contended(
     began.elapsed()
 }
 
+/// Takes an event out of `lane` as a delivery worker does, and settles it at once.
+fn taken(lane: &Lane) -> Option<Event> {
+    lane.try_take().map(|(event, held)| {
+        held.settle(Settled::Delivered);
+        event
+    })
+}
+
 fn event() -> Event {
     Event::new(
         &[b'x'; 200],
@@ -120,7 +129,7 @@ fn drop_oldest(c: &mut Criterion) {
         b.iter_custom(|batches| {
             let lanes = Lanes::new();
             let lane = &lanes.drop_oldest.sink;
-            contended(batches, |event| lane.push_drop_oldest(event), || lane.pop())
+            contended(batches, |event| lane.push_drop_oldest(event), || taken(lane))
         })
     });
     group.bench_function("array_queue", |b| {
@@ -169,7 +178,7 @@ fn drop_newest(c: &mut Criterion) {
         b.iter_custom(|batches| {
             let lanes = Lanes::new();
             let lane = &lanes.drop_newest.sink;
-            contended(batches, |event| lane.push_drop_newest(event), || lane.pop())
+            contended(batches, |event| lane.push_drop_newest(event), || taken(lane))
         })
     });
     group.bench_function("array_queue", |b| {
@@ -200,12 +209,12 @@ fn reject(c: &mut Criterion) {
             contended(
                 batches,
                 |event| loop {
-                    match lane.reserve() {
+                    match lane.reserve(event.body_len()) {
                         Ok(slot) => break slot.push(event),
                         Err(_) => thread::yield_now(),
                     }
                 },
-                || lane.pop(),
+                || taken(lane),
             )
         })
     });

@@ -24,10 +24,10 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Time a client has to send a request's headers; also how long an idle keep-alive
-    /// connection is kept open
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's headers; also how long an HTTP/1.1 connection
+    /// may wait for its next request [default: server.header_read_timeout]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
 
     /// On SIGTERM/SIGINT, how long lanes may keep delivering [default: server.drain_timeout]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -1,37 +1,65 @@
 //! Delivery: the workers of a lane take events and POST them to the target, one per request
 //! or many per request ([`crate::parcel`]), with per-attempt timeouts, retries with
 //! exponential backoff and full jitter, `Retry-After`, and the lane's circuit breaker. Every
-//! event taken ends counted exactly once: delivered, failed, or (when the worker is stopped at
-//! the end of a drain) dropped with reason `shutdown`.
+//! event taken ends counted exactly once ([`Held`]): delivered, failed, or (when the worker is
+//! stopped at the end of a drain) dropped with reason `shutdown`.
 
+use futures_util::FutureExt;
 use http_body_util::Full;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, StatusCode};
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::breaker::{Change, Permit};
-use crate::lane::Lane;
-use crate::link::{Answer, Link};
+use crate::event::Event;
+use crate::lane::{Held, Lane, Settled};
+use crate::link::{Answer, Failure, Link};
 use crate::parcel::Parcel;
 use crate::spec::{BatchPolicy, RetryPolicy};
 use crate::target::{Target, ATTEMPT};
 
+/// Runs one delivery worker of `lane` forever, restarting it if it panics, so a bug that
+/// panics on some input never silently shrinks the lane. Each restart is counted
+/// (`fanout_lane_worker_restarts_total`) and logged; the events the worker held count as
+/// dropped with reason `panic`.
+pub async fn supervise(lane: &Lane, target: &Target) {
+    loop {
+        let panic = match AssertUnwindSafe(work(lane, target)).catch_unwind().await {
+            Ok(never) => match never {},
+            Err(panic) => panic,
+        };
+        lane.metrics.worker_restarts.inc();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(
+            route = lane.spec.route,
+            target = lane.spec.name,
+            panic = %message,
+            "delivery worker panicked; restarting it"
+        );
+    }
+}
+
 /// Takes events from `lane` and delivers them to `target`, forever; the caller aborts it.
-pub async fn work(lane: &Lane, target: &Target) {
+async fn work(lane: &Lane, target: &Target) -> std::convert::Infallible {
     let mut link = Link::to(target);
     match &lane.spec.batch {
         None => loop {
-            let event = lane.next().await;
-            deliver(lane, target, &mut link, Parcel::single(&event)).await;
+            let (event, held) = lane.take().await;
+            deliver(lane, target, &mut link, Parcel::single(&event), held).await;
         },
         Some(policy) => {
             let mut events = Vec::with_capacity(policy.max_events);
             loop {
-                gather(lane, target, policy, &mut events).await;
+                let held = gather(lane, target, policy, &mut events).await;
                 let parcel = Parcel::batch(&events);
                 events.clear();
-                deliver(lane, target, &mut link, parcel).await;
+                deliver(lane, target, &mut link, parcel, held).await;
             }
         }
     }
@@ -41,27 +69,38 @@ pub async fn work(lane: &Lane, target: &Target) {
 /// full batch, lets `max_wait` pass and takes what has come. One worker of the lane gathers at
 /// a time (the others wait for their turn, or are sending), so batches fill up instead of
 /// being spread thin over idle workers, and a gathering worker wakes once per batch, not once
-/// per event.
-async fn gather(
-    lane: &Lane,
+/// per event. The events are held (in flight) from the moment they leave the queue, so a drain
+/// waits for a batch being gathered.
+async fn gather<'a>(
+    lane: &'a Lane,
     target: &Target,
     policy: &BatchPolicy,
-    events: &mut Vec<crate::event::Event>,
-) {
+    events: &mut Vec<Event>,
+) -> Held<'a> {
     let _turn = target.gathering.lock().await;
-    events.push(lane.next().await);
+    let (first, mut held) = lane.take().await;
+    let bytes = first.body_len() + 1;
+    events.push(first);
     let deadline = Instant::now() + policy.max_wait;
-    let bytes = lane.pop_into(
+    let bytes = lane.take_more(
+        &mut held,
         events,
-        events[0].body_len() + 1,
+        bytes,
         policy.max_events,
         policy.max_bytes,
     );
     let full = events.len() >= policy.max_events || bytes >= policy.max_bytes;
     if !full && !policy.max_wait.is_zero() {
         tokio::time::sleep_until(deadline).await;
-        lane.pop_into(events, bytes, policy.max_events, policy.max_bytes);
+        lane.take_more(
+            &mut held,
+            events,
+            bytes,
+            policy.max_events,
+            policy.max_bytes,
+        );
     }
+    held
 }
 
 /// How one attempt ended.
@@ -77,13 +116,15 @@ enum Outcome {
     },
 }
 
-async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel) {
-    let held = Held::new(lane, parcel.count);
-    let events = parcel.count;
+async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel, held: Held<'_>) {
+    let events = held.count();
     let retry = &lane.spec.retry;
     let mut attempt = 1;
     loop {
         let permit = permit(lane).await;
+        if attempt > 1 {
+            lane.metrics.retries.inc();
+        }
         let started = Instant::now();
         let outcome = send(target, link, &parcel, attempt).await;
         lane.metrics
@@ -111,23 +152,17 @@ async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel) 
             Change::None => {}
         }
         match outcome {
-            Outcome::Delivered => {
-                lane.metrics.delivered.inc_by(events);
-                return held.settle();
-            }
+            Outcome::Delivered => return held.settle(Settled::Delivered),
             Outcome::Permanent(status) => {
-                lane.metrics.failed.inc_by(events);
                 tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, %status, "delivery failed: status is not retried");
-                return held.settle();
+                return held.settle(Settled::Failed);
             }
             Outcome::Retryable { why, retry_after } => {
                 if attempt >= retry.attempts {
-                    lane.metrics.failed.inc_by(events);
                     tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
-                    return held.settle();
+                    return held.settle(Settled::Failed);
                 }
                 tracing::debug!(route = lane.spec.route, target = lane.spec.name, attempt, %why, "retrying");
-                lane.metrics.retries.inc();
                 tokio::time::sleep(backoff(retry, attempt, retry_after)).await;
                 attempt += 1;
             }
@@ -156,27 +191,28 @@ async fn send(target: &Target, link: &mut Link, parcel: &Parcel, attempt: u32) -
     if let Some(content_type) = &parcel.content_type {
         headers.insert(CONTENT_TYPE, content_type.clone());
     }
-    match tokio::time::timeout(target.spec.timeout, link.send(request)).await {
-        Err(_) => Outcome::Retryable {
+    let deadline = Instant::now() + target.spec.timeout;
+    match link.send(request, deadline).await {
+        Err(Failure::Timeout) => Outcome::Retryable {
             why: format!("no answer within {:?}", target.spec.timeout),
             retry_after: None,
         },
-        Ok(Err(error)) => Outcome::Retryable {
+        Err(Failure::Io(error)) => Outcome::Retryable {
             why: error_chain(error.as_ref()),
             retry_after: None,
         },
-        Ok(Ok(Answer { status, .. })) if status.is_success() => Outcome::Delivered,
-        Ok(Ok(Answer {
+        Ok(Answer { status, .. }) if status.is_success() => Outcome::Delivered,
+        Ok(Answer {
             status,
             retry_after,
-        })) if target.spec.retry.retries_status(status.as_u16()) => {
+        }) if target.spec.retry.retries_status(status.as_u16()) => {
             let honoured = matches!(status.as_u16(), 429 | 503);
             Outcome::Retryable {
                 why: format!("status {status}"),
                 retry_after: retry_after.filter(|_| honoured),
             }
         }
-        Ok(Ok(Answer { status, .. })) => Outcome::Permanent(status),
+        Ok(Answer { status, .. }) => Outcome::Permanent(status),
     }
 }
 
@@ -210,38 +246,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Marks events as held by a worker (`fanout_lane_inflight`). Unless settled, dropping it —
-/// the worker was stopped at the end of a drain — counts the events as dropped at shutdown.
-struct Held<'a> {
-    lane: &'a Lane,
-    events: u64,
-    settled: bool,
-}
-
-impl<'a> Held<'a> {
-    fn new(lane: &'a Lane, events: u64) -> Held<'a> {
-        lane.metrics.inflight.add(events as i64);
-        Held {
-            lane,
-            events,
-            settled: false,
-        }
-    }
-
-    fn settle(mut self) {
-        self.settled = true;
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.lane.metrics.inflight.sub(self.events as i64);
-        if !self.settled {
-            self.lane.metrics.dropped_shutdown.inc_by(self.events);
-        }
-    }
 }
 
 #[cfg(test)]

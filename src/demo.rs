@@ -13,17 +13,17 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
+use crate::proxy::Proxy;
 use crate::spec::RouteTable;
 use crate::startup::StartupError;
 
-/// Binds a receiver on each local target address of `T` and serves them in the background.
-pub async fn start<T: RouteTable>() -> Result<(), StartupError> {
+/// Binds a receiver on each local target address of the proxy (urls as resolved at start-up,
+/// so `${NAME:-default}` moves them) and serves them in the background.
+pub async fn start<T: RouteTable>(proxy: &Proxy<T>) -> Result<(), StartupError> {
     let mut addresses = BTreeMap::new();
-    for &route in T::ROUTES {
-        for target in T::spec(route).targets {
-            if let Some(address) = local_address(target.url) {
-                addresses.entry(address).or_insert(target.name);
-            }
+    for target in &proxy.targets {
+        if let Some(address) = local_address(&target.uri) {
+            addresses.entry(address).or_insert(target.spec.name);
         }
     }
     for (address, name) in addresses {
@@ -39,8 +39,7 @@ pub async fn start<T: RouteTable>() -> Result<(), StartupError> {
 }
 
 /// The socket address of an `http://` url on 127.0.0.1 or localhost, if it is one.
-fn local_address(url: &str) -> Option<SocketAddr> {
-    let uri: Uri = url.parse().ok()?;
+fn local_address(uri: &Uri) -> Option<SocketAddr> {
     let local = matches!(uri.host()?, "127.0.0.1" | "localhost");
     (uri.scheme_str() == Some("http") && local)
         .then(|| SocketAddr::from(([127, 0, 0, 1], uri.port_u16().unwrap_or(80))))

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use uuid::timestamp::context::ContextV7;
@@ -24,6 +25,15 @@ thread_local! {
 static ANCHOR: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Body bytes of every event alive in the process, whatever lanes hold it: what
+/// `server.memory_budget` bounds.
+static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Body bytes of every event alive in the process.
+pub fn held_bytes() -> usize {
+    HELD_BYTES.load(Ordering::Relaxed)
+}
 
 #[derive(Clone, Debug)]
 pub struct Event(Arc<Inner>);
@@ -75,6 +85,7 @@ impl Event {
         bytes.extend_from_slice(RECEIPT_SUFFIX);
         bytes.extend_from_slice(body);
         bytes.extend_from_slice(stored);
+        HELD_BYTES.fetch_add(body.len(), Ordering::Relaxed);
         Event(Arc::new(Inner {
             bytes: Bytes::from(bytes),
             accepted_at: ANCHOR.elapsed().as_nanos() as u64,
@@ -103,10 +114,7 @@ impl Event {
     }
 
     fn body_end(&self) -> usize {
-        match self.0.content_type {
-            ContentType::Other { len } => self.0.bytes.len() - len as usize,
-            ContentType::Absent | ContentType::Json => self.0.bytes.len(),
-        }
+        self.0.body_end()
     }
 
     /// The `Content-Type` the client sent, forwarded to every target.
@@ -123,6 +131,21 @@ impl Event {
 
     pub fn accepted_at(&self) -> Instant {
         *ANCHOR + Duration::from_nanos(self.0.accepted_at)
+    }
+}
+
+impl Inner {
+    fn body_end(&self) -> usize {
+        match self.content_type {
+            ContentType::Other { len } => self.bytes.len() - len as usize,
+            ContentType::Absent | ContentType::Json => self.bytes.len(),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.body_end() - RECEIPT_LEN, Ordering::Relaxed);
     }
 }
 

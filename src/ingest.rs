@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::event::Event;
+use crate::event::{self, Event};
 use crate::lane::Rejected;
 use crate::metrics::RejectReason;
 use crate::proxy::Proxy;
@@ -61,35 +61,52 @@ async fn ingest<T: RouteTable>(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // Refusals that need no body come before reading it, so a client that sent
+    // `Expect: 100-continue` is told without uploading first.
+    if proxy.shutting_down.load(Ordering::Relaxed) {
+        metrics.rejected(RejectReason::ShuttingDown).inc();
+        return shutting_down();
+    }
     if declared.is_some_and(|length| length > spec.max_body) {
         metrics.rejected(RejectReason::BodyTooLarge).inc();
         return too_large(spec.max_body);
     }
+    let budget = T::SERVER.memory_budget;
+    if event::held_bytes() + declared.unwrap_or(0) as usize > budget {
+        metrics.rejected(RejectReason::MemoryBudget).inc();
+        return over_budget();
+    }
     let (head, body) = request.into_parts();
-    let body = match Limited::new(body, spec.max_body as usize).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let reading = Limited::new(body, spec.max_body as usize).collect();
+    let body = match tokio::time::timeout(T::SERVER.body_read_timeout, reading).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             metrics.rejected(RejectReason::BodyTooLarge).inc();
             return too_large(spec.max_body);
         }
-        Err(_) => {
+        Ok(Err(_)) => {
             metrics.rejected(RejectReason::BodyUnreadable).inc();
             return error(
                 StatusCode::BAD_REQUEST,
                 "the request body could not be read",
             );
         }
+        Err(_) => {
+            metrics.rejected(RejectReason::BodyTimeout).inc();
+            let message = format!(
+                "the body did not arrive within {}",
+                humantime::format_duration(T::SERVER.body_read_timeout)
+            );
+            return closing(error(StatusCode::REQUEST_TIMEOUT, &message));
+        }
     };
     if proxy.shutting_down.load(Ordering::Relaxed) {
         metrics.rejected(RejectReason::ShuttingDown).inc();
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down; retry on another instance",
-        );
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return shutting_down();
+    }
+    if event::held_bytes() + body.len() > budget {
+        metrics.rejected(RejectReason::MemoryBudget).inc();
+        return over_budget();
     }
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
     let receipt = event.receipt();
@@ -104,11 +121,7 @@ async fn ingest<T: RouteTable>(
                 "target \"{}\" of route \"{}\" is full; the event was not accepted, retry later",
                 rejected.target, spec.name
             );
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &message);
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, &message)
         }
     }
 }
@@ -173,13 +186,39 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 }
 
 fn too_large(limit: u64) -> Response<Full<Bytes>> {
-    let mut response = error(
+    let response = error(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("the body is over this route's limit of {limit} bytes"),
     );
     // The rest of the body is not read, so the connection cannot carry another request.
+    closing(response)
+}
+
+fn closing(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+fn retry_later(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let mut response = error(status, message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn shutting_down() -> Response<Full<Bytes>> {
+    closing(retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting down; retry on another instance",
+    ))
+}
+
+fn over_budget() -> Response<Full<Bytes>> {
+    retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fanout holds as many events as its memory budget allows; retry later",
+    )
 }

@@ -1,10 +1,18 @@
 //! A lane: the bounded queue between ingest and one target, with its overflow policy.
 //!
-//! Ingest pushes (never waits), delivery workers pop (and wait when it is empty). The queue is
+//! Ingest pushes (never waits), delivery workers take (and wait when it is empty). The queue is
 //! a `VecDeque` under a mutex held for a few instructions and never across an await: that
 //! gives each policy exactly — drop-oldest evicts and inserts in one step, reject reserves a
 //! slot before any lane of the route is written to, and the oldest waiting event can be looked
 //! at for `fanout_lane_oldest_age_seconds`.
+//!
+//! A lane is bounded twice: `buffer` events and `buffer_bytes` body bytes; whichever is reached
+//! first makes it full, and the overflow policy treats both alike.
+//!
+//! Every event is in exactly one place at every moment: waiting in the queue (`depth`), or held
+//! by a worker ([`Held`], `fanout_lane_inflight`, counted in the same critical section that
+//! takes it out of the queue), or settled (delivered, failed, dropped). A drain that sees both
+//! zero has nothing left to wait for.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -28,8 +36,31 @@ pub struct Lane {
 
 struct Queue {
     events: VecDeque<Event>,
+    /// Body bytes of `events`.
+    bytes: usize,
     /// Slots promised to reject-lane reservations that have not pushed yet.
     reserved: usize,
+    /// Body bytes promised to those reservations.
+    reserved_bytes: usize,
+}
+
+impl Queue {
+    /// Whether one more event of `size` body bytes fits beside what is held and promised.
+    fn fits(&self, spec: &TargetSpec, size: usize) -> bool {
+        self.events.len() + self.reserved < spec.buffer
+            && self.bytes + self.reserved_bytes + size <= spec.buffer_bytes
+    }
+
+    fn push(&mut self, event: Event) {
+        self.bytes += event.body_len();
+        self.events.push_back(event);
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        self.bytes -= event.body_len();
+        Some(event)
+    }
 }
 
 /// Why an event was refused: a reject lane of its route was full.
@@ -44,6 +75,24 @@ pub struct Rejected {
 #[must_use]
 pub struct Reservation<'a> {
     lane: &'a Lane,
+    size: usize,
+}
+
+/// How a held event ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Delivered,
+    Failed,
+}
+
+/// Events a delivery worker has taken from its lane and not yet settled: they count in
+/// `fanout_lane_inflight` until [`Held::settle`]. Dropped unsettled — the worker was stopped at
+/// the end of a drain, or panicked — they count as dropped with reason `shutdown` or `panic`.
+#[must_use]
+pub struct Held<'a> {
+    lane: &'a Lane,
+    events: u64,
+    settled: bool,
 }
 
 impl Lane {
@@ -53,7 +102,9 @@ impl Lane {
             // Grows on demand up to `buffer`: an idle lane costs little however large it may get.
             queue: Mutex::new(Queue {
                 events: VecDeque::with_capacity(spec.buffer.min(1024)),
+                bytes: 0,
                 reserved: 0,
+                reserved_bytes: 0,
             }),
             ready: Notify::new(),
             metrics: LaneMetrics::new(spec),
@@ -62,39 +113,42 @@ impl Lane {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A panic while holding this lock leaves the queue consistent (every critical section
-        // is a single VecDeque call), so a poisoned lock is still usable.
+        // A panic while holding this lock leaves the queue consistent (no critical section
+        // calls code that can panic between its updates), so a poisoned lock is still usable.
         self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes a slot for an event, or refuses if the lane is full.
-    pub fn reserve(&self) -> Result<Reservation<'_>, Rejected> {
+    /// Takes a slot for an event of `size` body bytes, or refuses if the lane is full.
+    pub fn reserve(&self, size: usize) -> Result<Reservation<'_>, Rejected> {
         let mut queue = self.lock();
-        if queue.events.len() + queue.reserved >= self.spec.buffer {
+        if !queue.fits(self.spec, size) {
             return Err(Rejected {
                 target: self.spec.name,
             });
         }
         queue.reserved += 1;
-        Ok(Reservation { lane: self })
+        queue.reserved_bytes += size;
+        Ok(Reservation { lane: self, size })
     }
 
-    /// Enqueues `event`, evicting the oldest waiting event if the lane is full.
+    /// Enqueues `event`, evicting the oldest waiting events until it fits. An event larger
+    /// than the whole lane (`buffer_bytes` below the route's `max_body` is refused at build
+    /// time, so only a lane of one event) replaces everything.
     pub fn push_drop_oldest(&self, event: Event) {
+        let size = event.body_len();
         let evicted = {
             let mut queue = self.lock();
-            let evicted = if queue.events.len() >= self.spec.buffer {
-                queue.events.pop_front()
-            } else {
-                None
-            };
-            queue.events.push_back(event);
+            let mut evicted = 0;
+            while !queue.fits(self.spec, size) && queue.pop().is_some() {
+                evicted += 1;
+            }
+            queue.push(event);
             evicted
         };
-        if evicted.is_some() {
-            self.metrics.dropped_overflow.inc();
+        if evicted > 0 {
+            self.metrics.dropped_overflow.inc_by(evicted);
         }
         self.ready.notify_one();
     }
@@ -103,12 +157,11 @@ impl Lane {
     pub fn push_drop_newest(&self, event: Event) {
         let pushed = {
             let mut queue = self.lock();
-            if queue.events.len() + queue.reserved >= self.spec.buffer {
-                false
-            } else {
-                queue.events.push_back(event);
-                true
+            let fits = queue.fits(self.spec, event.body_len());
+            if fits {
+                queue.push(event);
             }
+            fits
         };
         if pushed {
             self.ready.notify_one();
@@ -117,23 +170,40 @@ impl Lane {
         }
     }
 
-    /// Takes the oldest waiting event, if any.
-    pub fn pop(&self) -> Option<Event> {
-        self.lock().events.pop_front()
+    /// Waits for the next event and takes it, held.
+    pub async fn take(&self) -> (Event, Held<'_>) {
+        loop {
+            if let Some(taken) = self.try_take() {
+                return taken;
+            }
+            self.ready.notified().await;
+        }
     }
 
-    /// Moves waiting events into `batch`, oldest first, while it holds fewer than
-    /// `max_events` and their bodies (one line each) fit in `max_bytes`; `bytes` is what
-    /// `batch` already holds. Takes at least one event when `batch` is empty. Returns the new
-    /// byte count.
-    pub fn pop_into(
+    /// Takes the oldest waiting event, held, if there is one.
+    pub fn try_take(&self) -> Option<(Event, Held<'_>)> {
+        let event = {
+            let mut queue = self.lock();
+            let event = queue.pop()?;
+            self.metrics.inflight.inc();
+            event
+        };
+        Some((event, Held::new(self, 1)))
+    }
+
+    /// Moves waiting events into `batch` (held by `held`), oldest first, while it holds fewer
+    /// than `max_events` and their bodies (one line each) fit in `max_bytes`; `bytes` is what
+    /// `batch` already holds. Returns the new byte count.
+    pub fn take_more(
         &self,
+        held: &mut Held<'_>,
         batch: &mut Vec<Event>,
         mut bytes: usize,
         max_events: usize,
         max_bytes: usize,
     ) -> usize {
         let mut queue = self.lock();
+        let before = batch.len();
         while batch.len() < max_events {
             let Some(next) = queue.events.front() else {
                 break;
@@ -143,24 +213,24 @@ impl Lane {
                 break;
             }
             bytes += size;
-            batch.extend(queue.events.pop_front());
+            batch.extend(queue.pop());
         }
+        let taken = (batch.len() - before) as u64;
+        self.metrics.inflight.add(taken as i64);
+        held.events += taken;
         bytes
-    }
-
-    /// Waits for the next event.
-    pub async fn next(&self) -> Event {
-        loop {
-            if let Some(event) = self.pop() {
-                return event;
-            }
-            self.ready.notified().await;
-        }
     }
 
     /// Events waiting (not yet taken by a worker).
     pub fn depth(&self) -> usize {
         self.lock().events.len()
+    }
+
+    /// Events waiting or held by a worker: zero when the lane has nothing left to do. Reads the
+    /// queue before the held count, so an event moving from one to the other is seen in one.
+    pub fn unsettled(&self) -> u64 {
+        let waiting = self.depth() as u64;
+        waiting + self.metrics.inflight.get().max(0) as u64
     }
 
     /// How long the oldest waiting event has waited.
@@ -176,6 +246,7 @@ impl Lane {
         let mut queue = self.lock();
         let count = queue.events.len();
         queue.events.clear();
+        queue.bytes = 0;
         count
     }
 }
@@ -184,11 +255,13 @@ impl Reservation<'_> {
     /// Enqueues `event` in the reserved slot.
     pub fn push(self, event: Event) {
         let lane = self.lane;
+        let size = self.size;
         std::mem::forget(self);
         {
             let mut queue = lane.lock();
             queue.reserved -= 1;
-            queue.events.push_back(event);
+            queue.reserved_bytes -= size;
+            queue.push(event);
         }
         lane.ready.notify_one();
     }
@@ -196,6 +269,47 @@ impl Reservation<'_> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.lane.lock().reserved -= 1;
+        let mut queue = self.lane.lock();
+        queue.reserved -= 1;
+        queue.reserved_bytes -= self.size;
+    }
+}
+
+impl<'a> Held<'a> {
+    fn new(lane: &'a Lane, events: u64) -> Held<'a> {
+        Held {
+            lane,
+            events,
+            settled: false,
+        }
+    }
+
+    /// How many events are held.
+    pub fn count(&self) -> u64 {
+        self.events
+    }
+
+    /// Counts the held events as delivered or failed: they leave the lane for good.
+    pub fn settle(mut self, how: Settled) {
+        let metrics = &self.lane.metrics;
+        match how {
+            Settled::Delivered => metrics.delivered.inc_by(self.events),
+            Settled::Failed => metrics.failed.inc_by(self.events),
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let metrics = &self.lane.metrics;
+        if !self.settled {
+            if std::thread::panicking() {
+                metrics.dropped_panic.inc_by(self.events);
+            } else {
+                metrics.dropped_shutdown.inc_by(self.events);
+            }
+        }
+        metrics.inflight.sub(self.events as i64);
     }
 }

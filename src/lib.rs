@@ -9,7 +9,8 @@
 //! - `routes.yaml` → `build.rs` (find, check, track) → the `routes!` macro (`macros/`, over
 //!   the shared model in `model/`) → [`routes`]: the generated `Route` enum, path `match`,
 //!   `Lanes` struct and per-route dispatch, shaped by [`spec`].
-//! - [`server`]: accept loop, connections, shutdown and drain.
+//! - [`server`]: accept loop, connections ([`connection`]: protocol, idleness), shutdown and
+//!   drain.
 //! - [`ingest`]: one request → one [`event`] in every [`lane`] of its route, or an error answer.
 //! - [`lane`]: a bounded queue with its overflow policy and [`breaker`].
 //! - [`delivery`]: lane workers POSTing a [`parcel`] (one event, or a batch) to a [`target`]
@@ -23,6 +24,7 @@ extern crate self as fanout;
 pub mod breaker;
 pub mod cli;
 pub mod client;
+pub mod connection;
 pub mod delivery;
 pub mod demo;
 pub mod event;

@@ -5,12 +5,17 @@
 //! pool lookup and no hand-off to a separate connection task. (In a profile of the no-loss load
 //! run, the pool's hashing, locking and channel were a tenth of the proxy's user-space time.)
 //! `https://` and `http2: true` targets use the shared pooled [`HttpClient`].
+//!
+//! A target's answer is decided by its status line: the body is read only so the connection
+//! can carry the next request, at most [`MAX_RESPONSE_BODY`] bytes and within the attempt's
+//! deadline. A longer or endless body closes the connection; the status still counts, so a
+//! 2xx whose body never ends is a delivery.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper::header::RETRY_AFTER;
+use hyper::header::{HOST, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
@@ -18,16 +23,28 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::client::HttpClient;
 use crate::target::Target;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The most response body bytes read from a target; beyond it the connection is closed.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
 /// A target's answer: its status and, if it gave one, its `Retry-After` in seconds.
 pub struct Answer {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
+}
+
+/// Why an attempt got no answer.
+pub enum Failure {
+    /// No status line before the attempt's deadline.
+    Timeout,
+    /// Connecting, writing or reading failed.
+    Io(Error),
 }
 
 pub enum Link {
@@ -36,8 +53,12 @@ pub enum Link {
     Owned {
         /// `host:port` to connect to.
         authority: String,
+        /// The url's path and query: the request line's target.
+        origin: hyper::Uri,
+        /// `Host`, as written in the url.
+        host: hyper::header::HeaderValue,
         /// The open connection, if any; taken out while a request is under way, so a request
-        /// abandoned half-way (timeout, shutdown) closes it.
+        /// abandoned half-way (timeout, shutdown, an unread body) closes it.
         open: Option<Owned>,
     },
 }
@@ -59,32 +80,77 @@ impl Link {
                     authority.host(),
                     authority.port_u16().unwrap_or(80)
                 ),
+                origin: target.origin.clone(),
+                host: target.host.clone(),
                 open: None,
             },
             _ => Link::Pooled(Box::new(target.client.clone())),
         }
     }
 
-    /// Sends `request` and reads the answer to its end.
-    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Answer, Error> {
+    /// Sends `request` (whose uri is the target's absolute url) and waits for the answer's
+    /// status until `deadline`.
+    pub async fn send(
+        &mut self,
+        mut request: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Answer, Failure> {
         match self {
-            Link::Pooled(client) => read(client.request(request).await?).await,
-            Link::Owned { authority, open } => {
-                let mut owned = match open.take() {
-                    Some(mut owned) => {
-                        if owned.still_open().await {
-                            owned
-                        } else {
-                            Owned::open(authority).await?
-                        }
-                    }
-                    None => Owned::open(authority).await?,
+            Link::Pooled(client) => {
+                let mut answer = None;
+                let exchange = async {
+                    let response = client.request(request).await?;
+                    read(response, &mut answer).await
                 };
-                let answer = owned.send(request).await?;
-                *open = Some(owned);
-                Ok(answer)
+                finish(tokio::time::timeout_at(deadline, exchange).await, answer).0
+            }
+            Link::Owned {
+                authority,
+                origin,
+                host,
+                open,
+            } => {
+                *request.uri_mut() = origin.clone();
+                request.headers_mut().insert(HOST, host.clone());
+                let mut reused = open.take();
+                if let Some(owned) = &mut reused {
+                    if !owned.still_open().await {
+                        reused = None;
+                    }
+                }
+                let mut owned = match reused {
+                    Some(owned) => owned,
+                    None => match tokio::time::timeout_at(deadline, Owned::open(authority)).await {
+                        Ok(Ok(owned)) => owned,
+                        Ok(Err(error)) => return Err(Failure::Io(error)),
+                        Err(_) => return Err(Failure::Timeout),
+                    },
+                };
+                let mut answer = None;
+                let ended = tokio::time::timeout_at(deadline, owned.send(request, &mut answer));
+                let (result, reusable) = finish(ended.await, answer);
+                if reusable {
+                    *open = Some(owned);
+                }
+                result
             }
         }
+    }
+}
+
+/// The attempt's result from how the exchange ended and the answer it saw, if any, and whether
+/// the connection can carry another request (the whole body was read in time).
+fn finish(
+    ended: Result<Result<(), Error>, tokio::time::error::Elapsed>,
+    answer: Option<Answer>,
+) -> (Result<Answer, Failure>, bool) {
+    match (ended, answer) {
+        (Ok(Ok(())), Some(answer)) => (Ok(answer), true),
+        // The status came, the body did not end in time or was too long: the status counts.
+        (_, Some(answer)) => (Ok(answer), false),
+        (Ok(Err(error)), None) => (Err(Failure::Io(error)), false),
+        (Ok(Ok(())), None) => (Err(Failure::Io("no answer".into())), false),
+        (Err(_), None) => (Err(Failure::Timeout), false),
     }
 }
 
@@ -107,15 +173,19 @@ impl Owned {
         !finished && !self.sender.is_closed()
     }
 
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Answer, Error> {
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        answer: &mut Option<Answer>,
+    ) -> Result<(), Error> {
         let Owned { sender, connection } = self;
         let exchange = async {
             sender.ready().await?;
-            read(sender.send_request(request).await?).await
+            read(sender.send_request(request).await?, answer).await
         };
         tokio::select! {
             biased;
-            answer = exchange => answer,
+            read = exchange => read,
             ended = connection.as_mut() => match ended {
                 Ok(()) => Err("the target closed the connection".into()),
                 Err(error) => Err(error.into()),
@@ -124,18 +194,28 @@ impl Owned {
     }
 }
 
-async fn read(response: Response<Incoming>) -> Result<Answer, Error> {
-    let status = response.status();
+/// Puts the response's status in `answer` as soon as it arrives, then reads the body to its
+/// end; a body over [`MAX_RESPONSE_BODY`] is an error, which closes the connection.
+async fn read(response: Response<Incoming>, answer: &mut Option<Answer>) -> Result<(), Error> {
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    // Read the answer to its end so the connection can carry the next request.
-    response.into_body().collect().await?;
-    Ok(Answer {
-        status,
+    *answer = Some(Answer {
+        status: response.status(),
         retry_after,
-    })
+    });
+    let mut body = response.into_body();
+    let mut read = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            read += data.len();
+            if read > MAX_RESPONSE_BODY {
+                return Err("the response body is over 64 KiB".into());
+            }
+        }
+    }
+    Ok(())
 }

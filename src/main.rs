@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), StartupError> {
     let proxy = Proxy::<Lanes>::new(&|name| std::env::var(name).ok())?;
     if matches!(cli.command, Some(Command::Demo)) {
-        demo::start::<Lanes>().await?;
+        demo::start(&proxy).await?;
     }
     let address: SocketAddr = match cli.listen {
         Some(address) => address,
@@ -71,11 +71,14 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         tracing::info!(route = spec.name, path = spec.path, targets = ?targets, "route");
     }
     tracing::info!(listen = %listener.local_addr().unwrap_or(address), "fanout ready");
-    let options = Options {
-        header_read_timeout: cli.header_read_timeout,
-        drain_timeout: cli.drain_timeout.unwrap_or(SERVER.drain_timeout),
-        metrics_log_interval: SERVER.metrics_log_interval,
-    };
+    let mut options = Options::from_spec(&SERVER);
+    if let Some(timeout) = cli.header_read_timeout {
+        options.header_read_timeout = timeout;
+    }
+    if let Some(timeout) = cli.drain_timeout {
+        options.drain_timeout = timeout;
+    }
+    raise_open_files_limit(options.max_connections);
     server::run(
         listener,
         Arc::new(proxy),
@@ -85,6 +88,33 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     .await;
     tracing::info!("fanout stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files towards the hard one, as Go's runtime does, so that
+/// `max_connections` (plus the connections to targets) is not cut short by a default of 1024.
+fn raise_open_files_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+    }
+    if (limit.rlim_cur as u128) < max_connections as u128 + 1024 {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "the open files limit is below max_connections: raise it (ulimit -n) or lower server.max_connections"
+        );
+    }
 }
 
 fn init_logging(format: LogFormat) {

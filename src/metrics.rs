@@ -29,14 +29,20 @@ pub enum RejectReason {
     BodyUnreadable,
     /// The server was shutting down (503).
     ShuttingDown,
+    /// The client did not send the whole body within `body_read_timeout` (408).
+    BodyTimeout,
+    /// Holding the event would take the process over `memory_budget` (503).
+    MemoryBudget,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 4] = [
+    const ALL: [RejectReason; 6] = [
         RejectReason::LaneFull,
         RejectReason::BodyTooLarge,
         RejectReason::BodyUnreadable,
         RejectReason::ShuttingDown,
+        RejectReason::BodyTimeout,
+        RejectReason::MemoryBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +51,8 @@ impl RejectReason {
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::BodyUnreadable => "body_unreadable",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::BodyTimeout => "body_timeout",
+            RejectReason::MemoryBudget => "memory_budget",
         }
     }
 }
@@ -53,7 +61,7 @@ impl RejectReason {
 pub struct RouteMetrics {
     pub accepted: IntCounter,
     /// One counter per [`RejectReason`], in `RejectReason::ALL` order.
-    rejected: [IntCounter; 4],
+    rejected: [IntCounter; 6],
 }
 
 impl RouteMetrics {
@@ -95,6 +103,9 @@ pub struct LaneMetrics {
     pub failed: IntCounter,
     pub dropped_overflow: IntCounter,
     pub dropped_shutdown: IntCounter,
+    pub dropped_panic: IntCounter,
+    /// Delivery workers restarted after a panic.
+    pub worker_restarts: IntCounter,
     /// Events taken from the queue and not yet delivered, failed or dropped.
     pub inflight: IntGauge,
     pub circuit_open: IntGauge,
@@ -136,6 +147,11 @@ impl LaneMetrics {
             )),
             dropped_overflow: dropped("overflow"),
             dropped_shutdown: dropped("shutdown"),
+            dropped_panic: dropped("panic"),
+            worker_restarts: counter(opts(
+                "fanout_lane_worker_restarts_total",
+                "Delivery workers restarted after a panic.",
+            )),
             inflight: gauge(opts(
                 "fanout_lane_inflight",
                 "Events a delivery worker holds (sending, backing off or waiting on the breaker).",
@@ -162,7 +178,7 @@ impl LaneMetrics {
     }
 
     pub fn dropped(&self) -> u64 {
-        self.dropped_overflow.get() + self.dropped_shutdown.get()
+        self.dropped_overflow.get() + self.dropped_shutdown.get() + self.dropped_panic.get()
     }
 
     fn register(&self, registry: &Registry) {
@@ -171,6 +187,8 @@ impl LaneMetrics {
         register(registry, &self.failed);
         register(registry, &self.dropped_overflow);
         register(registry, &self.dropped_shutdown);
+        register(registry, &self.dropped_panic);
+        register(registry, &self.worker_restarts);
         register(registry, &self.inflight);
         register(registry, &self.circuit_open);
         register(registry, &self.duration);
@@ -179,21 +197,81 @@ impl LaneMetrics {
     }
 }
 
+/// Client connections of the whole server.
+pub struct ConnectionMetrics {
+    pub open: IntGauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused: IntCounter,
+    /// Connections closed because they sent nothing within `first_byte_timeout`.
+    pub first_byte_timeouts: IntCounter,
+    /// Connections closed after `idle_timeout` with no request under way.
+    pub idle_closed: IntCounter,
+    /// Bytes of event bodies held in memory; set at scrape time.
+    held_bytes: IntGauge,
+}
+
+impl Default for ConnectionMetrics {
+    fn default() -> Self {
+        let closed = |reason: &str| {
+            counter(
+                Opts::new(
+                    "fanout_connections_closed_total",
+                    "Client connections fanout closed itself, by reason.",
+                )
+                .const_label("reason", reason),
+            )
+        };
+        ConnectionMetrics {
+            open: gauge(Opts::new(
+                "fanout_connections_open",
+                "Client connections open now.",
+            )),
+            refused: closed("max_connections"),
+            first_byte_timeouts: closed("first_byte_timeout"),
+            idle_closed: closed("idle_timeout"),
+            held_bytes: gauge(Opts::new(
+                "fanout_memory_held_bytes",
+                "Bytes of event bodies held in memory (counted against server.memory_budget).",
+            )),
+        }
+    }
+}
+
+impl ConnectionMetrics {
+    fn register(&self, registry: &Registry) {
+        register(registry, &self.open);
+        register(registry, &self.refused);
+        register(registry, &self.first_byte_timeouts);
+        register(registry, &self.idle_closed);
+        register(registry, &self.held_bytes);
+    }
+}
+
 /// Everything `/metrics` shows.
 pub struct Metrics {
     registry: Registry,
+    /// Read at scrape time.
+    held_bytes: IntGauge,
 }
 
 impl Metrics {
-    pub fn new<'a>(routes: &[RouteMetrics], lanes: impl IntoIterator<Item = &'a Lane>) -> Metrics {
+    pub fn new<'a>(
+        connections: &ConnectionMetrics,
+        routes: &[RouteMetrics],
+        lanes: impl IntoIterator<Item = &'a Lane>,
+    ) -> Metrics {
         let registry = Registry::new();
+        connections.register(&registry);
         for route in routes {
             route.register(&registry);
         }
         for lane in lanes {
             lane.metrics.register(&registry);
         }
-        Metrics { registry }
+        Metrics {
+            registry,
+            held_bytes: connections.held_bytes.clone(),
+        }
     }
 
     /// The Prometheus text exposition of every metric, queue gauges read now.
@@ -202,6 +280,7 @@ impl Metrics {
             lane.metrics.depth.set(lane.depth() as i64);
             lane.metrics.oldest_age.set(lane.oldest_age().as_secs_f64());
         }
+        self.held_bytes.set(crate::event::held_bytes() as i64);
         let mut text = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 
 use crate::client::Clients;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{ConnectionMetrics, Metrics, RouteMetrics};
 use crate::spec::RouteTable;
 use crate::startup::StartupError;
 use crate::target::Target;
@@ -16,6 +16,8 @@ pub struct Proxy<T: RouteTable> {
     /// One resolved target per lane, in [`RouteTable::lanes`] order.
     pub targets: Vec<Target>,
     pub metrics: Metrics,
+    /// Counters of client connections, shared by every connection task.
+    pub connections: ConnectionMetrics,
     /// Set when shutdown begins: requests still arriving on open connections get 503.
     pub shutting_down: AtomicBool,
 }
@@ -34,12 +36,14 @@ impl<T: RouteTable> Proxy<T> {
             .iter()
             .map(|lane| Target::resolve(lane.spec, env, &mut clients))
             .collect::<Result<Vec<_>, _>>()?;
-        let metrics = Metrics::new(&routes, lanes);
+        let connections = ConnectionMetrics::default();
+        let metrics = Metrics::new(&connections, &routes, lanes);
         Ok(Proxy {
             table,
             routes,
             targets,
             metrics,
+            connections,
             shutting_down: AtomicBool::new(false),
         })
     }

@@ -2,35 +2,69 @@
 //! HTTP/1.1 (keep-alive, pipelining) and h2c on every connection, and on shutdown stop
 //! accepting, let lanes drain for up to `drain_timeout`, then stop the workers and count what
 //! was left as dropped with reason `shutdown`.
+//!
+//! Every resource a client can make the server spend is bounded ([`Options`]): connections
+//! (`max_connections`, beyond which new ones are closed at once), the wait for a first byte and
+//! for the protocol preface, headers (time and size), bodies (time, in `ingest`), h2c streams,
+//! and idle connections of both protocols.
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::connection::{self, Activity};
 use crate::delivery;
-use crate::ingest;
 use crate::metrics;
 use crate::proxy::Proxy;
-use crate::spec::RouteTable;
+use crate::spec::{RouteTable, ServerSpec};
 
-/// Start-up knobs that are not part of the routes.
+/// Start-up knobs: the compiled `server:` section, with the command line's overrides.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Time a client has to send a request's headers, and the longest an idle keep-alive
-    /// connection is kept open.
+    /// A new connection must send its first byte (for h2c, its whole preface) within this.
+    pub first_byte_timeout: Duration,
+    /// Time a client has to send a request's headers; for HTTP/1.1 also how long a
+    /// connection may wait for its next request.
     pub header_read_timeout: Duration,
+    /// A connection with no request under way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections at most.
+    pub max_connections: usize,
+    /// TCP keepalive idle time on accepted connections; zero disables it.
+    pub tcp_keepalive: Duration,
+    /// Concurrent streams one h2c connection may have open.
+    pub http2_max_streams: u32,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
     /// On shutdown, how long lanes may keep delivering what they hold.
     pub drain_timeout: Duration,
     /// Period of the per-lane summary log line; zero disables it.
     pub metrics_log_interval: Duration,
+}
+
+impl Options {
+    /// The options as compiled in.
+    pub fn from_spec(spec: &ServerSpec) -> Options {
+        Options {
+            first_byte_timeout: spec.first_byte_timeout,
+            header_read_timeout: spec.header_read_timeout,
+            idle_timeout: spec.idle_timeout,
+            max_connections: spec.max_connections,
+            tcp_keepalive: spec.tcp_keepalive,
+            http2_max_streams: spec.http2_max_streams,
+            max_header_bytes: spec.max_header_bytes,
+            drain_timeout: spec.drain_timeout,
+            metrics_log_interval: spec.metrics_log_interval,
+        }
+    }
 }
 
 /// How often a drain checks whether every lane is empty.
@@ -56,32 +90,32 @@ pub async fn run<T: RouteTable>(
         })
     });
 
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true);
-    http.http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(options.header_read_timeout)
-        .keep_alive_timeout(options.header_read_timeout);
-    let http = Arc::new(http);
-    let connections = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&options));
+    // One permit per open connection: a new connection without one is closed at once, and
+    // shutdown waits until every permit is back (every connection closed).
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    // Flips to true when shutdown begins: every connection finishes what it has under way and
+    // closes (HTTP/1.1 after the current response, h2c with GOAWAY).
+    let (closing, closing_seen) = watch::channel(false);
 
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        proxy.connections.refused.inc();
+                        tracing::debug!(limit = options.max_connections, "connection refused: max_connections open");
+                        continue;
+                    };
+                    configure(&stream, &options);
                     let proxy = proxy.clone();
-                    let service = service_fn(move |request| ingest::handle(proxy.clone(), request));
-                    let connection = http.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = connections.watch(connection);
+                    let builders = builders.clone();
+                    let options = options.clone();
+                    let closing = closing_seen.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%error, "connection ended with an error");
-                        }
+                        serve(stream, proxy, &builders, &options, closing).await;
+                        drop(slot);
                     });
                 }
                 Err(error) => {
@@ -97,10 +131,9 @@ pub async fn run<T: RouteTable>(
     let deadline = Instant::now() + options.drain_timeout;
     drop(listener);
     proxy.shutting_down.store(true, Ordering::Relaxed);
-    if tokio::time::timeout_at(deadline, connections.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = closing.send(true);
+    let all_closed = slots.acquire_many(options.max_connections as u32);
+    if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
         tracing::warn!("connections still open at the drain deadline");
     }
     wait_for_empty_lanes(&proxy, deadline).await;
@@ -111,7 +144,110 @@ pub async fn run<T: RouteTable>(
     report_leftovers(&proxy);
 }
 
-/// Spawns `concurrency` delivery workers per lane.
+/// The two protocol servers, configured once; a connection gets the one its first bytes ask
+/// for.
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(options: &Options) -> Builders {
+        let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+        http1
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .max_buf_size(options.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        http2
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(options.http2_max_streams)
+            .max_header_list_size(options.max_header_bytes as u32)
+            .keep_alive_interval(options.header_read_timeout)
+            .keep_alive_timeout(options.header_read_timeout);
+        Builders { http1, http2 }
+    }
+}
+
+fn configure(stream: &TcpStream, options: &Options) {
+    let _ = stream.set_nodelay(true);
+    if !options.tcp_keepalive.is_zero() {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(options.tcp_keepalive)
+            .with_interval(options.tcp_keepalive / 4);
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    }
+}
+
+/// Serves one connection to its end: waits for its first bytes, picks HTTP/1.1 or h2c, and
+/// closes it when it has been idle for `idle_timeout` or when shutdown begins.
+async fn serve<T: RouteTable>(
+    stream: TcpStream,
+    proxy: Arc<Proxy<T>>,
+    builders: &Builders,
+    options: &Options,
+    mut closing: watch::Receiver<bool>,
+) {
+    let _open = connection::Open::count(&proxy.connections.open);
+    let protocol = tokio::time::timeout(options.first_byte_timeout, connection::detect(&stream));
+    let builder = match protocol.await {
+        Ok(Ok(connection::Protocol::Http1)) => &builders.http1,
+        Ok(Ok(connection::Protocol::Http2)) => &builders.http2,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            proxy.connections.first_byte_timeouts.inc();
+            return;
+        }
+    };
+    let idle_closed = proxy.connections.idle_closed.clone();
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request| {
+            let proxy = proxy.clone();
+            let busy = activity.begin();
+            async move {
+                let response = crate::ingest::handle(proxy, request).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    let idle = tokio::time::sleep(options.idle_timeout);
+    tokio::pin!(idle);
+    let ended = loop {
+        tokio::select! {
+            ended = served.as_mut() => break Some(ended),
+            _ = closing.wait_for(|closing| *closing) => break None,
+            () = idle.as_mut() => match activity.idle_until(options.idle_timeout) {
+                Some(until) => idle.as_mut().reset(until),
+                None => {
+                    idle_closed.inc();
+                    break None;
+                }
+            },
+        }
+    };
+    // Closing: HTTP/1.1 finishes the response under way, h2c sends GOAWAY and finishes its
+    // streams.
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            served.as_mut().graceful_shutdown();
+            served.as_mut().await
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Spawns `concurrency` supervised delivery workers per lane.
 fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> JoinSet<()> {
     let mut workers = JoinSet::new();
     for (index, lane) in proxy.table.lanes().into_iter().enumerate() {
@@ -119,7 +255,7 @@ fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> JoinSet<()> {
             let proxy = proxy.clone();
             workers.spawn(async move {
                 let lane = proxy.table.lanes()[index];
-                delivery::work(lane, &proxy.targets[index]).await;
+                delivery::supervise(lane, &proxy.targets[index]).await;
             });
         }
     }
@@ -127,13 +263,7 @@ fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> JoinSet<()> {
 }
 
 async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant) {
-    let busy = || {
-        proxy
-            .table
-            .lanes()
-            .iter()
-            .any(|lane| lane.depth() > 0 || lane.metrics.inflight.get() > 0)
-    };
+    let busy = || proxy.table.lanes().iter().any(|lane| lane.unsettled() > 0);
     while busy() && Instant::now() < deadline {
         tokio::time::sleep(DRAIN_POLL).await;
     }

@@ -19,6 +19,24 @@ pub struct ServerSpec {
     pub drain_timeout: Duration,
     /// Period of the per-lane summary log line; zero disables it.
     pub metrics_log_interval: Duration,
+    /// A new connection must send its first byte (for h2c, its whole preface) within this.
+    pub first_byte_timeout: Duration,
+    /// Time a client has to send a request's headers; `--header-read-timeout` overrides it.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body; past it, 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request under way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// TCP keepalive idle time on accepted connections; zero disables it.
+    pub tcp_keepalive: Duration,
+    /// Concurrent streams one h2c connection may have open.
+    pub http2_max_streams: u32,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Bytes of event bodies the process holds at most, across every lane.
+    pub memory_budget: usize,
 }
 
 /// One route: a path and the targets every event POSTed there is repeated to.
@@ -45,6 +63,8 @@ pub struct TargetSpec {
     pub ca_file: Option<&'static str>,
     /// Events the lane holds.
     pub buffer: usize,
+    /// Body bytes the lane holds.
+    pub buffer_bytes: usize,
     pub overflow: Overflow,
     /// Time limit of one delivery attempt.
     pub timeout: Duration,
@@ -146,13 +166,31 @@ pub struct Table<'a> {
 impl fmt::Display for Table<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.server;
+        let d = humantime::format_duration;
         writeln!(
             f,
             "server  listen={} max_body={} drain_timeout={} metrics_log_interval={}",
             s.listen,
             s.max_body,
-            humantime::format_duration(s.drain_timeout),
-            humantime::format_duration(s.metrics_log_interval),
+            d(s.drain_timeout),
+            d(s.metrics_log_interval),
+        )?;
+        writeln!(
+            f,
+            "  first_byte_timeout={} header_read_timeout={} body_read_timeout={} idle_timeout={}",
+            d(s.first_byte_timeout),
+            d(s.header_read_timeout),
+            d(s.body_read_timeout),
+            d(s.idle_timeout),
+        )?;
+        writeln!(
+            f,
+            "  max_connections={} tcp_keepalive={} http2_max_streams={} max_header_bytes={} memory_budget={}",
+            s.max_connections,
+            d(s.tcp_keepalive),
+            s.http2_max_streams,
+            s.max_header_bytes,
+            s.memory_budget,
         )?;
         for route in &self.routes {
             writeln!(
@@ -164,8 +202,9 @@ impl fmt::Display for Table<'_> {
                 writeln!(f, "  target {}  {}", t.name, t.url)?;
                 writeln!(
                     f,
-                    "    buffer={} overflow={} timeout={} concurrency={}",
+                    "    buffer={} buffer_bytes={} overflow={} timeout={} concurrency={}",
                     t.buffer,
+                    t.buffer_bytes,
                     t.overflow.as_str(),
                     humantime::format_duration(t.timeout),
                     t.concurrency,

@@ -118,10 +118,13 @@ fn routes_flag_prints_the_compiled_table() {
     let table = String::from_utf8(output.stdout).unwrap();
     assert!(table.contains("route demo  POST /demo"), "{table}");
     assert!(
-        table.contains("target receiver_a  http://127.0.0.1:8001/event-inbound"),
+        table.contains("target receiver_a  http://${RECEIVER_A:-127.0.0.1:8001}/event-inbound"),
         "{table}"
     );
-    assert!(table.contains("buffer=100 overflow=reject"), "{table}");
+    assert!(
+        table.contains("buffer=100 buffer_bytes=67108864 overflow=reject"),
+        "{table}"
+    );
     assert!(table.contains("on=[408,429,500,502-599]"), "{table}");
 }
 

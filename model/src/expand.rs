@@ -179,7 +179,7 @@ fn route_module(route: &Route) -> TokenStream {
         .map(|t| {
             let field = ident(&t.ident);
             let reserved = reservation(t);
-            quote!(let #reserved = self.#field.reserve()?;)
+            quote!(let #reserved = self.#field.reserve(size)?;)
         });
     let last = route.targets.len() - 1;
     let pushes = route.targets.iter().enumerate().map(|(i, t)| {
@@ -230,6 +230,7 @@ fn route_module(route: &Route) -> TokenStream {
                     &self,
                     event: ::fanout::__private::Event,
                 ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
+                    let size = event.body_len();
                     #( #reservations )*
                     #( #pushes )*
                     ::core::result::Result::Ok(())
@@ -265,6 +266,7 @@ fn target_spec(route: &str, target: &Target) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let buffer = Literal::usize_unsuffixed(target.buffer as usize);
+    let buffer_bytes = Literal::usize_unsuffixed(target.buffer_bytes as usize);
     let overflow = overflow(target.overflow);
     let timeout = duration(target.timeout);
     let concurrency = Literal::usize_unsuffixed(target.concurrency as usize);
@@ -295,6 +297,7 @@ fn target_spec(route: &str, target: &Target) -> TokenStream {
             headers: &[ #( (#header_names, #header_values), )* ],
             ca_file: #ca_file,
             buffer: #buffer,
+            buffer_bytes: #buffer_bytes,
             overflow: #overflow,
             timeout: #timeout,
             concurrency: #concurrency,
@@ -311,12 +314,30 @@ fn server(server: &Server) -> TokenStream {
     let max_body = server.max_body;
     let drain_timeout = duration(server.drain_timeout);
     let metrics_log_interval = duration(server.metrics_log_interval);
+    let first_byte_timeout = duration(server.first_byte_timeout);
+    let header_read_timeout = duration(server.header_read_timeout);
+    let body_read_timeout = duration(server.body_read_timeout);
+    let idle_timeout = duration(server.idle_timeout);
+    let max_connections = Literal::usize_unsuffixed(server.max_connections as usize);
+    let tcp_keepalive = duration(server.tcp_keepalive);
+    let http2_max_streams = Literal::u32_unsuffixed(server.http2_max_streams as u32);
+    let max_header_bytes = Literal::usize_unsuffixed(server.max_header_bytes as usize);
+    let memory_budget = Literal::usize_unsuffixed(server.memory_budget as usize);
     quote! {
         ::fanout::__private::ServerSpec {
             listen: #listen,
             max_body: #max_body,
             drain_timeout: #drain_timeout,
             metrics_log_interval: #metrics_log_interval,
+            first_byte_timeout: #first_byte_timeout,
+            header_read_timeout: #header_read_timeout,
+            body_read_timeout: #body_read_timeout,
+            idle_timeout: #idle_timeout,
+            max_connections: #max_connections,
+            tcp_keepalive: #tcp_keepalive,
+            http2_max_streams: #http2_max_streams,
+            max_header_bytes: #max_header_bytes,
+            memory_budget: #memory_budget,
         }
     }
 }

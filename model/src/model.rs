@@ -21,6 +21,25 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Period of the per-lane summary log line; zero disables it.
     pub metrics_log_interval: Duration,
+    /// A new connection that sends no first byte (and, for h2c, its whole preface) in this
+    /// time is closed.
+    pub first_byte_timeout: Duration,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body; past it, 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request under way for this long is closed (HTTP/1.1 and h2c).
+    pub idle_timeout: Duration,
+    /// Open client connections at most; beyond it new ones are closed at once, counted.
+    pub max_connections: u64,
+    /// TCP keepalive idle time on accepted connections; zero disables it.
+    pub tcp_keepalive: Duration,
+    /// Concurrent streams one h2c connection may have open.
+    pub http2_max_streams: u64,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: u64,
+    /// Bytes of event bodies the process holds at most, across every lane; beyond it, 503.
+    pub memory_budget: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +68,8 @@ pub struct Target {
     pub ca_file: Option<String>,
     /// Events the lane holds.
     pub buffer: u64,
+    /// Body bytes the lane holds.
+    pub buffer_bytes: u64,
     pub overflow: Overflow,
     /// Time limit of one delivery attempt.
     pub timeout: Duration,
@@ -74,8 +95,10 @@ pub struct Batch {
     pub max_wait: Duration,
 }
 
-/// The most events one batch may hold: their ids (37 bytes each) travel in one header.
-pub const MAX_BATCH_EVENTS: u64 = 1000;
+/// The most events one batch may hold: their ids (37 bytes each) travel in one header, which
+/// must fit common receivers' limits on one header line (nginx reads a request's header lines
+/// into 8 KiB buffers, Node allows 16 KiB for all of them): 200 ids are 7,399 bytes.
+pub const MAX_BATCH_EVENTS: u64 = 200;
 
 /// What a full lane does with a new event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -33,6 +33,15 @@ pub struct Server {
     pub max_body: Option<Size>,
     pub drain_timeout: Option<Dur>,
     pub metrics_log_interval: Option<Dur>,
+    pub first_byte_timeout: Option<Dur>,
+    pub header_read_timeout: Option<Dur>,
+    pub body_read_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub max_connections: Option<u64>,
+    pub tcp_keepalive: Option<Dur>,
+    pub http2_max_streams: Option<u64>,
+    pub max_header_bytes: Option<Size>,
+    pub memory_budget: Option<Size>,
 }
 
 /// Delivery settings a target inherits from `defaults:` unless it sets them itself.
@@ -43,6 +52,7 @@ pub struct Server {
 )]
 pub struct Policy {
     pub buffer: Option<u64>,
+    pub buffer_bytes: Option<Size>,
     pub overflow: Option<Overflow>,
     pub timeout: Option<Dur>,
     pub concurrency: Option<u64>,
@@ -113,6 +123,7 @@ pub struct Target {
     pub headers: serde_yaml::Mapping,
     pub ca_file: Option<String>,
     pub buffer: Option<u64>,
+    pub buffer_bytes: Option<Size>,
     pub overflow: Option<Overflow>,
     pub timeout: Option<Dur>,
     pub concurrency: Option<u64>,
@@ -126,6 +137,7 @@ impl Target {
     pub fn policy(&self) -> Policy {
         Policy {
             buffer: self.buffer,
+            buffer_bytes: self.buffer_bytes,
             overflow: self.overflow,
             timeout: self.timeout,
             concurrency: self.concurrency,

@@ -14,20 +14,7 @@ use crate::model::{self, Overflow, Route, Routes, Server, Target};
 use crate::raw;
 use crate::units;
 
-/// Paths the proxy answers itself.
-pub const RESERVED_PATHS: &[&str] = &["/metrics", "/healthz"];
-
-/// Headers fanout sets on every delivery, which a target's `headers:` may not replace.
-const RESERVED_HEADERS: &[&str] = &[
-    "fanout-event-id",
-    "fanout-route",
-    "fanout-attempt",
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "host",
-];
+use fanout_contract::{PlaceholderError, RESERVED_PATHS};
 
 pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
     let mut cx = Checker {
@@ -182,14 +169,53 @@ impl Checker<'_> {
                 "must be at least 1 byte".into(),
             );
         }
-        Server {
+        let secs =
+            |d: Option<raw::Dur>, default: u64| d.map_or(Duration::from_secs(default), |d| d.0);
+        let server = Server {
             listen,
             max_body,
-            drain_timeout: raw.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
-            metrics_log_interval: raw
-                .metrics_log_interval
-                .map_or(Duration::from_secs(5), |d| d.0),
+            drain_timeout: secs(raw.drain_timeout, 10),
+            metrics_log_interval: secs(raw.metrics_log_interval, 5),
+            first_byte_timeout: secs(raw.first_byte_timeout, 10),
+            header_read_timeout: secs(raw.header_read_timeout, 10),
+            body_read_timeout: secs(raw.body_read_timeout, 30),
+            idle_timeout: secs(raw.idle_timeout, 60),
+            max_connections: raw.max_connections.unwrap_or(10_000),
+            tcp_keepalive: secs(raw.tcp_keepalive, 60),
+            http2_max_streams: raw.http2_max_streams.unwrap_or(32),
+            max_header_bytes: raw.max_header_bytes.map_or(16 * 1024, |s| s.0),
+            memory_budget: raw.memory_budget.map_or(1 << 30, |s| s.0),
+        };
+        for (field, zero) in [
+            ("first_byte_timeout", server.first_byte_timeout.is_zero()),
+            ("header_read_timeout", server.header_read_timeout.is_zero()),
+            ("body_read_timeout", server.body_read_timeout.is_zero()),
+            ("idle_timeout", server.idle_timeout.is_zero()),
+        ] {
+            if zero {
+                self.report_field("server", CONTEXT, field, "must be longer than 0s".into());
+            }
         }
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            let message = "must be from 1 to 1000000".into();
+            self.report_field("server", CONTEXT, "max_connections", message);
+        }
+        if !(1..=1000).contains(&server.http2_max_streams) {
+            let message = "must be from 1 to 1000".into();
+            self.report_field("server", CONTEXT, "http2_max_streams", message);
+        }
+        if !(8 * 1024..=1 << 20).contains(&server.max_header_bytes) {
+            let message = "must be from 8KiB to 1MiB".into();
+            self.report_field("server", CONTEXT, "max_header_bytes", message);
+        }
+        if server.memory_budget < server.max_body {
+            let message = format!(
+                "must be at least max_body ({} bytes), or no event that large could be held",
+                server.max_body
+            );
+            self.report_field("server", CONTEXT, "memory_budget", message);
+        }
+        server
     }
 
     /// Checks one route. Returns it whenever it could be read, problems or not, so that the
@@ -228,7 +254,7 @@ impl Checker<'_> {
         }
         let mut targets = Vec::new();
         for (t, value) in raw.targets.into_iter().enumerate() {
-            if let Some(target) = self.target(&base, &context, t, value, defaults) {
+            if let Some(target) = self.target(&base, &context, t, value, defaults, max_body) {
                 targets.push((t, target));
             }
         }
@@ -251,6 +277,7 @@ impl Checker<'_> {
         index: usize,
         value: Value,
         defaults: &Layered,
+        max_body: u64,
     ) -> Option<Target> {
         let base = format!("{route_base}.targets[{index}]");
         let context = match value.get("name").and_then(Value::as_str) {
@@ -261,6 +288,19 @@ impl Checker<'_> {
         self.check_name(&base, &context, &raw.name);
         self.check_url(&base, &context, &raw.url);
         let headers = self.headers(&base, &context, &raw.headers);
+        let authorization = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if authorization && url_userinfo(&raw.url).is_some() {
+            self.report_field(
+                &base,
+                &context,
+                "url",
+                "credentials in the url are sent as an Authorization header, and `headers` sets \
+                 one too: keep one of the two"
+                    .into(),
+            );
+        }
         if let Some(ca_file) = &raw.ca_file {
             if ca_file.is_empty() {
                 self.report_field(&base, &context, "ca_file", "must name a PEM file".into());
@@ -277,6 +317,17 @@ impl Checker<'_> {
         }
         let policy = defaults.over(&raw.policy(), &base);
         self.check_policy(&policy, &base, &context);
+        if policy.buffer_bytes.value < max_body && policy.buffer_bytes.value > 0 {
+            let message = format!(
+                "{} is less than the route's max_body ({max_body} bytes): an event that large could never wait in this lane",
+                policy.buffer_bytes.value
+            );
+            let path = match &policy.buffer_bytes.path {
+                Some(path) if path.starts_with(&base) => path.clone(),
+                _ => base.clone(),
+            };
+            self.report(&path, &with_field(&context, "buffer_bytes"), message);
+        }
         Some(Target {
             ident: ident::snake(&raw.name),
             name: raw.name,
@@ -284,6 +335,7 @@ impl Checker<'_> {
             headers,
             ca_file: raw.ca_file,
             buffer: policy.buffer.value,
+            buffer_bytes: policy.buffer_bytes.value,
             overflow: policy.overflow.value,
             timeout: policy.timeout.value,
             concurrency: policy.concurrency.value,
@@ -392,6 +444,9 @@ impl Checker<'_> {
         };
         if policy.buffer.value == 0 {
             fail(self, &[&policy.buffer], "must be at least 1");
+        }
+        if policy.buffer_bytes.value == 0 {
+            fail(self, &[&policy.buffer_bytes], "must be at least 1 byte");
         }
         if policy.concurrency.value == 0 {
             fail(self, &[&policy.concurrency], "must be at least 1");
@@ -581,15 +636,20 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `user:password` of an `http(s)://user:password@host/...` url, if it has one.
+fn url_userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    authority.rsplit_once('@').map(|(userinfo, _)| userinfo)
+}
+
 fn check_header(name: &str, value: &str) -> Result<(), String> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
         return Err(format!("\"{name}\" is not a valid header name"));
     }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!(
-            "\"{name}\" is set by fanout itself and cannot be configured"
-        ));
+    if let Some(why) = fanout_contract::reserved_header(name) {
+        return Err(format!("\"{name}\" {why}"));
     }
     if !value
         .bytes()
@@ -600,24 +660,21 @@ fn check_header(name: &str, value: &str) -> Result<(), String> {
     check_placeholders(value)
 }
 
-/// `${NAME}` with NAME of letters, digits and `_`, not starting with a digit.
+/// `${NAME}` or `${NAME:-default}`, NAME of letters, digits and `_`, not starting with a digit
+/// (the syntax is defined once, in `fanout_contract::pieces`).
 pub(crate) fn check_placeholders(text: &str) -> Result<(), String> {
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed \"${{\" in \"{text}\": write ${{NAME}}"))?;
-        let name = &after[..end];
-        let valid = !name.is_empty()
-            && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
-            return Err(format!(
-                "\"${{{name}}}\" is not an environment variable reference: use letters, digits and _"
-            ));
+    for piece in fanout_contract::pieces(text) {
+        match piece {
+            Ok(_) => {}
+            Err(PlaceholderError::Unclosed) => {
+                return Err(format!("unclosed \"${{\" in \"{text}\": write ${{NAME}}"))
+            }
+            Err(PlaceholderError::BadName(name)) => {
+                return Err(format!(
+                    "\"${{{name}}}\" is not an environment variable reference: use letters, digits and _"
+                ))
+            }
         }
-        rest = &after[end + 1..];
     }
     Ok(())
 }
@@ -663,6 +720,7 @@ impl<T: Clone> Setting<T> {
 /// The delivery policy of one target, field by field from the layer that set it.
 struct Layered {
     buffer: Setting<u64>,
+    buffer_bytes: Setting<u64>,
     overflow: Setting<Overflow>,
     timeout: Setting<Duration>,
     concurrency: Setting<u64>,
@@ -685,6 +743,7 @@ impl Layered {
     fn builtin() -> Self {
         Layered {
             buffer: Setting::builtin(10_000),
+            buffer_bytes: Setting::builtin(64 << 20),
             overflow: Setting::builtin(Overflow::DropOldest),
             timeout: Setting::builtin(Duration::from_secs(5)),
             concurrency: Setting::builtin(16),
@@ -721,6 +780,9 @@ impl Layered {
         });
         Layered {
             buffer: self.buffer.over(raw.buffer, at("buffer")),
+            buffer_bytes: self
+                .buffer_bytes
+                .over(raw.buffer_bytes.map(|s| s.0), at("buffer_bytes")),
             overflow: self.overflow.over(raw.overflow, at("overflow")),
             timeout: self.timeout.over(raw.timeout.map(|d| d.0), at("timeout")),
             concurrency: self.concurrency.over(raw.concurrency, at("concurrency")),
@@ -781,5 +843,6 @@ mod tests {
         assert!(check_placeholders("${}").is_err());
         assert!(check_placeholders("${1X}").is_err());
         assert!(check_placeholders("${A-B}").is_err());
+        assert!(check_placeholders("http://${HOST:-127.0.0.1:8001}/in").is_ok());
     }
 }

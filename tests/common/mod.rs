@@ -271,11 +271,9 @@ pub async fn start_proxy<T: RouteTable>(
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
-    let options = Options {
-        header_read_timeout: Duration::from_secs(5),
-        drain_timeout: drain_timeout.unwrap_or(T::SERVER.drain_timeout),
-        metrics_log_interval: Duration::ZERO,
-    };
+    let mut options = Options::from_spec(T::SERVER);
+    options.drain_timeout = drain_timeout.unwrap_or(T::SERVER.drain_timeout);
+    options.metrics_log_interval = Duration::ZERO;
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(server::run(listener, proxy.clone(), options, async {
         let _ = stopped.await;

@@ -1,0 +1,103 @@
+//! What the server tracks about one client connection: which protocol its first bytes ask
+//! for, whether a request is under way (for `idle_timeout`), and the open-connections gauge.
+
+use prometheus::IntGauge;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// The client connection preface of HTTP/2 (RFC 9113 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait before looking again at a preface that has only partly arrived.
+const PREFACE_POLL: Duration = Duration::from_millis(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// h2c with prior knowledge.
+    Http2,
+}
+
+/// Reads (without consuming) the connection's first bytes: the HTTP/2 preface means h2c,
+/// anything else HTTP/1.x. Waits as long as the bytes so far could still be the preface; the
+/// caller bounds the wait (`first_byte_timeout`). A connection closed before its first byte is
+/// an error.
+pub async fn detect(stream: &TcpStream) -> io::Result<Protocol> {
+    let mut buffer = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buffer).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if buffer[..n] != H2_PREFACE[..n] {
+            return Ok(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Protocol::Http2);
+        }
+        // A prefix of the preface: the socket stays readable, so wait a moment, not for it.
+        tokio::time::sleep(PREFACE_POLL).await;
+    }
+}
+
+/// What `idle_timeout` looks at: requests under way and when the last one ended.
+#[derive(Default)]
+pub struct Activity {
+    busy: AtomicUsize,
+    /// Milliseconds from [`EPOCH`] to the end of the last request.
+    last_ended: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// A request under way; its drop marks the end.
+pub struct Busy(Arc<Activity>);
+
+impl Activity {
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle for `timeout`, if that is still to come, or
+    /// `None` if it already has.
+    pub fn idle_until(&self, timeout: Duration) -> Option<Instant> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return Some(Instant::now() + timeout);
+        }
+        let last = self.last_ended.load(Ordering::Acquire);
+        let until = *EPOCH + Duration::from_millis(last) + timeout;
+        (until > Instant::now()).then_some(until)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ended.store(now_ms(), Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a connection in `fanout_connections_open` while it lives.
+pub struct Open(IntGauge);
+
+impl Open {
+    pub fn count(gauge: &IntGauge) -> Open {
+        gauge.inc();
+        Open(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
