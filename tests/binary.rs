@@ -5,108 +5,12 @@ mod common;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const FANOUT: &str = env!("CARGO_BIN_EXE_fanout");
-
-/// A running `fanout` process and the log lines it has written so far.
-struct Fanout {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Fanout {
-    fn start(extra_args: &[&str]) -> Fanout {
-        let mut child = Command::new(FANOUT)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(extra_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start fanout");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if entry["fields"]["message"] == "fanout ready" {
-                    let listen = entry["fields"]["listen"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = ready_tx.send(listen);
-                }
-                sink.lock().unwrap().push(entry);
-            }
-        });
-        let listen = ready_rx
-            .recv_timeout(common::PATIENCE)
-            .expect("fanout logs `fanout ready` with its address");
-        Fanout {
-            child,
-            addr: listen.parse().expect("the logged address parses"),
-            logs,
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + common::PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for fanout") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fanout did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_messages(&self) -> Vec<serde_json::Value> {
-        self.logs.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Fanout {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends raw bytes and returns everything the server writes back before closing or going
-/// quiet for 500ms.
-fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to fanout");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    stream.write_all(request).expect("send");
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buffer) {
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buffer[..n]);
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
+use common::process::{raw_exchange, Fanout, FANOUT};
 
 #[test]
 fn routes_flag_prints_the_compiled_table() {

@@ -2,6 +2,8 @@
 //! receive, a proxy served on a real socket, an HTTP client, and a reader for `/metrics`.
 #![allow(dead_code)] // each test file uses its own part of this module
 
+pub mod process;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
