@@ -129,7 +129,11 @@ fn drop_oldest(c: &mut Criterion) {
         b.iter_custom(|batches| {
             let lanes = Lanes::new();
             let lane = &lanes.drop_oldest.sink;
-            contended(batches, |event| lane.push_drop_oldest(event), || taken(lane))
+            contended(
+                batches,
+                |event| lane.push_drop_oldest(event),
+                || taken(lane),
+            )
         })
     });
     group.bench_function("array_queue", |b| {
@@ -178,7 +182,11 @@ fn drop_newest(c: &mut Criterion) {
         b.iter_custom(|batches| {
             let lanes = Lanes::new();
             let lane = &lanes.drop_newest.sink;
-            contended(batches, |event| lane.push_drop_newest(event), || taken(lane))
+            contended(
+                batches,
+                |event| lane.push_drop_newest(event),
+                || taken(lane),
+            )
         })
     });
     group.bench_function("array_queue", |b| {

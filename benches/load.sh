@@ -7,12 +7,13 @@
 #
 # --rounds N runs the throughput scenarios N times, interleaved, and the table shows each
 # one's median (a shared machine is noisy: one run says little). --only takes a
-# comma-separated subset of: baseline,down,reject2,reject4,batch2,h2x2,memory,startup,static.
+# comma-separated subset of: baseline,down,reject2,reject4,batch2,h2x2,memory,startup,rebuild,
+# static.
 #
 # Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
 # (installed with apt-get when missing and running as root). Builds, in target/load/:
 # the rig's baseline and sink, and fanout with benches/routes/load.yaml compiled in
-# (`--profile dist`). Scenarios, each a rig run (wrk -t1 -c64, SUT pinned to CPU 0, load
+# (`--release`, the build users ship). Scenarios, each a rig run (wrk -t1 -c64, SUT pinned to CPU 0, load
 # and sinks to CPU 1):
 #   baseline  bare hyper server answering 202: the physical limit of the ingest path
 #   down      fanout, every target refusing connections, drop_oldest lanes
@@ -20,11 +21,12 @@
 #   batch2    reject lanes to 2 sinks, NDJSON batches
 #   h2x2      reject lanes to 2 sinks, HTTP/2
 # then memory (1,000,000 events of 200 bytes held in 4 lanes whose targets are down),
-# start-up (exec to first 202) and the size of the static, stripped binary.
+# start-up (exec to first 202), rebuild (a routes file edit to a rebuilt binary: a user's inner
+# loop) and the size of the static, stripped binary.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT=""
-ONLY=baseline,down,reject2,reject4,batch2,h2x2,memory,startup,static
+ONLY=baseline,down,reject2,reject4,batch2,h2x2,memory,startup,rebuild,static
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
@@ -53,8 +55,8 @@ log "building the rig and fanout (release, LTO): a few minutes the first time"
 export SINK_BIN=$ROOT/target/load/rig/release/sink
 BASELINE=$ROOT/target/load/rig/release/baseline
 (cd "$ROOT" && FANOUT_ROUTES=$ROOT/benches/routes/load.yaml CARGO_TARGET_DIR=$ROOT/target/load/fanout \
-  cargo build --profile dist -q --bin fanout)
-FANOUT=$ROOT/target/load/fanout/dist/fanout
+  cargo build --release -q --bin fanout)
+FANOUT=$ROOT/target/load/fanout/release/fanout
 
 # ---- throughput scenarios ----------------------------------------------------------------
 rig() { # label path targets sut
@@ -121,13 +123,28 @@ PY
 tail -1 "$RESULTS" >&2
 fi
 
+# ---- a user's inner loop: routes.yaml edited, binary rebuilt ---------------------------------
+if wanted rebuild; then
+  log "rebuild: time from a routes file edit to a rebuilt --release binary, 3 edits"
+  EDITED=$OUT/routes.yaml
+  cp "$ROOT/benches/routes/load.yaml" "$EDITED"
+  build() { (cd "$ROOT" && FANOUT_ROUTES=$EDITED CARGO_TARGET_DIR=$ROOT/target/load/rebuild \
+    cargo build --release -q --bin fanout); }
+  build
+  for edit in 1 2 3; do
+    sed -i "s/concurrency: [0-9]*/concurrency: $((32 + edit))/" "$EDITED"
+    t0=$(date +%s.%N); build; t1=$(date +%s.%N)
+    echo "REBUILD edit=$edit seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" | tee -a "$RESULTS"
+  done
+fi
+
 # ---- binary size ---------------------------------------------------------------------------
 if wanted static; then
-  log "static binary (+crt-static, dist profile) with the default routes"
+  log "static binary (+crt-static, release profile) with the default routes"
   HOST=$(rustc -vV | awk '/^host:/ { print $2 }')
   (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$ROOT/target/load/static \
-    cargo build --profile dist -q --bin fanout --target "$HOST")
-  BIN=$ROOT/target/load/static/$HOST/dist/fanout
+    cargo build --release -q --bin fanout --target "$HOST")
+  BIN=$ROOT/target/load/static/$HOST/release/fanout
   echo "BINARY static_stripped_bytes=$(stat -c %s "$BIN") mb=$(awk -v b="$(stat -c %s "$BIN")" 'BEGIN { printf "%.1f", b / 1048576 }') linkage=$(file -b "$BIN" | grep -o 'static[a-z-]*' | head -1)" | tee -a "$RESULTS"
 fi
 

@@ -8,6 +8,8 @@ use futures_util::FutureExt;
 use http_body_util::Full;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, StatusCode};
+use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,8 +27,13 @@ use crate::target::{Target, ATTEMPT};
 /// (`fanout_lane_worker_restarts_total`) and logged; the events the worker held count as
 /// dropped with reason `panic`.
 pub async fn supervise(lane: &Lane, target: &Target) {
+    restarting(lane, || work(lane, target)).await
+}
+
+/// Runs the worker that `start` makes, and a new one each time it panics.
+async fn restarting<W: Future<Output = Infallible>>(lane: &Lane, mut start: impl FnMut() -> W) {
     loop {
-        let panic = match AssertUnwindSafe(work(lane, target)).catch_unwind().await {
+        let panic = match AssertUnwindSafe(start()).catch_unwind().await {
             Ok(never) => match never {},
             Err(panic) => panic,
         };
@@ -46,7 +53,7 @@ pub async fn supervise(lane: &Lane, target: &Target) {
 }
 
 /// Takes events from `lane` and delivers them to `target`, forever; the caller aborts it.
-async fn work(lane: &Lane, target: &Target) -> std::convert::Infallible {
+async fn work(lane: &Lane, target: &Target) -> Infallible {
     let mut link = Link::to(target);
     match &lane.spec.batch {
         None => loop {
@@ -266,6 +273,37 @@ mod tests {
             assert!(backoff(&RETRY, 3, None) <= Duration::from_millis(400));
             assert!(backoff(&RETRY, 30, None) <= Duration::from_secs(1));
         }
+    }
+
+    mod table {
+        fanout_macros::routes!("tests/routes/accounting.yaml");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_panics_is_restarted_and_what_it_held_counted() {
+        let lanes = table::Lanes::new();
+        let lane = &lanes.flapping.flappy;
+        for n in 0..3 {
+            lane.push_drop_oldest(Event::new(n.to_string().as_bytes(), None));
+        }
+        let mut started = 0;
+        let restarting = restarting(lane, || {
+            started += 1;
+            let panics = started <= 2;
+            async move {
+                let (_event, _held) = lane.take().await;
+                if panics {
+                    panic!("a bug in delivery");
+                }
+                std::future::pending::<Infallible>().await
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(100), restarting).await;
+        let metrics = &lane.metrics;
+        assert_eq!(metrics.worker_restarts.get(), 2);
+        assert_eq!(metrics.dropped_panic.get(), 2, "what the panicking workers held");
+        assert_eq!(metrics.dropped_shutdown.get(), 1, "what the last one held when stopped");
+        assert_eq!(metrics.inflight.get(), 0);
     }
 
     #[test]

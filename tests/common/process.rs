@@ -109,4 +109,3 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     }
     String::from_utf8_lossy(&answer).into_owned()
 }
-
