@@ -301,8 +301,16 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_millis(100), restarting).await;
         let metrics = &lane.metrics;
         assert_eq!(metrics.worker_restarts.get(), 2);
-        assert_eq!(metrics.dropped_panic.get(), 2, "what the panicking workers held");
-        assert_eq!(metrics.dropped_shutdown.get(), 1, "what the last one held when stopped");
+        assert_eq!(
+            metrics.dropped_panic.get(),
+            2,
+            "what the panicking workers held"
+        );
+        assert_eq!(
+            metrics.dropped_shutdown.get(),
+            1,
+            "what the last one held when stopped"
+        );
         assert_eq!(metrics.inflight.get(), 0);
     }
 

@@ -238,7 +238,7 @@ impl Lane {
         self.lock()
             .events
             .front()
-            .map_or(Duration::ZERO, |event| event.accepted_at().elapsed())
+            .map_or(Duration::ZERO, Event::age)
     }
 
     /// Removes every waiting event, returning how many there were.

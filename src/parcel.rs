@@ -41,7 +41,7 @@ impl Parcel {
         let mut ids = BytesMut::with_capacity(events.len() * 37);
         for event in events {
             let start = body.len();
-            body.put_slice(&event.body());
+            body.put_slice(event.body_slice());
             for byte in &mut body[start..] {
                 if *byte == b'\n' || *byte == b'\r' {
                     *byte = b' ';
@@ -51,7 +51,7 @@ impl Parcel {
             if !ids.is_empty() {
                 ids.put_u8(b',');
             }
-            ids.put_slice(event.id().as_bytes());
+            ids.put_slice(event.id_text(&mut [0; 36]).as_bytes());
         }
         Parcel {
             body: body.freeze(),

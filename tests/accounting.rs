@@ -203,7 +203,11 @@ async fn a_batch_still_gathering_at_the_drain_deadline_is_counted_as_dropped() {
     proxy.shutdown().await;
 
     let lane = &state.table.batched.lines;
-    assert_eq!(lane.metrics.dropped_shutdown.get(), 5, "one held, four waiting");
+    assert_eq!(
+        lane.metrics.dropped_shutdown.get(),
+        5,
+        "one held, four waiting"
+    );
     assert_eq!(lane.metrics.delivered.get(), 0);
     assert_eq!(lane.metrics.inflight.get(), 0);
     assert_eq!(lane.depth(), 0);

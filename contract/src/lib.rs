@@ -14,6 +14,9 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Paths a route may not take.
 pub const RESERVED_PATHS: &[&str] = &[HEALTHZ_PATH, METRICS_PATH];
 
+/// The largest `max_body` a route may have: an event's length lives in 30 bits of its header.
+pub const MAX_BODY_LIMIT: u64 = (1 << 30) - 1;
+
 /// Carries the event id to targets.
 pub const EVENT_ID: &str = "fanout-event-id";
 /// Carries the ids of a batch's events, comma-separated, in line order.

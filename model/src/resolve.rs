@@ -161,13 +161,8 @@ impl Checker<'_> {
             );
         }
         let max_body = raw.max_body.map_or(1 << 20, |s| s.0);
-        if max_body == 0 {
-            self.report_field(
-                "server",
-                CONTEXT,
-                "max_body",
-                "must be at least 1 byte".into(),
-            );
+        if let Err(message) = check_max_body(max_body) {
+            self.report_field("server", CONTEXT, "max_body", message);
         }
         let secs =
             |d: Option<raw::Dur>, default: u64| d.map_or(Duration::from_secs(default), |d| d.0);
@@ -236,13 +231,8 @@ impl Checker<'_> {
         self.check_name(&base, &context, &raw.name);
         self.check_path(&base, &context, &raw.path);
         let max_body = raw.max_body.map_or(server.max_body, |s| s.0);
-        if max_body == 0 {
-            self.report_field(
-                &base,
-                &context,
-                "max_body",
-                "must be at least 1 byte".into(),
-            );
+        if let Err(message) = check_max_body(max_body) {
+            self.report_field(&base, &context, "max_body", message);
         }
         if raw.targets.is_empty() {
             self.report_field(
@@ -583,6 +573,16 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+}
+
+fn check_max_body(max_body: u64) -> Result<(), String> {
+    match max_body {
+        0 => Err("must be at least 1 byte".into()),
+        n if n > fanout_contract::MAX_BODY_LIMIT => {
+            Err("must be less than 1GiB (an event's length has 30 bits)".into())
+        }
+        _ => Ok(()),
     }
 }
 
