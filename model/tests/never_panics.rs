@@ -6,7 +6,8 @@
 //!   nesting, lists, block and flow style), which reach the checks after parsing.
 //!
 //! Beyond not panicking: a failure has at least one error (the macro relies on it), positions
-//! are 1-based and inside the text, and a file that loads expands to Rust without panicking.
+//! are 1-based and inside the text, and a file that loads expands to tokens that parse as a Rust
+//! file.
 
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -15,7 +16,11 @@ fn check(text: &str) -> Result<(), TestCaseError> {
     match fanout_model::parse("routes.yaml", text) {
         Ok(routes) => {
             prop_assert!(!routes.routes.is_empty());
-            fanout_model::expand::file(&routes, "routes.yaml");
+            // `file` falls back to the raw tokens when they do not parse: check the tokens.
+            let tokens = fanout_model::expand::tokens(&routes);
+            if let Err(error) = syn::parse2::<syn::File>(tokens) {
+                return Err(TestCaseError::fail(format!("the expansion is not Rust: {error}")));
+            }
         }
         Err(errors) => {
             prop_assert!(!errors.0.is_empty(), "failed without an error");
