@@ -192,8 +192,13 @@ async fn serve<T: RouteTable>(
     mut closing: watch::Receiver<bool>,
 ) {
     let _open = connection::Open::count(&proxy.connections.open);
-    let protocol = tokio::time::timeout(options.first_byte_timeout, connection::detect(&stream));
-    let builder = match protocol.await {
+    let first_bytes = tokio::time::timeout(options.first_byte_timeout, connection::detect(&stream));
+    let protocol = tokio::select! {
+        protocol = first_bytes => protocol,
+        // A connection that has not said which protocol it speaks has nothing under way.
+        _ = closing.wait_for(|closing| *closing) => return,
+    };
+    let builder = match protocol {
         Ok(Ok(connection::Protocol::Http1)) => &builders.http1,
         Ok(Ok(connection::Protocol::Http2)) => &builders.http2,
         Ok(Err(_)) => return,

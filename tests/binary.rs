@@ -107,13 +107,63 @@ async fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
 #[test]
 fn http1_pipelining_answers_every_request_in_order() {
     let fanout = Fanout::start(&[]);
-    let one = "POST /demo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-    let answer = raw_exchange(fanout.addr, format!("{one}{one}{one}").as_bytes());
-    assert_eq!(
-        answer.matches("HTTP/1.1 202 Accepted").count(),
-        3,
-        "{answer}"
+    let post = "POST /demo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let health = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let unknown = "POST /nope HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
+    let answer = raw_exchange(
+        fanout.addr,
+        format!("{post}{health}{unknown}{post}").as_bytes(),
     );
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["202", "200", "404", "202"], "{answer}");
+}
+
+#[test]
+fn http1_0_clients_are_answered_and_closed() {
+    let fanout = Fanout::start(&[]);
+    let answer = raw_exchange(
+        fanout.addr,
+        b"POST /demo HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+    );
+    assert!(answer.starts_with("HTTP/1.0 202"), "{answer}");
+    assert!(answer.contains("{\"id\":\""), "{answer}");
+}
+
+#[test]
+fn curl_with_expect_100_continue_uploads_only_when_the_body_is_wanted() {
+    let fanout = Fanout::start(&[]);
+    let dir = std::env::temp_dir().join(format!("fanout-expect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let curl = |size: usize| {
+        let file = dir.join(format!("body-{size}"));
+        std::fs::write(&file, format!("\"{}\"", "x".repeat(size - 2))).unwrap();
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}"])
+            .args([
+                "-H",
+                "Expect: 100-continue",
+                "-H",
+                "content-type: application/json",
+            ])
+            .args(["--expect100-timeout", "5"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!("http://{}/demo", fanout.addr))
+            .output()
+            .expect("curl runs");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let accepted = curl(2048);
+    assert_eq!(
+        accepted, "202 2048",
+        "the body is uploaded after 100 Continue"
+    );
+    let refused = curl(100 * 1024); // over the demo route's 64KiB
+    assert_eq!(refused, "413 0", "refused before the upload");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -163,8 +213,12 @@ fn idle_and_slow_connections_are_closed() {
 
 #[test]
 fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
-    // The demo targets (127.0.0.1:8001/8002) are not running: events stay undelivered.
-    let mut fanout = Fanout::start(&["--drain-timeout", "300ms"]);
+    // Nothing listens on the targets' port 9 (discard, unused here): events stay undelivered.
+    let mut fanout = Fanout::start_with(
+        FANOUT,
+        &["--drain-timeout", "1s"],
+        &[("RECEIVER_A", "127.0.0.1:9"), ("RECEIVER_B", "127.0.0.1:9")],
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         for _ in 0..5 {
@@ -174,6 +228,33 @@ fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
         }
     });
     let started = Instant::now();
+    let signalled = Command::new("kill")
+        .args(["-TERM", &fanout.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(signalled.success());
+    // While it drains (1s, the targets being down), the listener is closed.
+    let deadline = Instant::now() + common::PATIENCE;
+    while !fanout.log_messages().iter().any(|e| {
+        e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shutting down"))
+    }) {
+        assert!(Instant::now() < deadline, "no shutdown log line");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = (0..100).any(|_| {
+        let closed = TcpStream::connect(fanout.addr).is_err();
+        if !closed {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        closed
+    });
+    assert!(refused, "still accepting connections while draining");
+    assert!(
+        fanout.child.try_wait().unwrap().is_none(),
+        "the check ran during the drain, not after the exit"
+    );
     let status = fanout.terminate();
     assert!(status.success(), "fanout exits 0 after a drain: {status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -186,9 +267,5 @@ fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
     assert_eq!(
         undelivered, 10,
         "5 events x 2 lanes left undelivered: {logs:?}"
-    );
-    assert!(
-        TcpStream::connect(fanout.addr).is_err(),
-        "no longer accepting"
     );
 }

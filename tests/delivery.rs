@@ -121,28 +121,27 @@ async fn retry_after_from_the_target_is_honoured() {
     .await;
     let proxy = start_proxy::<Lanes>(&[("RETRY", addr(&target))], None).await;
     proxy.post("/retry", "{}").await.id();
-    target.wait_for(1).await;
-    let asked_at = tokio::time::Instant::now();
-    target.wait_for(2).await;
-    // max_backoff (50ms) caps what the target may ask for.
-    let waited = asked_at.elapsed();
+    let received = target.wait_for(2).await;
+    // max_backoff (50ms) caps what the target may ask for (1s), and the random backoff
+    // (up to 10ms) is not used instead.
+    let waited = received[1].at - received[0].at;
     assert!(
-        waited >= Duration::from_millis(40),
+        waited >= Duration::from_millis(45) && waited < Duration::from_millis(900),
         "retried after {waited:?}"
     );
 }
 
 #[tokio::test]
 async fn a_target_that_comes_up_late_still_gets_the_event() {
-    let late = common::free_addr();
-    let proxy = start_proxy::<Lanes>(&[("LATE", late.to_string())], None).await;
+    let late = common::ReservedPort::new();
+    let proxy = start_proxy::<Lanes>(&[("LATE", late.addr.to_string())], None).await;
     let id = proxy.post("/late", "{\"early\":true}").await.id();
 
     let labels = [("route", "late"), ("target", "sleepy")];
     proxy
         .wait_metric_at_least("fanout_lane_retries_total", &labels, 2.0)
         .await;
-    let target = Target::start_on(late, Reply::Status(200)).await;
+    let target = Target::start_on(late, Reply::Status(200));
     let received = target.wait_for(1).await;
     assert_eq!(received[0].header("fanout-event-id"), id);
     assert_ne!(received[0].header("fanout-attempt"), "1");
@@ -178,15 +177,7 @@ async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_ret
     proxy
         .wait_metric("fanout_lane_circuit_open", &labels, 1.0)
         .await;
-    assert_eq!(
-        target.count(),
-        3,
-        "the circuit opens after 3 failed attempts"
-    );
-
-    // The cool-down is 1s: nothing reaches the target well inside it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(target.count(), 3, "an open circuit sends nothing");
+    let opened_at = target.wait_for(3).await[2].at;
     let metrics = proxy.metrics().await;
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 3.0);
     assert!(
@@ -202,7 +193,13 @@ async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_ret
     proxy
         .wait_metric("fanout_lane_delivered_total", &labels, 7.0)
         .await;
-    assert_eq!(target.count(), 10);
+    let received = target.received();
+    assert_eq!(received.len(), 10, "3 failures, then 7 deliveries");
+    let probe = received[3].at - opened_at;
+    assert!(
+        probe >= Duration::from_millis(950),
+        "an open circuit sends nothing for its cool-down (1s): the probe came after {probe:?}"
+    );
 }
 
 #[tokio::test]
@@ -521,13 +518,31 @@ async fn a_failed_batch_is_retried_whole() {
     assert_eq!(again.body, first.body);
 }
 
-#[tokio::test]
-async fn an_http2_target_gets_its_events_over_h2c() {
-    let target = Target::start(Reply::Status(200)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_target_gets_concurrent_deliveries_multiplexed_on_one_connection() {
+    let target = Target::start(Reply::Gated).await;
     let proxy = start_proxy::<Lanes>(&[("H2", addr(&target))], None).await;
     let id = proxy.post("/multiplexed", "{\"over\":\"h2\"}").await.id();
-    let received = target.wait_for(1).await;
-    assert_eq!(received[0].version, hyper::Version::HTTP_2);
-    assert_eq!(received[0].header("fanout-event-id"), id);
-    assert_eq!(received[0].body_text(), "{\"over\":\"h2\"}");
+    // A body over 64 KiB (the initial flow-control window) must still arrive whole.
+    let big = format!("\"{}\"", "x".repeat(70 * 1024));
+    let answer = common::post(proxy.addr, "/multiplexed", &big, "application/json").await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    for n in 0..4 {
+        proxy.post("/multiplexed", &n.to_string()).await.id();
+    }
+    // Six requests held open by the target at once, all on one connection.
+    let received = target.wait_for(6).await;
+    assert_eq!(
+        target.connections(),
+        1,
+        "deliveries share one HTTP/2 connection"
+    );
+    target.open_gate(6);
+    assert!(received.iter().all(|r| r.version == hyper::Version::HTTP_2));
+    let first = received
+        .iter()
+        .find(|r| r.header("fanout-event-id") == id)
+        .expect("the first event arrived");
+    assert_eq!(first.body_text(), "{\"over\":\"h2\"}");
+    assert!(received.iter().any(|r| r.body_text() == big));
 }

@@ -45,6 +45,8 @@ pub enum Reply {
 /// One request a target received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// When the target had read the request, by the target's own clock.
+    pub at: tokio::time::Instant,
     pub version: hyper::Version,
     pub path: String,
     pub headers: HeaderMap,
@@ -68,6 +70,8 @@ type Behaviour = dyn Fn(usize) -> Reply + Send + Sync;
 
 struct Shared {
     received: Mutex<Vec<Received>>,
+    /// Connections accepted so far.
+    connections: std::sync::atomic::AtomicUsize,
     changed: Notify,
     behaviour: Mutex<Arc<Behaviour>>,
     gate: Semaphore,
@@ -95,11 +99,12 @@ impl Target {
         Target::serve(listener, Arc::new(behaviour))
     }
 
-    /// A target on `addr`, which was free a moment ago (for targets that come up late).
-    pub async fn start_on(addr: SocketAddr, reply: Reply) -> Target {
-        let listener = TcpListener::bind(addr)
-            .await
-            .expect("bind a test target on its port");
+    /// A target on the port `reserved` holds (for targets that come up late).
+    pub fn start_on(reserved: ReservedPort, reply: Reply) -> Target {
+        let listener = reserved
+            .socket
+            .listen(1024)
+            .expect("listen on a reserved port");
         Target::serve(listener, Arc::new(move |_| reply))
     }
 
@@ -109,6 +114,7 @@ impl Target {
             .expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
+            connections: std::sync::atomic::AtomicUsize::new(0),
             changed: Notify::new(),
             behaviour: Mutex::new(behaviour),
             gate: Semaphore::new(0),
@@ -116,6 +122,9 @@ impl Target {
         let state = shared.clone();
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                state
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| answer(state.clone(), request));
@@ -148,6 +157,13 @@ impl Target {
 
     pub fn count(&self) -> usize {
         self.shared.received.lock().unwrap().len()
+    }
+
+    /// Connections the target has accepted.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until the target has received at least `n` requests; panics after [`PATIENCE`].
@@ -188,9 +204,11 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let at = tokio::time::Instant::now();
     let number = {
         let mut received = state.received.lock().unwrap();
         received.push(Received {
+            at,
             version: parts.version,
             path: parts.uri.path().to_owned(),
             headers: parts.headers,
@@ -231,12 +249,22 @@ fn reply(status: u16) -> Response<Full<Bytes>> {
     response
 }
 
-/// A free port on 127.0.0.1 (bound and released), for a target that starts late.
-pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
+/// A port on 127.0.0.1 held (bound, not listening) for a target that starts late: nothing
+/// else can take it, and connections to it are refused until [`Target::start_on`].
+pub struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("a valid address"))
+            .expect("bind an ephemeral port");
+        let addr = socket.local_addr().expect("a bound socket has an address");
+        ReservedPort { socket, addr }
+    }
 }
 
 /// A proxy serving the routing table `T` on a real socket.
