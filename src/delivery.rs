@@ -72,11 +72,11 @@ async fn work(lane: &Lane, target: &Target) -> Infallible {
     }
 }
 
-/// Fills `events` with a batch: waits for a first event, then, unless the lane already holds a
-/// full batch, lets `max_wait` pass and takes what has come. One worker of the lane gathers at
-/// a time (the others wait for their turn, or are sending), so batches fill up instead of
-/// being spread thin over idle workers, and a gathering worker wakes once per batch, not once
-/// per event. The events are held (in flight) from the moment they leave the queue, so a drain
+/// Fills `events` with a batch: waits for a first event, then takes what the lane holds and,
+/// unless that fills the batch, waits until the lane holds the rest or `max_wait` has passed,
+/// whichever comes first. One worker of the lane gathers at a time (the others wait for their
+/// turn, or are sending), so batches fill up instead of being spread thin over idle workers,
+/// and a gathering worker wakes once per batch, not once per event. The events are held (in flight) from the moment they leave the queue, so a drain
 /// waits for a batch being gathered.
 async fn gather<'a>(
     lane: &'a Lane,
@@ -86,26 +86,25 @@ async fn gather<'a>(
 ) -> Held<'a> {
     let _turn = target.gathering.lock().await;
     let (first, mut held) = lane.take().await;
-    let bytes = first.body_len() + 1;
+    let mut bytes = first.body_len() + 1;
     events.push(first);
     let deadline = Instant::now() + policy.max_wait;
-    let bytes = lane.take_more(
-        &mut held,
-        events,
-        bytes,
-        policy.max_events,
-        policy.max_bytes,
-    );
-    let full = events.len() >= policy.max_events || bytes >= policy.max_bytes;
-    if !full && !policy.max_wait.is_zero() {
-        tokio::time::sleep_until(deadline).await;
-        lane.take_more(
-            &mut held,
-            events,
-            bytes,
-            policy.max_events,
-            policy.max_bytes,
-        );
+    let limits = (policy.max_events, policy.max_bytes);
+    let waits = !policy.max_wait.is_zero();
+    loop {
+        let waiting = waits && Instant::now() < deadline;
+        let full;
+        (bytes, full) = lane.take_more(&mut held, events, bytes, limits, waiting);
+        if full || !waiting {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                lane.take_more(&mut held, events, bytes, limits, false);
+                break;
+            }
+            () = lane.batch_full() => {}
+        }
     }
     held
 }

@@ -29,6 +29,9 @@ pub struct Lane {
     queue: Mutex<Queue>,
     /// Wakes one idle delivery worker per pushed event (a permit is kept if none is idle).
     ready: Notify,
+    /// Wakes the worker gathering a batch once the queue holds what the batch still wants
+    /// ([`Queue::wanted`]): once per batch, not once per event.
+    batch_ready: Notify,
     pub metrics: LaneMetrics,
     /// Keeps delivery from hammering a dead target.
     pub breaker: Breaker,
@@ -42,6 +45,9 @@ struct Queue {
     reserved: usize,
     /// Body bytes promised to those reservations.
     reserved_bytes: usize,
+    /// Events and body bytes (one line each) the worker gathering a batch waits for, if one
+    /// is waiting: reaching either fills its batch.
+    wanted: Option<(usize, usize)>,
 }
 
 impl Queue {
@@ -51,9 +57,17 @@ impl Queue {
             && self.bytes + self.reserved_bytes + size <= spec.buffer_bytes
     }
 
-    fn push(&mut self, event: Event) {
+    /// Appends `event`; true if a gathering worker now has its batch's worth.
+    fn push(&mut self, event: Event) -> bool {
         self.bytes += event.body_len();
         self.events.push_back(event);
+        let full = self.wanted.is_some_and(|(events, bytes)| {
+            self.events.len() >= events || self.bytes + self.events.len() >= bytes
+        });
+        if full {
+            self.wanted = None;
+        }
+        full
     }
 
     fn pop(&mut self) -> Option<Event> {
@@ -105,8 +119,10 @@ impl Lane {
                 bytes: 0,
                 reserved: 0,
                 reserved_bytes: 0,
+                wanted: None,
             }),
             ready: Notify::new(),
+            batch_ready: Notify::new(),
             metrics: LaneMetrics::new(spec),
             breaker: Breaker::new(&spec.breaker),
         }
@@ -144,13 +160,20 @@ impl Lane {
             while !queue.fits(self.spec, size) && queue.pop().is_some() {
                 evicted += 1;
             }
-            queue.push(event);
-            evicted
+            (evicted, queue.push(event))
         };
-        if evicted > 0 {
-            self.metrics.dropped_overflow.inc_by(evicted);
+        if evicted.0 > 0 {
+            self.metrics.dropped_overflow.inc_by(evicted.0);
         }
+        self.pushed(evicted.1);
+    }
+
+    /// Wakes a worker for the event just pushed, and the gathering one if its batch is full.
+    fn pushed(&self, batch_full: bool) {
         self.ready.notify_one();
+        if batch_full {
+            self.batch_ready.notify_one();
+        }
     }
 
     /// Enqueues `event` unless the lane is full, in which case this lane drops it.
@@ -158,15 +181,11 @@ impl Lane {
         let pushed = {
             let mut queue = self.lock();
             let fits = queue.fits(self.spec, event.body_len());
-            if fits {
-                queue.push(event);
-            }
-            fits
+            fits.then(|| queue.push(event))
         };
-        if pushed {
-            self.ready.notify_one();
-        } else {
-            self.metrics.dropped_overflow.inc();
+        match pushed {
+            Some(batch_full) => self.pushed(batch_full),
+            None => self.metrics.dropped_overflow.inc(),
         }
     }
 
@@ -193,23 +212,27 @@ impl Lane {
 
     /// Moves waiting events into `batch` (held by `held`), oldest first, while it holds fewer
     /// than `max_events` and their bodies (one line each) fit in `max_bytes`; `bytes` is what
-    /// `batch` already holds. Returns the new byte count.
+    /// `batch` already holds. Returns the new byte count, and whether the batch is full (it
+    /// holds `max_events`, or the next event would not fit). If `wait` and it is not full,
+    /// [`Lane::batch_full`] completes once the queue holds the rest.
     pub fn take_more(
         &self,
         held: &mut Held<'_>,
         batch: &mut Vec<Event>,
         mut bytes: usize,
-        max_events: usize,
-        max_bytes: usize,
-    ) -> usize {
+        (max_events, max_bytes): (usize, usize),
+        wait: bool,
+    ) -> (usize, bool) {
         let mut queue = self.lock();
         let before = batch.len();
+        let mut full = false;
         while batch.len() < max_events {
             let Some(next) = queue.events.front() else {
                 break;
             };
             let size = next.body_len() + 1;
             if !batch.is_empty() && bytes + size > max_bytes {
+                full = true;
                 break;
             }
             bytes += size;
@@ -218,7 +241,15 @@ impl Lane {
         let taken = (batch.len() - before) as u64;
         self.metrics.inflight.add(taken as i64);
         held.events += taken;
-        bytes
+        let full = full || batch.len() >= max_events || bytes >= max_bytes;
+        queue.wanted = (wait && !full).then(|| (max_events - batch.len(), max_bytes - bytes));
+        (bytes, full)
+    }
+
+    /// Completes when the queue holds what a batch being gathered still wants (see
+    /// [`Lane::take_more`]); may complete early, so check again.
+    pub async fn batch_full(&self) {
+        self.batch_ready.notified().await;
     }
 
     /// Events waiting (not yet taken by a worker).
@@ -257,13 +288,13 @@ impl Reservation<'_> {
         let lane = self.lane;
         let size = self.size;
         std::mem::forget(self);
-        {
+        let batch_full = {
             let mut queue = lane.lock();
             queue.reserved -= 1;
             queue.reserved_bytes -= size;
-            queue.push(event);
-        }
-        lane.ready.notify_one();
+            queue.push(event)
+        };
+        lane.pushed(batch_full);
     }
 }
 

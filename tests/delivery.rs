@@ -489,6 +489,18 @@ async fn a_batching_lane_sends_many_events_per_request_as_ndjson() {
 }
 
 #[tokio::test]
+async fn a_full_batch_goes_at_once_without_waiting_out_max_wait() {
+    let target = Target::start(Reply::Status(200)).await;
+    let proxy = start_proxy::<Lanes>(&[("PATIENT", addr(&target))], None).await;
+    for n in 0..5 {
+        proxy.post("/patient", &n.to_string()).await.id();
+    }
+    // max_wait is 60s, far beyond the test's patience: only a full batch can arrive.
+    let received = target.wait_for(1).await;
+    assert_eq!(received[0].body_text(), "0\n1\n2\n3\n4\n");
+}
+
+#[tokio::test]
 async fn a_failed_batch_is_retried_whole() {
     let target = Target::with(|n| {
         if n == 0 {

@@ -19,7 +19,9 @@ fn check(text: &str) -> Result<(), TestCaseError> {
             // `file` falls back to the raw tokens when they do not parse: check the tokens.
             let tokens = fanout_model::expand::tokens(&routes);
             if let Err(error) = syn::parse2::<syn::File>(tokens) {
-                return Err(TestCaseError::fail(format!("the expansion is not Rust: {error}")));
+                return Err(TestCaseError::fail(format!(
+                    "the expansion is not Rust: {error}"
+                )));
             }
         }
         Err(errors) => {
