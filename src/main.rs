@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         print!("{table}");
         return ExitCode::SUCCESS;
     }
-    init_logging(cli.log_format);
+    let log_format = cli.log_format;
+    init_logging(log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = cli.workers {
         runtime.worker_threads(workers.max(1));
@@ -43,8 +44,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error}");
-            eprintln!("fanout: {error}");
+            // One line on stderr, in the format asked for.
+            match log_format {
+                LogFormat::Json => tracing::error!("{error}"),
+                LogFormat::Text => eprintln!("fanout: {error}"),
+            }
             ExitCode::from(2)
         }
     }

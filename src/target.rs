@@ -51,8 +51,8 @@ impl Target {
     ) -> Result<Target, StartupError> {
         let place = format!("route \"{}\", target \"{}\"", spec.route, spec.name);
         let written = spec.url;
-        let url =
-            substitute(written, env).map_err(|e| StartupError(format!("{place}, url: {e}")))?;
+        let url = substitute(written, env)
+            .map_err(|e| StartupError(format!("{place}, url \"{written}\": {e}")))?;
         let invalid = |why: &str| StartupError(format!("{place}: url \"{written}\" {why}"));
         let parsed: Uri = url
             .parse()
