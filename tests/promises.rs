@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::raw::{connect, raw_header, read_to_close};
+
 use common::{start_proxy, Reply, Target, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,39 +40,6 @@ async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) ->
     tokio::time::timeout(PATIENCE, reading)
         .await
         .unwrap_or_else(|_| panic!("no {needle:?} from the proxy within {PATIENCE:?}"))
-}
-
-/// Reads everything until the proxy closes the connection; panics if it stays open past
-/// [`PATIENCE`].
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, async {
-        let mut buffer = [0u8; 4096];
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buffer[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the proxy closes the connection");
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// The value of `name` in the head of a raw HTTP/1.1 answer, lower-cased names.
-fn raw_header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
-    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-async fn connect(addr: std::net::SocketAddr) -> TcpStream {
-    TcpStream::connect(addr)
-        .await
-        .expect("connect to the proxy")
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,19 +35,7 @@ async fn h2_tls_target() -> (
     Arc<AtomicUsize>,
     mpsc::UnboundedReceiver<Seen>,
 ) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .expect("make a certificate");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .expect("a valid certificate and key");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, pem) = common::tls::localhost(&[b"h2"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -91,7 +78,7 @@ async fn h2_tls_target() -> (
             });
         }
     });
-    (addr, certified.cert.pem(), connections, receiver)
+    (addr, pem, connections, receiver)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

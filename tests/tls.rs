@@ -8,9 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -21,18 +19,7 @@ mod table {
 /// An https target for `localhost` with a fresh self-signed certificate; returns its address,
 /// the certificate's PEM, and the bodies it receives.
 async fn tls_target() -> (SocketAddr, String, mpsc::UnboundedReceiver<(String, Bytes)>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .expect("make a certificate");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .expect("a valid certificate and key");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, pem) = common::tls::localhost(&[]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (received, receiver) = mpsc::unbounded_channel();
@@ -62,7 +49,7 @@ async fn tls_target() -> (SocketAddr, String, mpsc::UnboundedReceiver<(String, B
             });
         }
     });
-    (addr, certified.cert.pem(), receiver)
+    (addr, pem, receiver)
 }
 
 #[tokio::test]

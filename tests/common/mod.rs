@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod process;
+pub mod raw;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
