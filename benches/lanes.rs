@@ -26,6 +26,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use fanout::event::Event;
 use fanout::lane::{Lane, Settled};
+use fanout::sink::Resolver;
+use fanout::table::RouteTable;
 use hyper::header::HeaderValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 mod table {
     fanout::routes!("benches/routes/lanes.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 const PRODUCERS: usize = 2;
 const CONSUMERS: usize = 1;
@@ -50,10 +52,10 @@ const DISTINCT_EVENTS: usize = 1024;
 
 /// The capacity of every queue measured here: that of the bench file's lanes.
 fn capacity() -> usize {
-    let capacity = table::drop_oldest::TARGET_SINK.buffer;
+    let capacity = table::drop_oldest::TARGET_SINK.lane.buffer;
     assert!(
-        capacity == table::drop_newest::TARGET_SINK.buffer
-            && capacity == table::reject::TARGET_SINK.buffer,
+        capacity == table::drop_newest::TARGET_SINK.lane.buffer
+            && capacity == table::reject::TARGET_SINK.lane.buffer,
         "the lanes of benches/routes/lanes.yaml must all be of one size"
     );
     capacity
@@ -102,6 +104,11 @@ fn contended(
     began.elapsed()
 }
 
+/// The bench file's routes with empty lanes (nothing resolves: the urls hold no `${NAME}`).
+fn table() -> Table {
+    Table::new(&mut Resolver::new(&|_| None)).expect("the bench routes resolve")
+}
+
 /// Takes an event out of `lane` as a delivery worker does, and settles it at once.
 fn taken(lane: &Lane) -> Option<Event> {
     lane.try_take().map(|(event, held)| {
@@ -127,8 +134,8 @@ fn drop_oldest(c: &mut Criterion) {
     let mut group = policy_group(c, "drop_oldest");
     group.bench_function("lane", |b| {
         b.iter_custom(|batches| {
-            let lanes = Lanes::new();
-            let lane = &lanes.drop_oldest.sink;
+            let lanes = table();
+            let lane = &lanes.drop_oldest.lanes.sink;
             contended(
                 batches,
                 |event| lane.push_drop_oldest(event),
@@ -180,8 +187,8 @@ fn drop_newest(c: &mut Criterion) {
     let mut group = policy_group(c, "drop_newest");
     group.bench_function("lane", |b| {
         b.iter_custom(|batches| {
-            let lanes = Lanes::new();
-            let lane = &lanes.drop_newest.sink;
+            let lanes = table();
+            let lane = &lanes.drop_newest.lanes.sink;
             contended(
                 batches,
                 |event| lane.push_drop_newest(event),
@@ -212,8 +219,8 @@ fn reject(c: &mut Criterion) {
     let mut group = policy_group(c, "reject");
     group.bench_function("lane", |b| {
         b.iter_custom(|batches| {
-            let lanes = Lanes::new();
-            let lane = &lanes.reject.sink;
+            let lanes = table();
+            let lane = &lanes.reject.lanes.sink;
             contended(
                 batches,
                 |event| loop {

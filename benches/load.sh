@@ -3,10 +3,12 @@
 # one bounded run, everything on 127.0.0.1. Prints a markdown table of ratios to the baseline
 # measured in the same run (absolute numbers are noise on a shared machine).
 #
-#   benches/load.sh [--duration 10] [--rounds 3] [--only LIST] [--out DIR] [--rig DIR]
+#   benches/load.sh [--duration 10] [--rounds 3] [--only LIST] [--out DIR] [--rig DIR] [--fanout BIN]
 #
 # --rounds N runs the throughput scenarios N times, interleaved, and the table shows each
 # one's median (a shared machine is noisy: one run says little). --only takes a
+# --fanout BIN measures that binary (built with benches/routes/load.yaml, e.g. from an older
+# commit) instead of building one. --only takes a
 # comma-separated subset of: baseline,down,reject2,reject4,batch2,h2x2,memory,startup,rebuild,
 # static.
 #
@@ -25,7 +27,7 @@
 # loop) and the size of the static, stripped binary.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT=""
+RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT="" FANOUT=""
 ONLY=baseline,down,reject2,reject4,batch2,h2x2,memory,startup,rebuild,static
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -34,6 +36,7 @@ while [[ $# -gt 0 ]]; do
     --rig) RIG=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --fanout) FANOUT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "load: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -54,9 +57,11 @@ log "building the rig and fanout (release, LTO): a few minutes the first time"
 (cd "$RIG/baseline" && CARGO_TARGET_DIR=$ROOT/target/load/rig cargo build --release -q)
 export SINK_BIN=$ROOT/target/load/rig/release/sink
 BASELINE=$ROOT/target/load/rig/release/baseline
-(cd "$ROOT" && FANOUT_ROUTES=$ROOT/benches/routes/load.yaml CARGO_TARGET_DIR=$ROOT/target/load/fanout \
-  cargo build --release -q --bin fanout)
-FANOUT=$ROOT/target/load/fanout/release/fanout
+if [[ -z $FANOUT ]]; then
+  (cd "$ROOT" && FANOUT_ROUTES=$ROOT/benches/routes/load.yaml CARGO_TARGET_DIR=$ROOT/target/load/fanout \
+    cargo build --release -q --bin fanout)
+  FANOUT=$ROOT/target/load/fanout/release/fanout
+fi
 
 # ---- throughput scenarios ----------------------------------------------------------------
 rig() { # label path targets sut
@@ -128,7 +133,8 @@ if wanted rebuild; then
   log "rebuild: time from a routes file edit to a rebuilt --release binary, 3 edits"
   EDITED=$OUT/routes.yaml
   cp "$ROOT/benches/routes/load.yaml" "$EDITED"
-  build() { (cd "$ROOT" && FANOUT_ROUTES=$EDITED CARGO_TARGET_DIR=$ROOT/target/load/rebuild \
+  # The target directory of the measured build: dependencies are built, as on a user's machine.
+  build() { (cd "$ROOT" && FANOUT_ROUTES=$EDITED CARGO_TARGET_DIR=$ROOT/target/load/fanout \
     cargo build --release -q --bin fanout); }
   build
   for edit in 1 2 3; do

@@ -1,5 +1,5 @@
 //! Routing and dispatch of one event: the generated `Route::from_path` `match` plus the
-//! unrolled `Lanes::dispatch`, against the obvious run-time router, a
+//! unrolled mode function (`fanout`), against the obvious run-time router, a
 //! `HashMap<String, Vec<Sender<Event>>>` of bounded crossbeam channels built from the same
 //! routes file parsed with serde_yaml at start-up.
 //!
@@ -17,15 +17,18 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use crossbeam_channel::{Receiver, Sender};
 use fanout::event::Event;
 use fanout::lane::Lane;
+use fanout::sink::Resolver;
+use fanout::table::RouteTable;
 use hyper::header::HeaderValue;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod table {
     fanout::routes!("benches/routes/routing.yaml");
 }
-use table::{Lanes, Route};
+use table::{Route, Table};
 
 /// The same file as the `routes!` call above, for the run-time router to read.
 const ROUTES_FILE: &str = "benches/routes/routing.yaml";
@@ -86,24 +89,21 @@ fn event() -> Event {
 }
 
 fn dispatch(c: &mut Criterion) {
-    let lanes = Lanes::new();
+    let table = Table::new(&mut Resolver::new(&|_| None)).expect("the bench routes resolve");
     let runtime = RuntimeRouter::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(ROUTES_FILE));
     let event = event();
 
     let mut group = c.benchmark_group("dispatch");
     for (path, targets) in ROUTES {
         let route = Route::from_path(path).expect("a route of the bench file");
-        let route_lanes: Vec<&Lane> = lanes
-            .all()
-            .into_iter()
-            .filter(|lane| lane.spec.route == route.spec().name)
-            .collect();
+        let mut route_lanes: Vec<Arc<Lane>> = Vec::new();
+        table.lanes_of(route, &mut |lane| route_lanes.push(lane.clone()));
         assert_eq!(route_lanes.len(), targets);
         group.bench_with_input(BenchmarkId::new("compiled", targets), &path, |b, &path| {
             b.iter(|| {
                 let route = Route::from_path(black_box(path)).expect("a route of the bench file");
-                lanes
-                    .dispatch(route, event.clone())
+                table
+                    .accept(route, event.clone())
                     .expect("drop_oldest lanes never reject");
                 for lane in &route_lanes {
                     let (event, held) = lane.try_take().expect("dispatch pushed one event here");

@@ -5,9 +5,6 @@
 //! stopped at the end of a drain) dropped with reason `shutdown`.
 
 use futures_util::FutureExt;
-use http_body_util::Full;
-use hyper::header::CONTENT_TYPE;
-use hyper::{Method, Request, StatusCode};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -17,17 +14,16 @@ use tokio::time::Instant;
 use crate::breaker::{Change, Permit};
 use crate::event::Event;
 use crate::lane::{Held, Lane, Settled};
-use crate::link::{Answer, Failure, Link};
 use crate::parcel::Parcel;
+use crate::sink::{Outcome, Sink};
 use crate::spec::{BatchPolicy, RetryPolicy};
-use crate::target::{Target, ATTEMPT};
 
 /// Runs one delivery worker of `lane` forever, restarting it if it panics, so a bug that
 /// panics on some input never silently shrinks the lane. Each restart is counted
 /// (`fanout_lane_worker_restarts_total`) and logged; the events the worker held count as
 /// dropped with reason `panic`.
-pub async fn supervise(lane: &Lane, target: &Target) {
-    restarting(lane, || work(lane, target)).await
+pub async fn supervise(lane: &Lane) {
+    restarting(lane, || work(lane)).await
 }
 
 /// Runs the worker that `start` makes, and a new one each time it panics.
@@ -52,21 +48,21 @@ async fn restarting<W: Future<Output = Infallible>>(lane: &Lane, mut start: impl
     }
 }
 
-/// Takes events from `lane` and delivers them to `target`, forever; the caller aborts it.
-async fn work(lane: &Lane, target: &Target) -> Infallible {
-    let mut link = Link::to(target);
-    match &lane.spec.batch {
+/// Takes events from `lane` and delivers them to its target, forever; the caller aborts it.
+async fn work(lane: &Lane) -> Infallible {
+    let mut sink = lane.endpoint.connect();
+    match &lane.spec.delivery.batch {
         None => loop {
             let (event, held) = lane.take().await;
-            deliver(lane, target, &mut link, Parcel::single(&event), held).await;
+            deliver(lane, &mut sink, Parcel::single(&event), held).await;
         },
         Some(policy) => {
             let mut events = Vec::with_capacity(policy.max_events);
             loop {
-                let held = gather(lane, target, policy, &mut events).await;
+                let held = gather(lane, policy, &mut events).await;
                 let parcel = Parcel::batch(&events);
                 events.clear();
-                deliver(lane, target, &mut link, parcel, held).await;
+                deliver(lane, &mut sink, parcel, held).await;
             }
         }
     }
@@ -78,13 +74,8 @@ async fn work(lane: &Lane, target: &Target) -> Infallible {
 /// turn, or are sending), so batches fill up instead of being spread thin over idle workers,
 /// and a gathering worker wakes once per batch, not once per event. The events are held (in flight) from the moment they leave the queue, so a drain
 /// waits for a batch being gathered.
-async fn gather<'a>(
-    lane: &'a Lane,
-    target: &Target,
-    policy: &BatchPolicy,
-    events: &mut Vec<Event>,
-) -> Held<'a> {
-    let _turn = target.gathering.lock().await;
+async fn gather<'a>(lane: &'a Lane, policy: &BatchPolicy, events: &mut Vec<Event>) -> Held<'a> {
+    let _turn = lane.gathering.lock().await;
     let (first, mut held) = lane.take().await;
     let mut bytes = first.body_len() + 1;
     events.push(first);
@@ -109,22 +100,9 @@ async fn gather<'a>(
     held
 }
 
-/// How one attempt ended.
-enum Outcome {
-    /// 2xx.
-    Delivered,
-    /// A status not worth retrying (4xx other than 408/429, 501, ...).
-    Permanent(StatusCode),
-    /// A connect or I/O error, a timeout, or a status in `retry.on`.
-    Retryable {
-        why: String,
-        retry_after: Option<Duration>,
-    },
-}
-
-async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel, held: Held<'_>) {
+async fn deliver(lane: &Lane, sink: &mut Sink<'_>, parcel: Parcel, held: Held<'_>) {
     let events = held.count();
-    let retry = &lane.spec.retry;
+    let retry = &lane.spec.delivery.retry;
     let mut attempt = 1;
     loop {
         let permit = permit(lane).await;
@@ -132,7 +110,7 @@ async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel, 
             lane.metrics.retries.inc();
         }
         let started = Instant::now();
-        let outcome = send(target, link, &parcel, attempt).await;
+        let outcome = sink.send(&parcel, attempt).await;
         lane.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -159,8 +137,8 @@ async fn deliver(lane: &Lane, target: &Target, link: &mut Link, parcel: Parcel, 
         }
         match outcome {
             Outcome::Delivered => return held.settle(Settled::Delivered),
-            Outcome::Permanent(status) => {
-                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, %status, "delivery failed: status is not retried");
+            Outcome::Permanent(why) => {
+                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, %why, "delivery failed: not retried");
                 return held.settle(Settled::Failed);
             }
             Outcome::Retryable { why, retry_after } => {
@@ -186,42 +164,6 @@ async fn permit(lane: &Lane) -> Permit {
     }
 }
 
-async fn send(target: &Target, link: &mut Link, parcel: &Parcel, attempt: u32) -> Outcome {
-    let mut request = Request::new(Full::new(parcel.body.clone()));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = target.uri.clone();
-    let headers = request.headers_mut();
-    headers.clone_from(&target.headers);
-    headers.insert(parcel.ids.0.clone(), parcel.ids.1.clone());
-    headers.insert(ATTEMPT, attempt_header(attempt));
-    if let Some(content_type) = &parcel.content_type {
-        headers.insert(CONTENT_TYPE, content_type.clone());
-    }
-    let deadline = Instant::now() + target.spec.timeout;
-    match link.send(request, deadline).await {
-        Err(Failure::Timeout) => Outcome::Retryable {
-            why: format!("no answer within {:?}", target.spec.timeout),
-            retry_after: None,
-        },
-        Err(Failure::Io(error)) => Outcome::Retryable {
-            why: error_chain(error.as_ref()),
-            retry_after: None,
-        },
-        Ok(Answer { status, .. }) if status.is_success() => Outcome::Delivered,
-        Ok(Answer {
-            status,
-            retry_after,
-        }) if target.spec.retry.retries_status(status.as_u16()) => {
-            let honoured = matches!(status.as_u16(), 429 | 503);
-            Outcome::Retryable {
-                why: format!("status {status}"),
-                retry_after: retry_after.filter(|_| honoured),
-            }
-        }
-        Ok(Answer { status, .. }) => Outcome::Permanent(status),
-    }
-}
-
 /// The delay before retry number `attempt` (1 after the first attempt): uniformly random up to
 /// `backoff * 2^(attempt-1)` ("full jitter"), or what the target asked for in `Retry-After`;
 /// never more than `max_backoff`.
@@ -234,26 +176,6 @@ fn backoff(retry: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> 
     retry_after.map_or(jittered, |asked| asked.min(retry.max_backoff))
 }
 
-fn attempt_header(attempt: u32) -> hyper::header::HeaderValue {
-    use hyper::header::HeaderValue;
-    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match SMALL.get(attempt as usize) {
-        Some(text) => HeaderValue::from_static(text),
-        None => HeaderValue::from(attempt),
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +184,7 @@ mod tests {
         attempts: 5,
         backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(1),
-        on: &[503],
+        on: crate::spec::StatusSet(&[(503, 503)]),
     };
 
     #[test]
@@ -274,14 +196,18 @@ mod tests {
         }
     }
 
+    use crate::sink::Resolver;
+    use crate::table::RouteTable;
+
     mod table {
         fanout_macros::routes!("tests/routes/accounting.yaml");
     }
 
     #[tokio::test]
     async fn a_worker_that_panics_is_restarted_and_what_it_held_counted() {
-        let lanes = table::Lanes::new();
-        let lane = &lanes.flapping.flappy;
+        let env = |_: &str| Some("127.0.0.1:9".to_owned());
+        let table = <table::Table as RouteTable>::new(&mut Resolver::new(&env)).unwrap();
+        let lane = &table.flapping.lanes.flappy;
         for n in 0..3 {
             lane.push_drop_oldest(Event::new(n.to_string().as_bytes(), None));
         }

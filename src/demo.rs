@@ -14,18 +14,20 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
-use crate::spec::RouteTable;
+use crate::sink::Endpoint;
 use crate::startup::StartupError;
+use crate::table::RouteTable;
 
 /// Binds a receiver on each local target address of the proxy (urls as resolved at start-up,
 /// so `${NAME:-default}` moves them) and serves them in the background.
 pub async fn start<T: RouteTable>(proxy: &Proxy<T>) -> Result<(), StartupError> {
     let mut addresses = BTreeMap::new();
-    for target in &proxy.targets {
-        if let Some(address) = local_address(&target.uri) {
-            addresses.entry(address).or_insert(target.spec.name);
+    proxy.table.lanes(&mut |lane| {
+        let Endpoint::Http(http) = &lane.endpoint;
+        if let Some(address) = local_address(&http.uri) {
+            addresses.entry(address).or_insert(lane.spec.name);
         }
-    }
+    });
     for (address, name) in addresses {
         let listener = TcpListener::bind(address).await.map_err(|e| {
             StartupError(format!(

@@ -38,7 +38,7 @@ pub fn held_bytes() -> usize {
 
 /// The longest body an event can hold (30 bits of its header); routes.yaml's `max_body` is
 /// checked against it at build time.
-pub const MAX_BODY: usize = fanout_contract::MAX_BODY_LIMIT as usize;
+pub const MAX_BODY: usize = fanout_model::contract::MAX_BODY_LIMIT as usize;
 
 /// The start of every event's allocation.
 #[repr(C)]

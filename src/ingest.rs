@@ -12,11 +12,13 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
+
 use crate::event::{self, Event};
 use crate::lane::Rejected;
 use crate::metrics::RejectReason;
 use crate::proxy::Proxy;
-use crate::spec::RouteTable;
+use crate::table::RouteTable;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -29,11 +31,11 @@ pub async fn handle<T: RouteTable>(
         Some(route) if request.method() == Method::POST => ingest(&proxy, route, request).await,
         Some(_) => method_not_allowed("POST"),
         None => match (path, request.method()) {
-            ("/healthz", &Method::GET | &Method::HEAD) => {
+            (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => {
                 json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
             }
-            ("/metrics", &Method::GET) => {
-                let text = proxy.metrics.render(proxy.table.lanes());
+            (METRICS_PATH, &Method::GET) => {
+                let text = proxy.metrics.render(&proxy.table);
                 let mut response = Response::new(Full::new(Bytes::from(text)));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
@@ -41,8 +43,8 @@ pub async fn handle<T: RouteTable>(
                 );
                 response
             }
-            ("/healthz", _) => method_not_allowed("GET, HEAD"),
-            ("/metrics", _) => method_not_allowed("GET"),
+            (HEALTHZ_PATH, _) => method_not_allowed("GET, HEAD"),
+            (METRICS_PATH, _) => method_not_allowed("GET"),
             _ => error(StatusCode::NOT_FOUND, "no route for this path"),
         },
     };
@@ -55,7 +57,7 @@ async fn ingest<T: RouteTable>(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let spec = T::spec(route);
-    let metrics = &proxy.routes[T::index(route)];
+    let metrics = proxy.table.metrics(route);
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -141,7 +143,7 @@ async fn admit<T: RouteTable>(
 ) -> Result<(), Rejected> {
     let mut turns = 0;
     loop {
-        match proxy.table.dispatch(route, event.clone()) {
+        match proxy.table.accept(route, event.clone()) {
             Err(_) if turns < ADMISSION_TURNS => {
                 turns += 1;
                 tokio::task::yield_now().await;

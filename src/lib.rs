@@ -5,16 +5,18 @@
 //! slow or dead target never hurts the client or the other targets.
 //!
 //! # Layout
-//! Data flows from top to bottom:
+//! Data flows from top to bottom (ARCHITECTURE.md walks one event through it):
 //! - `routes.yaml` → `build.rs` (find, check, track) → the `routes!` macro (`macros/`, over
 //!   the shared model in `model/`) → [`routes`]: the generated `Route` enum, path `match`,
-//!   `Lanes` struct and per-route dispatch, shaped by [`spec`].
+//!   `Table` of routes with their lanes, and each route's mode, behind [`table`]; its statics
+//!   are the [`spec`] shapes.
 //! - [`server`]: accept loop, connections ([`connection`]: protocol, idleness), shutdown and
 //!   drain.
-//! - [`ingest`]: one request → one [`event`] in every [`lane`] of its route, or an error answer.
-//! - [`lane`]: a bounded queue with its overflow policy and [`breaker`].
-//! - [`delivery`]: lane workers POSTing a [`parcel`] (one event, or a batch) to a [`target`]
-//!   over its [`link`]: a connection of its own, or the shared pooled [`client`].
+//! - [`ingest`]: one request → one [`event`] taken in by its route's mode, or an error answer.
+//! - [`lane`]: where a route-target pair's events wait (its storage), beside the target's
+//!   resolved endpoint, [`breaker`] and metrics.
+//! - [`delivery`]: lane workers taking events and sending a [`parcel`] (one event, or a batch)
+//!   through a [`sink`] (one module per kind of target: [`sink::http`]), with retries.
 //! - [`metrics`]: Prometheus text and the periodic log line.
 //! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
 //!   process around it.
@@ -23,23 +25,22 @@ extern crate self as fanout;
 
 pub mod breaker;
 pub mod cli;
-pub mod client;
 pub mod connection;
 pub mod delivery;
 pub mod demo;
 pub mod event;
 pub mod ingest;
 pub mod lane;
-pub mod link;
 pub mod metrics;
 pub mod parcel;
 pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod sink;
 pub mod spec;
 pub mod startup;
-pub mod target;
+pub mod table;
 
 /// Expands a routes file into a routing table; see the `fanout-macros` crate.
 pub use fanout_macros::routes;
@@ -49,8 +50,12 @@ pub use fanout_macros::routes;
 pub mod __private {
     pub use crate::event::Event;
     pub use crate::lane::{Lane, Rejected};
+    pub use crate::metrics::RouteMetrics;
+    pub use crate::sink::Resolver;
     pub use crate::spec::{
-        BatchPolicy, BreakerPolicy, Overflow, RetryPolicy, RouteSpec, RouteTable, ServerSpec,
-        TargetSpec,
+        BatchPolicy, BreakerPolicy, DeliveryPolicy, Endpoint, HttpEndpoint, LanePolicy, Mode,
+        Overflow, RetryPolicy, RouteSpec, ServerSpec, StatusSet, Storage, TargetSpec,
     };
+    pub use crate::startup::StartupError;
+    pub use crate::table::RouteTable;
 }

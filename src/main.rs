@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 
 use fanout::cli::{Cli, Command, LogFormat};
 use fanout::proxy::Proxy;
-use fanout::routes::{Lanes, Route, SERVER};
+use fanout::routes::{Route, Table, SERVER};
 use fanout::server::{self, Options};
-use fanout::spec::Table;
+use fanout::spec::Listing;
 use fanout::startup::StartupError;
 use fanout::{demo, shutdown};
 
@@ -24,11 +24,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.routes {
-        let table = Table {
+        let listing = Listing {
             server: &SERVER,
             routes: Route::ALL.iter().map(|r| r.spec()).collect(),
         };
-        print!("{table}");
+        print!("{listing}");
         return ExitCode::SUCCESS;
     }
     let log_format = cli.log_format;
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), StartupError> {
-    let proxy = Proxy::<Lanes>::new(&|name| std::env::var(name).ok())?;
+    let proxy = Proxy::<Table>::new(&|name| std::env::var(name).ok())?;
     if matches!(cli.command, Some(Command::Demo)) {
         demo::start(&proxy).await?;
     }
@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         .map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
     for route in Route::ALL {
         let spec = route.spec();
-        let targets: Vec<&str> = spec.targets.iter().map(|t| t.url).collect();
+        let targets: Vec<&str> = spec.targets.iter().map(|t| t.endpoint.address()).collect();
         tracing::info!(route = spec.name, path = spec.path, targets = ?targets, "route");
     }
     tracing::info!(listen = %listener.local_addr().unwrap_or(address), "fanout ready");

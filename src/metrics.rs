@@ -9,8 +9,8 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::lane::Lane;
 use crate::spec::{RouteSpec, TargetSpec};
+use crate::table::RouteTable;
 
 /// Upper bounds of the delivery latency buckets, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -255,19 +255,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new<'a>(
-        connections: &ConnectionMetrics,
-        routes: &[RouteMetrics],
-        lanes: impl IntoIterator<Item = &'a Lane>,
-    ) -> Metrics {
+    pub fn new<T: RouteTable>(connections: &ConnectionMetrics, table: &T) -> Metrics {
         let registry = Registry::new();
         connections.register(&registry);
-        for route in routes {
-            route.register(&registry);
+        for &route in T::ROUTES {
+            table.metrics(route).register(&registry);
         }
-        for lane in lanes {
-            lane.metrics.register(&registry);
-        }
+        table.lanes(&mut |lane| lane.metrics.register(&registry));
         Metrics {
             registry,
             held_bytes: connections.held_bytes.clone(),
@@ -275,11 +269,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, queue gauges read now.
-    pub fn render<'a>(&self, lanes: impl IntoIterator<Item = &'a Lane>) -> Vec<u8> {
-        for lane in lanes {
+    pub fn render<T: RouteTable>(&self, table: &T) -> Vec<u8> {
+        table.lanes(&mut |lane| {
             lane.metrics.depth.set(lane.depth() as i64);
             lane.metrics.oldest_age.set(lane.oldest_age().as_secs_f64());
-        }
+        });
         self.held_bytes.set(crate::event::held_bytes() as i64);
         let mut text = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
@@ -290,23 +284,25 @@ impl Metrics {
 }
 
 /// Logs one line per lane with its counters, like go-sep's periodic summary.
-/// `lanes` pairs each lane with the accepted count of its route.
-pub fn log_lanes<'a>(lanes: impl IntoIterator<Item = (&'a Lane, u64)>) {
-    for (lane, accepted) in lanes {
-        let m = &lane.metrics;
-        tracing::info!(
-            route = lane.spec.route,
-            target = lane.spec.name,
-            accepted,
-            delivered = m.delivered.get(),
-            failed = m.failed.get(),
-            dropped = m.dropped(),
-            retries = m.retries.get(),
-            depth = lane.depth(),
-            inflight = m.inflight.get(),
-            circuit_open = m.circuit_open.get() == 1,
-            "lane"
-        );
+pub fn log_lanes<T: RouteTable>(table: &T) {
+    for &route in T::ROUTES {
+        let accepted = table.metrics(route).accepted.get();
+        table.lanes_of(route, &mut |lane| {
+            let m = &lane.metrics;
+            tracing::info!(
+                route = lane.spec.route,
+                target = lane.spec.name,
+                accepted,
+                delivered = m.delivered.get(),
+                failed = m.failed.get(),
+                dropped = m.dropped(),
+                retries = m.retries.get(),
+                depth = lane.depth(),
+                inflight = m.inflight.get(),
+                circuit_open = m.circuit_open.get() == 1,
+                "lane"
+            );
+        });
     }
 }
 

@@ -9,8 +9,18 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::header::{HeaderName, HeaderValue};
 
+use fanout_model::contract;
+
 use crate::event::Event;
-use crate::target::{EVENT_ID, EVENT_IDS};
+
+/// Header carrying the event id to targets.
+pub const EVENT_ID: HeaderName = HeaderName::from_static(contract::EVENT_ID);
+/// Header carrying the ids of a batch's events, comma-separated, in line order.
+pub const EVENT_IDS: HeaderName = HeaderName::from_static(contract::EVENT_IDS);
+/// Header carrying the route name to targets.
+pub const ROUTE: HeaderName = HeaderName::from_static(contract::ROUTE);
+/// Header carrying the attempt number (1 for the first) to targets.
+pub const ATTEMPT: HeaderName = HeaderName::from_static(contract::ATTEMPT);
 
 const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
 

@@ -24,7 +24,8 @@ use crate::connection::{self, Activity};
 use crate::delivery;
 use crate::metrics;
 use crate::proxy::Proxy;
-use crate::spec::{RouteTable, ServerSpec};
+use crate::spec::ServerSpec;
+use crate::table::RouteTable;
 
 /// Start-up knobs: the compiled `server:` section, with the command line's overrides.
 #[derive(Clone, Debug)]
@@ -85,7 +86,7 @@ pub async fn run<T: RouteTable>(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                metrics::log_lanes(proxy.lanes_with_accepted());
+                metrics::log_lanes(&proxy.table);
             }
         })
     });
@@ -255,21 +256,17 @@ async fn serve<T: RouteTable>(
 /// Spawns `concurrency` supervised delivery workers per lane.
 fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> JoinSet<()> {
     let mut workers = JoinSet::new();
-    for (index, lane) in proxy.table.lanes().into_iter().enumerate() {
-        for _ in 0..lane.spec.concurrency {
-            let proxy = proxy.clone();
-            workers.spawn(async move {
-                let lane = proxy.table.lanes()[index];
-                delivery::supervise(lane, &proxy.targets[index]).await;
-            });
+    proxy.table.lanes(&mut |lane| {
+        for _ in 0..lane.spec.delivery.concurrency {
+            let lane = lane.clone();
+            workers.spawn(async move { delivery::supervise(&lane).await });
         }
-    }
+    });
     workers
 }
 
 async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant) {
-    let busy = || proxy.table.lanes().iter().any(|lane| lane.unsettled() > 0);
-    while busy() && Instant::now() < deadline {
+    while proxy.table.busy() && Instant::now() < deadline {
         tokio::time::sleep(DRAIN_POLL).await;
     }
 }
@@ -277,7 +274,7 @@ async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant
 /// Counts what the drain did not deliver as dropped (reason `shutdown`) and logs it per lane.
 /// Events held by a worker were counted when the worker stopped.
 fn report_leftovers<T: RouteTable>(proxy: &Proxy<T>) {
-    for lane in proxy.table.lanes() {
+    proxy.table.lanes(&mut |lane| {
         let waiting = lane.clear() as u64;
         lane.metrics.dropped_shutdown.inc_by(waiting);
         let undelivered = lane.metrics.dropped_shutdown.get();
@@ -296,5 +293,5 @@ fn report_leftovers<T: RouteTable>(proxy: &Proxy<T>) {
                 "lane drained"
             );
         }
-    }
+    });
 }

@@ -1,169 +1,18 @@
-//! The shapes of what the `routes!` macro compiles in: plain `static` data describing the
-//! server, each route and each target, plus the [`RouteTable`] trait that ties a generated
-//! routing table to the server. Nothing here is parsed at run time.
+//! The shapes of what the `routes!` macro compiles in, defined once in `fanout-model` (see
+//! its `spec` module) and re-exported here, plus the listing `fanout --routes` prints. Nothing
+//! here is parsed at run time, and nothing here depends on the rest of the server.
 
 use std::fmt;
-use std::time::Duration;
 
-use crate::event::Event;
-use crate::lane::{Lane, Rejected};
+pub use fanout_model::spec::*;
 
-/// The `server:` section of routes.yaml.
-#[derive(Debug)]
-pub struct ServerSpec {
-    /// Default listen address; `fanout --listen` overrides it.
-    pub listen: &'static str,
-    /// Default request body limit, in bytes.
-    pub max_body: u64,
-    /// On SIGTERM/SIGINT, how long lanes may keep delivering what they hold.
-    pub drain_timeout: Duration,
-    /// Period of the per-lane summary log line; zero disables it.
-    pub metrics_log_interval: Duration,
-    /// A new connection must send its first byte (for h2c, its whole preface) within this.
-    pub first_byte_timeout: Duration,
-    /// Time a client has to send a request's headers; `--header-read-timeout` overrides it.
-    pub header_read_timeout: Duration,
-    /// Time a client has to send a request's whole body; past it, 408.
-    pub body_read_timeout: Duration,
-    /// A connection with no request under way for this long is closed.
-    pub idle_timeout: Duration,
-    /// Open client connections at most; beyond it new ones are closed at once.
-    pub max_connections: usize,
-    /// TCP keepalive idle time on accepted connections; zero disables it.
-    pub tcp_keepalive: Duration,
-    /// Concurrent streams one h2c connection may have open.
-    pub http2_max_streams: u32,
-    /// Largest request head accepted, in bytes.
-    pub max_header_bytes: usize,
-    /// Bytes of event bodies the process holds at most, across every lane.
-    pub memory_budget: usize,
-}
-
-/// One route: a path and the targets every event POSTed there is repeated to.
-#[derive(Debug)]
-pub struct RouteSpec {
-    pub name: &'static str,
-    pub path: &'static str,
-    pub max_body: u64,
-    pub targets: &'static [&'static TargetSpec],
-}
-
-/// One target of a route, with its effective delivery settings (defaults applied).
-#[derive(Debug)]
-pub struct TargetSpec {
-    /// Name of the route this target belongs to.
-    pub route: &'static str,
-    pub name: &'static str,
-    /// May hold `${NAME}` placeholders, resolved from the environment at start-up.
-    pub url: &'static str,
-    /// Extra request headers; values may hold `${NAME}` placeholders.
-    pub headers: &'static [(&'static str, &'static str)],
-    /// PEM file of extra trusted roots for an https target, read at start-up; may hold
-    /// `${NAME}` placeholders.
-    pub ca_file: Option<&'static str>,
-    /// Events the lane holds.
-    pub buffer: usize,
-    /// Body bytes the lane holds.
-    pub buffer_bytes: usize,
-    pub overflow: Overflow,
-    /// Time limit of one delivery attempt.
-    pub timeout: Duration,
-    /// Deliveries in flight at once.
-    pub concurrency: usize,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerPolicy,
-    /// Speak HTTP/2 to the target (h2c with prior knowledge for http://, ALPN for https://):
-    /// many deliveries in flight on one connection.
-    pub http2: bool,
-    /// Deliver many events per request, as NDJSON.
-    pub batch: Option<BatchPolicy>,
-}
-
-/// How a lane groups events into one request: it sends as soon as `max_events` or
-/// `max_bytes` is reached, or `max_wait` after it took the batch's first event.
-#[derive(Debug)]
-pub struct BatchPolicy {
-    pub max_events: usize,
-    pub max_bytes: usize,
-    pub max_wait: Duration,
-}
-
-/// What a full lane does with a new event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overflow {
-    /// Drop the lane's oldest event to make room.
-    DropOldest,
-    /// Keep what the lane holds; drop the new event for this lane only.
-    DropNewest,
-    /// Refuse the whole event with 503, in every lane of the route.
-    Reject,
-}
-
-impl Overflow {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Overflow::DropOldest => "drop_oldest",
-            Overflow::DropNewest => "drop_newest",
-            Overflow::Reject => "reject",
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first one included.
-    pub attempts: u32,
-    /// Cap of the first retry's delay; doubles with each retry up to `max_backoff`.
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-    /// Response statuses worth another attempt, sorted.
-    pub on: &'static [u16],
-}
-
-impl RetryPolicy {
-    pub fn retries_status(&self, status: u16) -> bool {
-        self.on.binary_search(&status).is_ok()
-    }
-}
-
-#[derive(Debug)]
-pub struct BreakerPolicy {
-    /// Consecutive failed attempts that open the circuit.
-    pub failures: u32,
-    /// First pause after opening; doubles while probes fail, up to `max_cooldown`.
-    pub cooldown: Duration,
-    pub max_cooldown: Duration,
-}
-
-/// A routing table generated by `routes!`: its routes, their lanes, and the dispatch of an
-/// event to them. The server is generic over it, so tests and benchmarks can compile tables of
-/// their own.
-pub trait RouteTable: Send + Sync + Sized + 'static {
-    type Route: Copy + Send + Sync + fmt::Debug + 'static;
-
-    const SERVER: &'static ServerSpec;
-    /// Every route, in routes.yaml order; `index` gives each one's position here.
-    const ROUTES: &'static [Self::Route];
-
-    /// Empty lanes for every route.
-    fn new() -> Self;
-    /// The route whose path is `path` exactly.
-    fn route(path: &str) -> Option<Self::Route>;
-    fn index(route: Self::Route) -> usize;
-    fn spec(route: Self::Route) -> &'static RouteSpec;
-    /// Hands `event` to every lane of `route`: all of its reject lanes or none, then the rest.
-    fn dispatch(&self, route: Self::Route, event: Event) -> Result<(), Rejected>;
-    /// Every lane of every route, in routes.yaml order.
-    fn lanes(&self) -> Vec<&Lane>;
-}
-
-/// The compiled table as `fanout --routes` prints it.
-pub struct Table<'a> {
+/// The compiled routes as `fanout --routes` prints them.
+pub struct Listing<'a> {
     pub server: &'a ServerSpec,
     pub routes: Vec<&'a RouteSpec>,
 }
 
-impl fmt::Display for Table<'_> {
+impl fmt::Display for Listing<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.server;
         let d = humantime::format_duration;
@@ -195,86 +44,66 @@ impl fmt::Display for Table<'_> {
         for route in &self.routes {
             writeln!(
                 f,
-                "route {}  POST {}  max_body={}",
-                route.name, route.path, route.max_body
+                "route {}  POST {}  max_body={} mode={} storage={}",
+                route.name,
+                route.path,
+                route.max_body,
+                route.mode.as_str(),
+                route.storage.as_str(),
             )?;
             for t in route.targets {
-                writeln!(f, "  target {}  {}", t.name, t.url)?;
+                writeln!(f, "  target {}  {}", t.name, t.endpoint.address())?;
+                let (lane, delivery) = (&t.lane, &t.delivery);
                 writeln!(
                     f,
                     "    buffer={} buffer_bytes={} overflow={} timeout={} concurrency={}",
-                    t.buffer,
-                    t.buffer_bytes,
-                    t.overflow.as_str(),
-                    humantime::format_duration(t.timeout),
-                    t.concurrency,
+                    lane.buffer,
+                    lane.buffer_bytes,
+                    lane.overflow.as_str(),
+                    d(delivery.timeout),
+                    delivery.concurrency,
                 )?;
+                let retry = &delivery.retry;
                 writeln!(
                     f,
                     "    retry: attempts={} backoff={} max_backoff={} on=[{}]",
-                    t.retry.attempts,
-                    humantime::format_duration(t.retry.backoff),
-                    humantime::format_duration(t.retry.max_backoff),
-                    status_ranges(t.retry.on),
+                    retry.attempts,
+                    d(retry.backoff),
+                    d(retry.max_backoff),
+                    retry.on,
                 )?;
+                let breaker = &delivery.breaker;
                 writeln!(
                     f,
                     "    breaker: failures={} cooldown={} max_cooldown={}",
-                    t.breaker.failures,
-                    humantime::format_duration(t.breaker.cooldown),
-                    humantime::format_duration(t.breaker.max_cooldown),
+                    breaker.failures,
+                    d(breaker.cooldown),
+                    d(breaker.max_cooldown),
                 )?;
-                if t.http2 {
-                    writeln!(f, "    http2: true")?;
-                }
-                if let Some(batch) = &t.batch {
+                if let Some(batch) = &delivery.batch {
                     writeln!(
                         f,
                         "    batch: max_events={} max_bytes={} max_wait={}",
                         batch.max_events,
                         batch.max_bytes,
-                        humantime::format_duration(batch.max_wait),
+                        d(batch.max_wait),
                     )?;
                 }
-                for (name, value) in t.headers {
-                    writeln!(f, "    header {name}: {value}")?;
-                }
-                if let Some(ca_file) = t.ca_file {
-                    writeln!(f, "    ca_file: {ca_file}")?;
+                match &t.endpoint {
+                    Endpoint::Http(http) => {
+                        if http.http2 {
+                            writeln!(f, "    http2: true")?;
+                        }
+                        for (name, value) in http.headers {
+                            writeln!(f, "    header {name}: {value}")?;
+                        }
+                        if let Some(ca_file) = http.ca_file {
+                            writeln!(f, "    ca_file: {ca_file}")?;
+                        }
+                    }
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// `408,429,500,502-599`: sorted statuses with runs collapsed.
-fn status_ranges(statuses: &[u16]) -> String {
-    let mut runs: Vec<(u16, u16)> = Vec::new();
-    for &status in statuses {
-        match runs.last_mut() {
-            Some((_, end)) if *end + 1 == status => *end = status,
-            _ => runs.push((status, status)),
-        }
-    }
-    let runs: Vec<String> = runs
-        .into_iter()
-        .map(|(start, end)| match end - start {
-            0 => start.to_string(),
-            1 => format!("{start},{end}"),
-            _ => format!("{start}-{end}"),
-        })
-        .collect();
-    runs.join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn status_runs_collapse() {
-        let default: Vec<u16> = [408, 429, 500].into_iter().chain(502..=599).collect();
-        assert_eq!(super::status_ranges(&default), "408,429,500,502-599");
-        assert_eq!(super::status_ranges(&[500, 501, 503]), "500,501,503");
-        assert_eq!(super::status_ranges(&[]), "");
     }
 }

@@ -13,33 +13,10 @@ use tokio::time::Instant;
 mod table {
     fanout::routes!("tests/routes/accounting.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 fn addr(target: &Target) -> String {
     target.addr.to_string()
-}
-
-/// The sum of every sample of `name` whose labels include `labels`; the metric must exist.
-fn sum(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
-    assert!(
-        metrics.0.lines().any(|l| l.starts_with(name)),
-        "no metric {name} in:\n{}",
-        metrics.0
-    );
-    metrics
-        .0
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            let matches = metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            matches.then(|| value.parse::<f64>().expect("sample values are numbers"))
-        })
-        .sum()
 }
 
 /// One lane's books as `/metrics` shows them.
@@ -57,12 +34,12 @@ impl Books {
     fn read(metrics: &Metrics, route: &str, target: &str) -> Books {
         let lane = [("route", route), ("target", target)];
         Books {
-            accepted: sum(metrics, "fanout_events_accepted_total", &[("route", route)]),
-            delivered: sum(metrics, "fanout_lane_delivered_total", &lane),
-            failed: sum(metrics, "fanout_lane_failed_total", &lane),
-            dropped: sum(metrics, "fanout_lane_dropped_total", &lane),
-            depth: sum(metrics, "fanout_lane_depth", &lane),
-            inflight: sum(metrics, "fanout_lane_inflight", &lane),
+            accepted: metrics.value("fanout_events_accepted_total", &[("route", route)]),
+            delivered: metrics.value("fanout_lane_delivered_total", &lane),
+            failed: metrics.value("fanout_lane_failed_total", &lane),
+            dropped: metrics.value("fanout_lane_dropped_total", &lane),
+            depth: metrics.value("fanout_lane_depth", &lane),
+            inflight: metrics.value("fanout_lane_inflight", &lane),
         }
     }
 
@@ -76,7 +53,7 @@ impl Books {
 }
 
 /// Waits until the lane has nothing waiting or held, then checks that its books balance.
-async fn settled_books(proxy: &Running<Lanes>, route: &str, target: &str) -> Books {
+async fn settled_books(proxy: &Running<Table>, route: &str, target: &str) -> Books {
     let deadline = Instant::now() + common::PATIENCE;
     loop {
         let books = Books::read(&proxy.metrics().await, route, target);
@@ -105,7 +82,7 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
         ("FAST", addr(&fast)),
         ("FAILING", addr(&failing)),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
     let clients: Vec<_> = (0..8)
         .map(|client| {
             let addr = proxy.addr;
@@ -148,8 +125,7 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
 
     // Retries are counted when sent: every event went out three times.
     let metrics = proxy.metrics().await;
-    let retries = sum(
-        &metrics,
+    let retries = metrics.value(
         "fanout_lane_retries_total",
         &[("route", "policies"), ("target", "failing")],
     );
@@ -161,7 +137,7 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_waits_for_a_batch_being_gathered() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("BATCH", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("BATCH", addr(&target))], None).await;
     for n in 0..5 {
         proxy.post("/batched", &n.to_string()).await.id();
     }
@@ -173,7 +149,7 @@ async fn the_drain_waits_for_a_batch_being_gathered() {
     let state = proxy.proxy.clone();
     proxy.shutdown().await;
 
-    let lane = &state.table.batched.lines;
+    let lane = &state.table.batched.lanes.lines;
     assert_eq!(
         lane.metrics.delivered.get(),
         5,
@@ -187,7 +163,7 @@ async fn the_drain_waits_for_a_batch_being_gathered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_still_gathering_at_the_drain_deadline_is_counted_as_dropped() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(
+    let proxy = start_proxy::<Table>(
         &[("BATCH", addr(&target))],
         Some(Duration::from_millis(200)),
     )
@@ -202,7 +178,7 @@ async fn a_batch_still_gathering_at_the_drain_deadline_is_counted_as_dropped() {
     let state = proxy.proxy.clone();
     proxy.shutdown().await;
 
-    let lane = &state.table.batched.lines;
+    let lane = &state.table.batched.lanes.lines;
     assert_eq!(
         lane.metrics.dropped_shutdown.get(),
         5,
@@ -219,7 +195,7 @@ async fn a_shutdown_with_events_held_by_a_target_that_never_answers_balances() {
     let silent = Target::start(Reply::Gated).await; // accepts, reads, never answers
     let fast = Target::start(Reply::Status(200)).await;
     let env = [("SILENT", addr(&silent)), ("FAST", addr(&fast))];
-    let proxy = start_proxy::<Lanes>(&env, Some(Duration::from_millis(300))).await;
+    let proxy = start_proxy::<Table>(&env, Some(Duration::from_millis(300))).await;
     for n in 0..30 {
         proxy.post("/hanging", &n.to_string()).await.id();
     }
@@ -241,7 +217,7 @@ async fn a_shutdown_with_events_held_by_a_target_that_never_answers_balances() {
     let state = proxy.proxy.clone();
     proxy.shutdown().await;
 
-    let lane = &state.table.hanging.silent;
+    let lane = &state.table.hanging.lanes.silent;
     let m = &lane.metrics;
     assert_eq!(lane.depth(), 0);
     assert_eq!(m.inflight.get(), 0);
@@ -260,7 +236,7 @@ async fn a_shutdown_with_events_held_by_a_target_that_never_answers_balances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_target_loses_nothing_uncounted() {
     let flappy = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("FLAPPY", addr(&flappy))], None).await;
+    let proxy = start_proxy::<Table>(&[("FLAPPY", addr(&flappy))], None).await;
     let mut ids = Vec::new();
     let started = Instant::now();
     let mut up = true;
@@ -292,5 +268,75 @@ async fn a_flapping_target_loses_nothing_uncounted() {
             received.iter().any(|r| r.header("fanout-event-id") == id),
             "event {id} never arrived"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_of_concurrent_clients_then_a_drain_loses_nothing_uncounted() {
+    // Every third request to the flaky target fails with 503; the slow one holds each for
+    // 5ms; nothing listens behind the dead one.
+    let flaky = Target::with(|n| Reply::Status(if n % 3 == 0 { 503 } else { 200 })).await;
+    let slow = Target::start(Reply::Slow(Duration::from_millis(5))).await;
+    let dead = common::ReservedPort::new();
+    let env = [
+        ("SOAK_FLAKY", addr(&flaky)),
+        ("SOAK_SLOW", addr(&slow)),
+        ("SOAK_DEAD", dead.addr.to_string()),
+    ];
+    let proxy = start_proxy::<Table>(&env, Some(Duration::from_secs(5))).await;
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let addr = proxy.addr;
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..60 {
+                    let body = format!("{{\"client\":{client},\"n\":{n}}}");
+                    let answer = common::post(addr, "/soak", &body, "application/json").await;
+                    match answer.status {
+                        202 => ids.push(answer.id()),
+                        503 => {}
+                        other => panic!("unexpected status {other}: {answer:?}"),
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for client in clients {
+        accepted.extend(client.await.expect("a client task does not panic"));
+    }
+    assert!(!accepted.is_empty());
+    let state = proxy.proxy.clone();
+    proxy.shutdown().await;
+
+    let route = &state.table.soak.metrics;
+    assert_eq!(route.accepted.get(), accepted.len() as u64);
+    let soak = &state.table.soak.lanes;
+    for lane in [&soak.strict, &soak.loose, &soak.dead] {
+        let m = &lane.metrics;
+        assert_eq!(
+            (lane.depth(), m.inflight.get()),
+            (0, 0),
+            "{}",
+            lane.spec.name
+        );
+        assert_eq!(
+            m.delivered.get() + m.failed.get() + m.dropped(),
+            accepted.len() as u64,
+            "lane {} balances",
+            lane.spec.name
+        );
+    }
+    // The reject lane dropped nothing: every accepted id reached the flaky target at least
+    // once and at most `attempts` (3) times.
+    assert_eq!(soak.strict.metrics.dropped(), 0);
+    let received = flaky.received();
+    for id in &accepted {
+        let arrivals = received
+            .iter()
+            .filter(|r| r.header("fanout-event-id") == id)
+            .count();
+        assert!((1..=3).contains(&arrivals), "{id} arrived {arrivals} times");
     }
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 mod table {
     fanout::routes!("tests/routes/proxy.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 fn addr(target: &Target) -> String {
     target.addr.to_string()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_receives_every_event_with_its_id_body_and_headers() {
     let a = Target::start(Reply::Status(200)).await;
     let b = Target::start(Reply::Status(204)).await;
@@ -24,7 +24,7 @@ async fn every_target_receives_every_event_with_its_id_body_and_headers() {
         ("PAIR_B", addr(&b)),
         ("PAIR_TOKEN", "s3cret".to_owned()),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
 
     let mut sent = Vec::new();
     for n in 0..20 {
@@ -78,7 +78,7 @@ async fn every_target_receives_every_event_with_its_id_body_and_headers() {
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_answering_503_gets_the_event_again_until_it_takes_it() {
     let target = Target::with(|n| {
         if n < 2 {
@@ -88,7 +88,7 @@ async fn a_target_answering_503_gets_the_event_again_until_it_takes_it() {
         }
     })
     .await;
-    let proxy = start_proxy::<Lanes>(&[("RETRY", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
 
     let id = proxy.post("/retry", "{\"order\":1}").await.id();
     let received = target.wait_for(3).await;
@@ -109,7 +109,7 @@ async fn a_target_answering_503_gets_the_event_again_until_it_takes_it() {
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 0.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_from_the_target_is_honoured() {
     let target = Target::with(|n| {
         if n == 0 {
@@ -119,7 +119,7 @@ async fn retry_after_from_the_target_is_honoured() {
         }
     })
     .await;
-    let proxy = start_proxy::<Lanes>(&[("RETRY", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
     proxy.post("/retry", "{}").await.id();
     let received = target.wait_for(2).await;
     // max_backoff (50ms) caps what the target may ask for (1s), and the random backoff
@@ -131,10 +131,10 @@ async fn retry_after_from_the_target_is_honoured() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_comes_up_late_still_gets_the_event() {
     let late = common::ReservedPort::new();
-    let proxy = start_proxy::<Lanes>(&[("LATE", late.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[("LATE", late.addr.to_string())], None).await;
     let id = proxy.post("/late", "{\"early\":true}").await.id();
 
     let labels = [("route", "late"), ("target", "sleepy")];
@@ -150,10 +150,10 @@ async fn a_target_that_comes_up_late_still_gets_the_event() {
         .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_is_not_retried_and_counts_as_failed() {
     let target = Target::start(Reply::Status(400)).await;
-    let proxy = start_proxy::<Lanes>(&[("RETRY", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
     proxy.post("/retry", "{}").await.id();
 
     let labels = [("route", "retry"), ("target", "flaky")];
@@ -166,10 +166,10 @@ async fn a_400_is_not_retried_and_counts_as_failed() {
     assert_eq!(metrics.value("fanout_lane_delivered_total", &labels), 0.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_returns() {
     let target = Target::start(Reply::HangUp).await;
-    let proxy = start_proxy::<Lanes>(&[("BREAKER", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("BREAKER", addr(&target))], None).await;
     for n in 0..10 {
         proxy.post("/breaker", &format!("{{\"n\":{n}}}")).await.id();
     }
@@ -202,10 +202,10 @@ async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_ret
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_evicts_the_oldest_waiting_events_and_counts_them() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Lanes>(&[("OLDEST", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("OLDEST", addr(&target))], None).await;
     let first = proxy.post("/oldest", "0").await.id();
     target.wait_for(1).await; // the lane's one worker now holds event 0
     let mut ids = vec![first];
@@ -240,10 +240,10 @@ async fn drop_oldest_evicts_the_oldest_waiting_events_and_counts_them() {
     assert_eq!(target.count(), 3, "dropped events are never sent");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_newest_keeps_what_the_lane_holds_and_counts_the_rest() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Lanes>(&[("NEWEST", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("NEWEST", addr(&target))], None).await;
     proxy.post("/newest", "0").await.id();
     target.wait_for(1).await;
     for n in 1..10 {
@@ -270,7 +270,7 @@ async fn drop_newest_keeps_what_the_lane_holds_and_counts_the_rest() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
     let roomy = Target::start(Reply::Status(200)).await;
     let gated = Target::start(Reply::Gated).await;
@@ -278,7 +278,7 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
         ("STRICT_ROOMY", addr(&roomy)),
         ("STRICT_GATED", addr(&gated)),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
 
     let first = proxy.post("/strict", "first").await.id();
     gated.wait_for(1).await; // its worker holds the first event; the lane is empty
@@ -330,12 +330,12 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_target_does_not_slow_a_fast_one_on_the_same_route() {
     let slow = Target::start(Reply::Slow(Duration::from_secs(2))).await;
     let fast = Target::start(Reply::Status(200)).await;
     let env = [("MIXED_SLOW", addr(&slow)), ("MIXED_FAST", addr(&fast))];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
     for n in 0..50 {
         proxy.post("/mixed", &n.to_string()).await.id();
     }
@@ -347,12 +347,12 @@ async fn a_slow_target_does_not_slow_a_fast_one_on_the_same_route() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delivers_what_the_lanes_hold_before_stopping() {
     let slow = Target::start(Reply::Slow(Duration::from_millis(20))).await;
     let fast = Target::start(Reply::Status(200)).await;
     let env = [("MIXED_SLOW", addr(&slow)), ("MIXED_FAST", addr(&fast))];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
     for n in 0..30 {
         proxy.post("/mixed", &n.to_string()).await.id();
     }
@@ -364,15 +364,15 @@ async fn shutdown_delivers_what_the_lanes_hold_before_stopping() {
         "every held event was delivered before the proxy stopped"
     );
     assert_eq!(fast.count(), 30);
-    for lane in fanout::spec::RouteTable::lanes(&lanes.table) {
+    fanout::table::RouteTable::lanes(&lanes.table, &mut |lane| {
         assert_eq!(lane.metrics.dropped_shutdown.get(), 0);
-    }
+    });
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Lanes>(
+    let proxy = start_proxy::<Table>(
         &[("OLDEST", addr(&target))],
         Some(Duration::from_millis(300)),
     )
@@ -383,7 +383,7 @@ async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() 
     target.wait_for(1).await;
     let state = proxy.proxy.clone();
     proxy.shutdown().await;
-    let lane = &state.table.oldest.gated;
+    let lane = &state.table.oldest.lanes.gated;
     assert_eq!(
         lane.metrics.dropped_shutdown.get(),
         3,
@@ -394,7 +394,7 @@ async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() 
     assert_eq!(lane.metrics.inflight.get(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped() {
     let a = Target::with(|n| {
         if n % 3 == 0 {
@@ -417,7 +417,7 @@ async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped(
         ("PAIR_B", addr(&b)),
         ("PAIR_TOKEN", "t".to_owned()),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
     for n in 0..40 {
         proxy.post("/pair", &n.to_string()).await.id();
     }
@@ -452,10 +452,10 @@ async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped(
     assert!(m.value("fanout_lane_retries_total", &[("target", "a")]) >= 1.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batching_lane_sends_many_events_per_request_as_ndjson() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("BATCHED", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("BATCHED", addr(&target))], None).await;
     let mut sent = Vec::new();
     for n in 0..25 {
         let body = format!("{{\"n\":{n}}}");
@@ -488,10 +488,10 @@ async fn a_batching_lane_sends_many_events_per_request_as_ndjson() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_batch_goes_at_once_without_waiting_out_max_wait() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("PATIENT", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("PATIENT", addr(&target))], None).await;
     for n in 0..5 {
         proxy.post("/patient", &n.to_string()).await.id();
     }
@@ -500,7 +500,7 @@ async fn a_full_batch_goes_at_once_without_waiting_out_max_wait() {
     assert_eq!(received[0].body_text(), "0\n1\n2\n3\n4\n");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_is_retried_whole() {
     let target = Target::with(|n| {
         if n == 0 {
@@ -510,7 +510,7 @@ async fn a_failed_batch_is_retried_whole() {
         }
     })
     .await;
-    let proxy = start_proxy::<Lanes>(&[("BATCHED", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("BATCHED", addr(&target))], None).await;
     for n in 0..3 {
         proxy.post("/batched", &n.to_string()).await.id();
     }
@@ -533,7 +533,7 @@ async fn a_failed_batch_is_retried_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_target_gets_concurrent_deliveries_multiplexed_on_one_connection() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Lanes>(&[("H2", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("H2", addr(&target))], None).await;
     let id = proxy.post("/multiplexed", "{\"over\":\"h2\"}").await.id();
     // A body over 64 KiB (the initial flow-control window) must still arrive whole.
     let big = format!("\"{}\"", "x".repeat(70 * 1024));

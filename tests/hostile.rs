@@ -12,7 +12,7 @@ mod targets;
 
 use bytes::Bytes;
 use common::{start_proxy, Metrics, Reply, Target, PATIENCE};
-use fanout::spec::RouteTable;
+use fanout::table::RouteTable;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeSet;
@@ -28,7 +28,7 @@ mod table {
 mod crowd {
     fanout::routes!("tests/routes/hostile_crowd.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 const MB: u64 = 1 << 20;
 
@@ -59,7 +59,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
     raw::raise_open_files(4096);
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("OPEN", addr(&sink))], None).await;
+    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let rss_before = raw::rss_bytes();
 
     // 100 clients send one byte every 100ms and never finish: half a request head (cut off by
@@ -157,9 +157,9 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
 async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
     raw::raise_open_files(8192);
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<crowd::Lanes>(&[("CROWD", addr(&sink))], None).await;
-    let limit = crowd::Lanes::SERVER.max_connections;
-    let first_byte = crowd::Lanes::SERVER.first_byte_timeout;
+    let proxy = start_proxy::<crowd::Table>(&[("CROWD", addr(&sink))], None).await;
+    let limit = crowd::Table::SERVER.max_connections;
+    let first_byte = crowd::Table::SERVER.first_byte_timeout;
     assert_eq!(limit, 1000);
     let rss_before = raw::rss_bytes();
 
@@ -252,7 +252,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
 #[tokio::test]
 async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("OPEN", addr(&sink))], None).await;
+    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let head = "POST /open HTTP/1.1\r\nHost: fanout\r\nContent-Type: application/json\r\n\
                 Content-Length: 524288\r\n\r\n";
     let pace = Duration::from_millis(50);
@@ -261,7 +261,7 @@ async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
     assert!(answer.starts_with("http/1.1 408"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
     let lasted = trickled.lasted().expect("the server closes the connection");
-    let limit = Lanes::SERVER.body_read_timeout;
+    let limit = Table::SERVER.body_read_timeout;
     assert!(
         lasted >= limit && lasted < limit * 3,
         "closed after {lasted:?}"
@@ -283,7 +283,7 @@ async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
 #[tokio::test]
 async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("OPEN", addr(&sink))], None).await;
+    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -309,7 +309,7 @@ async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
         .expect("no panic")
         .ok();
     let idle = answered.elapsed();
-    let limit = Lanes::SERVER.idle_timeout;
+    let limit = Table::SERVER.idle_timeout;
     assert!(
         idle >= limit - Duration::from_millis(100) && idle < limit * 3,
         "closed after {idle:?}"
@@ -330,8 +330,8 @@ async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
 #[tokio::test]
 async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("OPEN", addr(&sink))], None).await;
-    let max = Lanes::SERVER.http2_max_streams;
+    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
+    let max = Table::SERVER.http2_max_streams;
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let mut hello = raw::PREFACE.to_vec();
@@ -399,8 +399,8 @@ async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
 
 #[tokio::test]
 async fn a_request_head_over_max_header_bytes_gets_431() {
-    let proxy = start_proxy::<Lanes>(&[], None).await;
-    let limit = Lanes::SERVER.max_header_bytes;
+    let proxy = start_proxy::<Table>(&[], None).await;
+    let limit = Table::SERVER.max_header_bytes;
     let head = |padding: usize| {
         let pad = "p".repeat(padding);
         format!(

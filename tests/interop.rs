@@ -72,11 +72,11 @@ fn listeners(echo: &Echo, h1_target: String, h2_target: String) -> Vec<Listener>
     std::iter::once(h1).chain(h2).collect()
 }
 
-async fn start_proxy(echo: &Echo) -> common::Running<table::Lanes> {
+async fn start_proxy(echo: &Echo) -> common::Running<table::Table> {
     let [h1, h2] = echo.stack.vars();
     let mut env = vec![(h1, format!("127.0.0.1:{}", echo.h1))];
     env.extend(echo.h2.map(|port| (h2, format!("127.0.0.1:{port}"))));
-    common::start_proxy::<table::Lanes>(&env, None).await
+    common::start_proxy::<table::Table>(&env, None).await
 }
 
 /// What every delivery shares: the request line, Host, route, first attempt, protocol and a

@@ -14,7 +14,7 @@ mod table {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_over_the_memory_budget_are_refused_until_deliveries_free_it() {
     let gated = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<table::Lanes>(&[("GATED", gated.addr.to_string())], None).await;
+    let proxy = start_proxy::<table::Table>(&[("GATED", gated.addr.to_string())], None).await;
     let body = format!("\"{}\"", "x".repeat(10 * 1024 - 2)); // 10 KiB
     let mut accepted = 0;
     let refused = loop {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 mod table {
     fanout::routes!("tests/routes/promises.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 fn addr(target: &Target) -> String {
     target.addr.to_string()
@@ -45,7 +45,7 @@ async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) ->
 #[tokio::test]
 async fn a_body_cut_off_by_the_client_gets_400_and_is_counted() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("PLAIN", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("PLAIN", addr(&target))], None).await;
 
     let mut stream = connect(proxy.addr).await;
     stream
@@ -81,7 +81,7 @@ async fn a_body_cut_off_by_the_client_gets_400_and_is_counted() {
 #[tokio::test]
 async fn a_413_closes_the_connection() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("PLAIN", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("PLAIN", addr(&target))], None).await;
 
     // Refused from Content-Length (max_body is 1KiB), before the body is sent.
     let mut declared = connect(proxy.addr).await;
@@ -122,7 +122,7 @@ async fn a_413_closes_the_connection() {
 
 #[tokio::test]
 async fn head_healthz_answers_200_without_a_body() {
-    let proxy = start_proxy::<Lanes>(&[], None).await;
+    let proxy = start_proxy::<Table>(&[], None).await;
     let mut stream = connect(proxy.addr).await;
     // Pipelined: if HEAD sent a body, it would sit between the two heads.
     stream
@@ -144,7 +144,7 @@ async fn head_healthz_answers_200_without_a_body() {
 
 #[tokio::test]
 async fn other_methods_on_healthz_and_metrics_get_405_with_allow() {
-    let proxy = start_proxy::<Lanes>(&[], None).await;
+    let proxy = start_proxy::<Table>(&[], None).await;
     for path in ["/healthz", "/metrics"] {
         let answer = common::post(proxy.addr, path, "{}", "application/json").await;
         assert_eq!(answer.status, 405, "POST {path}: {answer:?}");
@@ -185,7 +185,7 @@ async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
         ("MIXED_OLDEST", addr(&oldest)),
         ("MIXED_NEWEST", addr(&newest)),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
 
     proxy.post("/mixed", "first").await.id();
     strict.wait_for(1).await; // its one worker holds the first event; the lane is empty
@@ -256,7 +256,7 @@ async fn a_full_drop_lane_does_not_refuse_the_event() {
         ("MIXED_OLDEST", addr(&oldest)),
         ("MIXED_NEWEST", addr(&newest)),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
 
     proxy.post("/mixed", "first").await.id();
     oldest.wait_for(1).await; // each drop lane's one worker holds the first event

@@ -9,7 +9,7 @@ use common::{start_proxy, Received, Reply, Target};
 mod table {
     fanout::routes!("tests/routes/promises_batches.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 /// The (id, line) pairs of one batch request, after checking its shape.
 fn lines_of(request: &Received) -> Vec<(String, String)> {
@@ -41,7 +41,7 @@ async fn max_bytes_caps_a_batch_and_a_larger_event_goes_alone() {
         }
     })
     .await;
-    let proxy = start_proxy::<Lanes>(&[("CAPPED", target.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[("CAPPED", target.addr.to_string())], None).await;
 
     // 29-byte bodies: 30 bytes a line, so 3 lines fit in max_bytes (100), 4 do not.
     let small = |n: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(13));
@@ -94,7 +94,7 @@ async fn max_bytes_caps_a_batch_and_a_larger_event_goes_alone() {
 #[tokio::test]
 async fn line_breaks_become_spaces_and_an_empty_body_an_empty_line() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Lanes>(&[("LINES", target.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[("LINES", target.addr.to_string())], None).await;
     let events = [
         ("{\n  \"a\": 1\r\n}", "application/json", "{   \"a\": 1  }"),
         ("", "application/json", ""),

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 mod table {
     fanout::routes!("tests/routes/promises_delivery.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 /// How much later than its bound a delay may end on a busy machine: the attempt itself,
 /// timers and scheduling.
@@ -209,7 +209,7 @@ fn by_event(arrivals: &[Arrival]) -> BTreeMap<String, Vec<Arrival>> {
 /// the lane gives it up, and returns how many attempts the target saw.
 async fn attempts_for(path: &str, variable: &str, status: u16) -> usize {
     let target = Target::start(Reply::Status(status)).await;
-    let proxy = start_proxy::<Lanes>(&[(variable, target.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[(variable, target.addr.to_string())], None).await;
     proxy.post(path, "{}").await.id();
     let route = &path[1..];
     proxy
@@ -267,7 +267,7 @@ async fn retry_delays_stay_below_a_cap_that_doubles_up_to_max_backoff() {
     // 5 attempts, backoff 100ms, max_backoff 300ms: the delays before attempts 2, 3, 4 and 5
     // are at most 100, 200, 300 and 300ms.
     let target = Clocked::start(|_| Answer::status(503)).await;
-    let proxy = start_proxy::<Lanes>(&[("BACKOFF", target.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[("BACKOFF", target.addr.to_string())], None).await;
     const EVENTS: usize = 4;
     for n in 0..EVENTS {
         proxy.post("/backoff", &n.to_string()).await.id();
@@ -328,7 +328,7 @@ async fn retry_after_above_max_backoff_waits_max_backoff() {
         _ => Answer::status(200),
     })
     .await;
-    let proxy = start_proxy::<Lanes>(&[("BACKOFF", target.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[("BACKOFF", target.addr.to_string())], None).await;
     proxy.post("/backoff", "{}").await.id();
     let arrivals = target.wait_until("three attempts", |a| a.len() >= 3).await;
     proxy
@@ -353,7 +353,7 @@ async fn an_open_circuit_sends_one_probe_at_a_time_after_doubling_cooldowns() {
         hold: ms(20),
     })
     .await;
-    let proxy = start_proxy::<Lanes>(&[("BREAKER", target.addr.to_string())], None).await;
+    let proxy = start_proxy::<Table>(&[("BREAKER", target.addr.to_string())], None).await;
     const EVENTS: usize = 16;
     for n in 0..EVENTS {
         proxy.post("/breaker", &n.to_string()).await.id();

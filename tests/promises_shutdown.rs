@@ -16,7 +16,6 @@ mod common;
 use common::raw::{connect, raw_header, read_to_close};
 
 use common::{start_proxy, Metrics, Reply, Running, Target, PATIENCE};
-use fanout::spec::RouteTable;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,11 +25,11 @@ use tokio::task::JoinHandle;
 mod table {
     fanout::routes!("tests/routes/promises.yaml");
 }
-use table::Lanes;
+use table::Table;
 
 /// Begins shutdown as SIGTERM would, without waiting for it to end, and returns once the proxy
 /// refuses new requests.
-async fn begin_shutdown(running: Running<Lanes>) -> JoinHandle<()> {
+async fn begin_shutdown(running: Running<Table>) -> JoinHandle<()> {
     let state = running.proxy.clone();
     let stopping = tokio::spawn(running.shutdown());
     let flagged = async {
@@ -45,8 +44,8 @@ async fn begin_shutdown(running: Running<Lanes>) -> JoinHandle<()> {
 }
 
 /// The proxy's metrics after it stopped (its socket is closed by then).
-fn final_metrics(state: &fanout::proxy::Proxy<Lanes>) -> Metrics {
-    let text = state.metrics.render(state.table.lanes());
+fn final_metrics(state: &fanout::proxy::Proxy<Table>) -> Metrics {
+    let text = state.metrics.render(&state.table);
     Metrics(String::from_utf8(text).expect("metrics are UTF-8"))
 }
 
@@ -65,7 +64,7 @@ fn shutting_down_refusals(metrics: &Metrics) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_completed_during_shutdown_gets_503_and_is_counted() {
     let target = Target::start(Reply::Status(200)).await;
-    let running = start_proxy::<Lanes>(&[("PLAIN", target.addr.to_string())], None).await;
+    let running = start_proxy::<Table>(&[("PLAIN", target.addr.to_string())], None).await;
     let state = running.proxy.clone();
 
     let mut uploading = connect(running.addr).await;
@@ -318,7 +317,7 @@ async fn h2c_answer(stream: &mut TcpStream, id: u32) -> (u16, Option<String>, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_streams_arriving_or_completing_during_the_drain_get_503() {
     let target = Target::start(Reply::Status(200)).await;
-    let running = start_proxy::<Lanes>(&[("PLAIN", target.addr.to_string())], None).await;
+    let running = start_proxy::<Table>(&[("PLAIN", target.addr.to_string())], None).await;
     let state = running.proxy.clone();
 
     // Each answer is the first on its connection, so its head uses only the static table.

@@ -91,7 +91,7 @@ async fn an_https_http2_target_gets_its_events_over_h2_on_one_connection() {
         ("TLS_PORT", addr.port().to_string()),
         ("TLS_CA", ca_file.display().to_string()),
     ];
-    let proxy = common::start_proxy::<table::Lanes>(&env, None).await;
+    let proxy = common::start_proxy::<table::Table>(&env, None).await;
 
     let mut sent = vec![(
         proxy.post("/secure", "{\"n\":0}").await.id(),

@@ -62,7 +62,7 @@ async fn https_targets_are_reached_with_a_private_ca_and_refused_without_it() {
         ("TLS_PORT", addr.port().to_string()),
         ("TLS_CA", ca_file.display().to_string()),
     ];
-    let proxy = common::start_proxy::<table::Lanes>(&env, None).await;
+    let proxy = common::start_proxy::<table::Table>(&env, None).await;
 
     let id = proxy.post("/secure", "{\"secret\":true}").await.id();
     let (got_id, body) = tokio::time::timeout(common::PATIENCE, received.recv())

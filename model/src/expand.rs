@@ -1,50 +1,59 @@
-//! The resolved model as Rust: a `Route` enum with a path `match`, one module per route with
-//! its settings as `static`s, a `Lanes` struct with one field per target, and a dispatch
-//! function that hands an event to each lane, unrolled and specialised to each lane's overflow
-//! policy.
+//! The resolved model as Rust:
+//! - `SERVER`, and a `Route` enum with a path `match`;
+//! - one module per route: its settings as `static`s (`ROUTE`, `TARGET_<NAME>`), a `Lanes`
+//!   struct with one lane per target (each lane carries its target and its metrics, so nothing
+//!   is paired by index or name at run time), a `Route` struct with the route's own counters
+//!   beside its lanes, and one function per route mode (`fanout`: hand the event to every
+//!   lane, unrolled and specialised to each lane's overflow policy);
+//! - a `Table` of every route, implementing `RouteTable`, which dispatches a request to its
+//!   route's mode.
 //!
 //! Generated code names run-time items by absolute paths into `::fanout::__private`, so it
-//! does not depend on the imports around the macro call.
+//! does not depend on the imports around the macro call. Statics are expanded from the spec
+//! values by [`crate::emit::Emit`].
 
-use proc_macro2::{Ident, Literal, Span, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
-use std::time::Duration;
 
-use crate::model::{Breaker, Overflow, Retry, Route, Routes, Server, Target};
+use crate::emit::Emit;
+use crate::model::{Route, Routes, Target};
+use crate::spec::{Mode, Overflow};
 
 /// The items for `routes`, as tokens for the `routes!` macro.
 pub fn tokens(routes: &Routes) -> TokenStream {
-    let server = server(&routes.server);
+    let server = routes.server.emit();
     let variants: Vec<Ident> = routes.routes.iter().map(|r| ident(&r.variant)).collect();
     let modules: Vec<Ident> = routes.routes.iter().map(|r| ident(&r.ident)).collect();
-    let paths: Vec<&str> = routes.routes.iter().map(|r| r.path.as_str()).collect();
+    let paths: Vec<&str> = routes.routes.iter().map(|r| r.spec.path).collect();
+    let modes: Vec<Ident> = routes
+        .routes
+        .iter()
+        .map(|r| mode_function(r.spec.mode))
+        .collect();
     let variant_docs: Vec<String> = routes
         .routes
         .iter()
-        .map(|r| format!("Route `{}`: events POSTed to `{}`.", r.name, r.path))
+        .map(|r| {
+            format!(
+                " Route `{}`: events POSTed to `{}`.",
+                r.spec.name, r.spec.path
+            )
+        })
         .collect();
     let route_count = routes.routes.len();
-    let lane_count: usize = routes.routes.iter().map(|r| r.targets.len()).sum();
-    let all_lanes = routes.routes.iter().flat_map(|r| {
-        let module = ident(&r.ident);
-        r.targets.iter().map(move |t| {
-            let field = ident(&t.ident);
-            quote!(&self.#module.#field)
-        })
-    });
     let route_modules = routes.routes.iter().map(route_module);
     quote! {
-        /// The `server:` section of routes.yaml.
+        /// The `server:` section of the routes file.
         pub static SERVER: ::fanout::__private::ServerSpec = #server;
 
-        /// Every route compiled from routes.yaml.
+        /// Every route of the routes file.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Route {
             #( #[doc = #variant_docs] #variants, )*
         }
 
         impl Route {
-            /// Every route, in routes.yaml order.
+            /// Every route, in the routes file's order.
             pub const ALL: [Route; #route_count] = [ #( Route::#variants, )* ];
 
             /// The route whose path is `path` exactly, if any.
@@ -64,49 +73,23 @@ pub fn tokens(routes: &Routes) -> TokenStream {
             }
         }
 
-        /// Every lane of every route: one field per route, one lane per target.
-        pub struct Lanes {
-            #( pub #modules: #modules::Lanes, )*
+        /// Every route with its counters and lanes.
+        pub struct Table {
+            #( pub #modules: #modules::Route, )*
         }
 
-        impl Lanes {
-            /// Empty lanes, sized as routes.yaml says.
-            pub fn new() -> Lanes {
-                Lanes { #( #modules: #modules::Lanes::new(), )* }
-            }
-
-            /// Hands `event` to every lane of `route`; see each route's `dispatch`.
-            #[inline]
-            pub fn dispatch(
-                &self,
-                route: Route,
-                event: ::fanout::__private::Event,
-            ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
-                match route {
-                    #( Route::#variants => self.#modules.dispatch(event), )*
-                }
-            }
-
-            /// Every lane, in routes.yaml order.
-            pub fn all(&self) -> [&::fanout::__private::Lane; #lane_count] {
-                [ #( #all_lanes, )* ]
-            }
-        }
-
-        impl ::core::default::Default for Lanes {
-            fn default() -> Lanes {
-                Lanes::new()
-            }
-        }
-
-        impl ::fanout::__private::RouteTable for Lanes {
+        impl ::fanout::__private::RouteTable for Table {
             type Route = Route;
 
             const SERVER: &'static ::fanout::__private::ServerSpec = &SERVER;
             const ROUTES: &'static [Route] = &Route::ALL;
 
-            fn new() -> Lanes {
-                Lanes::new()
+            fn new(
+                resolver: &mut ::fanout::__private::Resolver<'_>,
+            ) -> ::core::result::Result<Table, ::fanout::__private::StartupError> {
+                ::core::result::Result::Ok(Table {
+                    #( #modules: #modules::Route::new(resolver)?, )*
+                })
             }
 
             #[inline]
@@ -114,26 +97,36 @@ pub fn tokens(routes: &Routes) -> TokenStream {
                 Route::from_path(path)
             }
 
-            #[inline]
-            fn index(route: Route) -> usize {
-                route as usize
-            }
-
             fn spec(route: Route) -> &'static ::fanout::__private::RouteSpec {
                 route.spec()
             }
 
             #[inline]
-            fn dispatch(
+            fn accept(
                 &self,
                 route: Route,
                 event: ::fanout::__private::Event,
             ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
-                Lanes::dispatch(self, route, event)
+                match route {
+                    #( Route::#variants => self.#modules.lanes.#modes(event), )*
+                }
             }
 
-            fn lanes(&self) -> ::std::vec::Vec<&::fanout::__private::Lane> {
-                self.all().to_vec()
+            #[inline]
+            fn metrics(&self, route: Route) -> &::fanout::__private::RouteMetrics {
+                match route {
+                    #( Route::#variants => &self.#modules.metrics, )*
+                }
+            }
+
+            fn lanes_of(
+                &self,
+                route: Route,
+                visit: &mut dyn FnMut(&::std::sync::Arc<::fanout::__private::Lane>),
+            ) {
+                match route {
+                    #( Route::#variants => self.#modules.lanes.visit(visit), )*
+                }
             }
         }
 
@@ -141,7 +134,8 @@ pub fn tokens(routes: &Routes) -> TokenStream {
     }
 }
 
-/// The items for `routes` as a formatted file that people can read.
+/// The items for `routes` as a formatted file that people can read. `source` names the routes
+/// file as the reader knows it (relative to the workspace).
 pub fn file(routes: &Routes, source: &str) -> String {
     let tokens = tokens(routes);
     let body = match syn::parse2::<syn::File>(tokens.clone()) {
@@ -151,31 +145,100 @@ pub fn file(routes: &Routes, source: &str) -> String {
     format!("// @generated by fanout from {source}: edit that file and rebuild, not this one.\n\n{body}")
 }
 
+/// The function of a route's `Lanes` that takes a request in `mode`.
+fn mode_function(mode: Mode) -> Ident {
+    match mode {
+        Mode::Fanout => ident("fanout"),
+    }
+}
+
 fn route_module(route: &Route) -> TokenStream {
+    let spec = route.spec;
     let module = ident(&route.ident);
-    let doc = format!("Route `{}` (`{}`) and its lanes.", route.name, route.path);
-    let name = &route.name;
-    let path = &route.path;
-    let max_body = route.max_body;
+    let doc = format!(" Route `{}` (`{}`) and its lanes.", spec.name, spec.path);
+    let (name, path, max_body) = (spec.name, spec.path, spec.max_body);
+    let (mode, storage) = (spec.mode.emit(), spec.storage.emit());
     let statics: Vec<Ident> = route.targets.iter().map(target_static).collect();
     let fields: Vec<Ident> = route.targets.iter().map(|t| ident(&t.ident)).collect();
-    let specs = route.targets.iter().map(|t| target_spec(&route.name, t));
+    let specs = route.targets.iter().map(|target| {
+        let static_name = target_static(target);
+        let doc = format!(" Target `{}` of route `{}`.", target.spec.name, spec.name);
+        let value = target.spec.emit();
+        quote! {
+            #[doc = #doc]
+            pub static #static_name: ::fanout::__private::TargetSpec = #value;
+        }
+    });
     let field_docs = route.targets.iter().map(|t| {
         format!(
-            "Lane to `{}` ({}, {} events).",
-            t.url,
-            t.overflow.as_str(),
-            t.buffer
+            " Lane to `{}` ({}, {} events).",
+            t.spec.endpoint.address(),
+            t.spec.lane.overflow.as_str(),
+            t.spec.lane.buffer
         )
     });
+    let fanout = fanout_function(route);
+    quote! {
+        #[doc = #doc]
+        pub mod #module {
+            /// The route's settings as compiled in.
+            pub static ROUTE: ::fanout::__private::RouteSpec = ::fanout::__private::RouteSpec {
+                name: #name,
+                path: #path,
+                max_body: #max_body,
+                mode: #mode,
+                storage: #storage,
+                targets: &[ #( &#statics, )* ],
+            };
 
-    // Reject lanes first: each takes a reservation, and a `?` that fails drops the reservations
-    // taken before it, so the event lands in every lane or in none. A reservation is named
-    // after its lane with a prefix, so that a target called `event` cannot shadow the event.
+            #( #specs )*
+
+            /// The route's counters and lanes.
+            pub struct Route {
+                pub metrics: ::fanout::__private::RouteMetrics,
+                pub lanes: Lanes,
+            }
+
+            impl Route {
+                /// Empty lanes, their targets resolved (`${NAME}` read from the environment).
+                pub fn new(
+                    resolver: &mut ::fanout::__private::Resolver<'_>,
+                ) -> ::core::result::Result<Route, ::fanout::__private::StartupError> {
+                    ::core::result::Result::Ok(Route {
+                        metrics: ::fanout::__private::RouteMetrics::new(&ROUTE),
+                        lanes: Lanes {
+                            #( #fields: ::fanout::__private::Lane::new(&#statics, #storage, resolver)?, )*
+                        },
+                    })
+                }
+            }
+
+            /// One lane per target of the route.
+            pub struct Lanes {
+                #( #[doc = #field_docs] pub #fields: ::std::sync::Arc<::fanout::__private::Lane>, )*
+            }
+
+            impl Lanes {
+                #fanout
+
+                /// Calls `visit` with every lane, in the routes file's order.
+                pub fn visit(&self, visit: &mut dyn FnMut(&::std::sync::Arc<::fanout::__private::Lane>)) {
+                    #( visit(&self.#fields); )*
+                }
+            }
+        }
+    }
+}
+
+/// `fanout`: hands an event to every lane of the route. Reject lanes first: each takes a
+/// reservation, and a `?` that fails drops the reservations taken before it, so the event lands
+/// in every lane or in none. A reservation is named after its lane with a prefix, so that a
+/// target called `event` cannot shadow the event.
+fn fanout_function(route: &Route) -> TokenStream {
     let reservations = route
         .targets
         .iter()
-        .filter(|t| t.overflow == Overflow::Reject)
+        .filter(|t| t.spec.lane.overflow == Overflow::Reject)
         .map(|t| {
             let field = ident(&t.ident);
             let reserved = reservation(t);
@@ -189,7 +252,7 @@ fn route_module(route: &Route) -> TokenStream {
         } else {
             quote!(event.clone())
         };
-        match t.overflow {
+        match t.spec.lane.overflow {
             Overflow::Reject => {
                 let reserved = reservation(t);
                 quote!(#reserved.push(#event);)
@@ -198,50 +261,21 @@ fn route_module(route: &Route) -> TokenStream {
             Overflow::DropNewest => quote!(self.#field.push_drop_newest(#event);),
         }
     });
-    let dispatch_doc = format!("Hands `event` to every lane of route `{name}`.");
-
+    let doc = format!(
+        " Mode `fanout`: hands `event` to every lane of route `{}`.",
+        route.spec.name
+    );
     quote! {
         #[doc = #doc]
-        pub mod #module {
-            /// The route's settings as compiled in.
-            pub static ROUTE: ::fanout::__private::RouteSpec = ::fanout::__private::RouteSpec {
-                name: #name,
-                path: #path,
-                max_body: #max_body,
-                targets: &[ #( &#statics, )* ],
-            };
-
-            #( #specs )*
-
-            /// One lane per target of the route.
-            pub struct Lanes {
-                #( #[doc = #field_docs] pub #fields: ::fanout::__private::Lane, )*
-            }
-
-            impl Lanes {
-                /// Empty lanes, sized as routes.yaml says.
-                pub fn new() -> Lanes {
-                    Lanes { #( #fields: ::fanout::__private::Lane::new(&#statics), )* }
-                }
-
-                #[doc = #dispatch_doc]
-                #[inline]
-                pub fn dispatch(
-                    &self,
-                    event: ::fanout::__private::Event,
-                ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
-                    let size = event.body_len();
-                    #( #reservations )*
-                    #( #pushes )*
-                    ::core::result::Result::Ok(())
-                }
-            }
-
-            impl ::core::default::Default for Lanes {
-                fn default() -> Lanes {
-                    Lanes::new()
-                }
-            }
+        #[inline]
+        pub fn fanout(
+            &self,
+            event: ::fanout::__private::Event,
+        ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
+            let size = event.body_len();
+            #( #reservations )*
+            #( #pushes )*
+            ::core::result::Result::Ok(())
         }
     }
 }
@@ -252,135 +286,6 @@ fn reservation(target: &Target) -> Ident {
 
 fn target_static(target: &Target) -> Ident {
     ident(&format!("TARGET_{}", target.ident.to_ascii_uppercase()))
-}
-
-fn target_spec(route: &str, target: &Target) -> TokenStream {
-    let static_name = target_static(target);
-    let doc = format!("Target `{}` of route `{route}`.", target.name);
-    let name = &target.name;
-    let url = &target.url;
-    let header_names = target.headers.iter().map(|(n, _)| n);
-    let header_values = target.headers.iter().map(|(_, v)| v);
-    let ca_file = match &target.ca_file {
-        Some(path) => quote!(::core::option::Option::Some(#path)),
-        None => quote!(::core::option::Option::None),
-    };
-    let buffer = Literal::usize_unsuffixed(target.buffer as usize);
-    let buffer_bytes = Literal::usize_unsuffixed(target.buffer_bytes as usize);
-    let overflow = overflow(target.overflow);
-    let timeout = duration(target.timeout);
-    let concurrency = Literal::usize_unsuffixed(target.concurrency as usize);
-    let retry = retry(&target.retry);
-    let breaker = breaker(&target.breaker);
-    let http2 = target.http2;
-    let batch = match &target.batch {
-        Some(batch) => {
-            let max_events = Literal::usize_unsuffixed(batch.max_events as usize);
-            let max_bytes = Literal::usize_unsuffixed(batch.max_bytes as usize);
-            let max_wait = duration(batch.max_wait);
-            quote! {
-                ::core::option::Option::Some(::fanout::__private::BatchPolicy {
-                    max_events: #max_events,
-                    max_bytes: #max_bytes,
-                    max_wait: #max_wait,
-                })
-            }
-        }
-        None => quote!(::core::option::Option::None),
-    };
-    quote! {
-        #[doc = #doc]
-        pub static #static_name: ::fanout::__private::TargetSpec = ::fanout::__private::TargetSpec {
-            route: #route,
-            name: #name,
-            url: #url,
-            headers: &[ #( (#header_names, #header_values), )* ],
-            ca_file: #ca_file,
-            buffer: #buffer,
-            buffer_bytes: #buffer_bytes,
-            overflow: #overflow,
-            timeout: #timeout,
-            concurrency: #concurrency,
-            retry: #retry,
-            breaker: #breaker,
-            http2: #http2,
-            batch: #batch,
-        };
-    }
-}
-
-fn server(server: &Server) -> TokenStream {
-    let listen = &server.listen;
-    let max_body = server.max_body;
-    let drain_timeout = duration(server.drain_timeout);
-    let metrics_log_interval = duration(server.metrics_log_interval);
-    let first_byte_timeout = duration(server.first_byte_timeout);
-    let header_read_timeout = duration(server.header_read_timeout);
-    let body_read_timeout = duration(server.body_read_timeout);
-    let idle_timeout = duration(server.idle_timeout);
-    let max_connections = Literal::usize_unsuffixed(server.max_connections as usize);
-    let tcp_keepalive = duration(server.tcp_keepalive);
-    let http2_max_streams = Literal::u32_unsuffixed(server.http2_max_streams as u32);
-    let max_header_bytes = Literal::usize_unsuffixed(server.max_header_bytes as usize);
-    let memory_budget = Literal::usize_unsuffixed(server.memory_budget as usize);
-    quote! {
-        ::fanout::__private::ServerSpec {
-            listen: #listen,
-            max_body: #max_body,
-            drain_timeout: #drain_timeout,
-            metrics_log_interval: #metrics_log_interval,
-            first_byte_timeout: #first_byte_timeout,
-            header_read_timeout: #header_read_timeout,
-            body_read_timeout: #body_read_timeout,
-            idle_timeout: #idle_timeout,
-            max_connections: #max_connections,
-            tcp_keepalive: #tcp_keepalive,
-            http2_max_streams: #http2_max_streams,
-            max_header_bytes: #max_header_bytes,
-            memory_budget: #memory_budget,
-        }
-    }
-}
-
-fn retry(retry: &Retry) -> TokenStream {
-    let attempts = retry.attempts;
-    let backoff = duration(retry.backoff);
-    let max_backoff = duration(retry.max_backoff);
-    let on = &retry.on;
-    quote! {
-        ::fanout::__private::RetryPolicy {
-            attempts: #attempts,
-            backoff: #backoff,
-            max_backoff: #max_backoff,
-            on: &[ #( #on, )* ],
-        }
-    }
-}
-
-fn breaker(breaker: &Breaker) -> TokenStream {
-    let failures = breaker.failures;
-    let cooldown = duration(breaker.cooldown);
-    let max_cooldown = duration(breaker.max_cooldown);
-    quote! {
-        ::fanout::__private::BreakerPolicy {
-            failures: #failures,
-            cooldown: #cooldown,
-            max_cooldown: #max_cooldown,
-        }
-    }
-}
-
-fn overflow(overflow: Overflow) -> TokenStream {
-    match overflow {
-        Overflow::DropOldest => quote!(::fanout::__private::Overflow::DropOldest),
-        Overflow::DropNewest => quote!(::fanout::__private::Overflow::DropNewest),
-        Overflow::Reject => quote!(::fanout::__private::Overflow::Reject),
-    }
-}
-
-fn duration(duration: Duration) -> TokenStream {
-    let millis = duration.as_millis() as u64;
-    quote!(::core::time::Duration::from_millis(#millis))
 }
 
 fn ident(name: &str) -> Ident {

@@ -1,5 +1,5 @@
 //! The routes.yaml schema exactly as users write it: every field optional where it has a
-//! default, unknown fields refused. `resolve` turns it into the [`crate::model`].
+//! default, unknown fields refused. `resolve` turns it into the [`crate::spec`] types.
 //!
 //! Routes and targets stay `serde_yaml::Value`s at first, so that each is deserialised on its own
 //! and one mistake does not hide the next. Each struct's `expecting` says, in the words of
@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::model::Overflow;
+use crate::spec::{Mode, Overflow, Spelled, Storage};
 use crate::units;
 
 #[derive(Deserialize)]
@@ -44,22 +44,60 @@ pub struct Server {
     pub memory_budget: Option<Size>,
 }
 
-/// Delivery settings a target inherits from `defaults:` unless it sets them itself.
-#[derive(Deserialize, Default)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping such as { buffer: 10000, timeout: 5s }"
-)]
-pub struct Policy {
-    pub buffer: Option<u64>,
-    pub buffer_bytes: Option<Size>,
-    pub overflow: Option<Overflow>,
-    pub timeout: Option<Dur>,
-    pub concurrency: Option<u64>,
-    pub retry: Option<Retry>,
-    pub breaker: Option<Breaker>,
-    pub http2: Option<bool>,
-    pub batch: Option<Batch>,
+/// The fields of a lane and delivery policy, which `defaults:` and every target may set. The
+/// list is written once: it makes [`Policy`] (what `defaults:` holds) and [`Target`] (a
+/// target's own fields plus these), since serde cannot flatten with `deny_unknown_fields`.
+macro_rules! with_policy_fields {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$field_meta:meta])* pub $field:ident : $type:ty, )* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $type, )*
+            pub buffer: Option<u64>,
+            pub buffer_bytes: Option<Size>,
+            pub overflow: Option<Named<Overflow>>,
+            pub timeout: Option<Dur>,
+            pub concurrency: Option<u64>,
+            pub retry: Option<Retry>,
+            pub breaker: Option<Breaker>,
+            pub http2: Option<bool>,
+            pub batch: Option<Batch>,
+        }
+
+        impl $name {
+            /// The policy fields alone (for `Policy` itself, a copy without the route
+            /// settings, which nothing needs).
+            #[allow(dead_code)]
+            pub fn policy(&self) -> Policy {
+                Policy {
+                    mode: None,
+                    storage: None,
+                    buffer: self.buffer,
+                    buffer_bytes: self.buffer_bytes,
+                    overflow: self.overflow,
+                    timeout: self.timeout,
+                    concurrency: self.concurrency,
+                    retry: self.retry.clone(),
+                    breaker: self.breaker.clone(),
+                    http2: self.http2,
+                    batch: self.batch.clone(),
+                }
+            }
+        }
+    };
+}
+
+with_policy_fields! {
+    /// Settings every target inherits from `defaults:` unless it sets them itself, and the
+    /// route settings every route inherits unless it sets them itself.
+    #[derive(Deserialize, Default)]
+    #[serde(
+        deny_unknown_fields,
+        expecting = "a mapping such as { buffer: 10000, timeout: 5s }"
+    )]
+    pub struct Policy {
+        pub mode: Option<Named<Mode>>,
+        pub storage: Option<Named<Storage>>,
+    }
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -105,47 +143,39 @@ pub struct Route {
     pub name: String,
     pub path: String,
     pub max_body: Option<Size>,
+    pub mode: Option<Named<Mode>>,
+    pub storage: Option<Named<Storage>>,
     pub targets: Vec<serde_yaml::Value>,
 }
 
-/// A target: where to send, plus any [`Policy`] field overriding the defaults. (The policy
-/// fields are repeated rather than flattened because serde cannot flatten with
-/// `deny_unknown_fields`.)
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a target: a mapping with `name:` and `url:`"
-)]
-pub struct Target {
-    pub name: String,
-    pub url: String,
-    #[serde(default)]
-    pub headers: serde_yaml::Mapping,
-    pub ca_file: Option<String>,
-    pub buffer: Option<u64>,
-    pub buffer_bytes: Option<Size>,
-    pub overflow: Option<Overflow>,
-    pub timeout: Option<Dur>,
-    pub concurrency: Option<u64>,
-    pub retry: Option<Retry>,
-    pub breaker: Option<Breaker>,
-    pub http2: Option<bool>,
-    pub batch: Option<Batch>,
+with_policy_fields! {
+    /// A target: where to send, plus any policy field overriding the defaults.
+    #[derive(Deserialize)]
+    #[serde(
+        deny_unknown_fields,
+        expecting = "a target: a mapping with `name:` and `url:`"
+    )]
+    pub struct Target {
+        pub name: String,
+        pub url: String,
+        #[serde(default)]
+        pub headers: serde_yaml::Mapping,
+        pub ca_file: Option<String>,
+    }
 }
 
-impl Target {
-    pub fn policy(&self) -> Policy {
-        Policy {
-            buffer: self.buffer,
-            buffer_bytes: self.buffer_bytes,
-            overflow: self.overflow,
-            timeout: self.timeout,
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            breaker: self.breaker.clone(),
-            http2: self.http2,
-            batch: self.batch.clone(),
-        }
+/// A routes.yaml word for one of the spec's enums (`drop_oldest`, `fanout`, `memory`).
+#[derive(Clone, Copy)]
+pub struct Named<T>(pub T);
+
+impl<'de, T: Spelled> Deserialize<'de> for Named<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        T::ALL
+            .iter()
+            .find(|value| value.as_str() == text)
+            .map(|&value| Named(value))
+            .ok_or_else(|| de::Error::unknown_variant(&text, T::NAMES))
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use fanout::proxy::Proxy;
 use fanout::server::{self, Options};
-use fanout::spec::RouteTable;
+use fanout::table::RouteTable;
 
 /// How long a test waits for something that should happen well before.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -443,12 +443,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
 pub struct Metrics(pub String);
 
 impl Metrics {
-    /// The value of the sample `name{labels}` (labels in any order, all must match); 0 if absent.
+    /// The sum of every sample of `name` whose labels include `labels` (in any order): one
+    /// sample, or several (`fanout_lane_dropped_total` of a lane, one per reason). Panics if no
+    /// sample matches, so a renamed metric or label fails the test instead of reading 0.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
+        let samples: Vec<f64> = self
+            .0
             .lines()
             .filter(|line| !line.starts_with('#'))
-            .find_map(|line| {
+            .filter_map(|line| {
                 let (series, value) = line.rsplit_once(' ')?;
                 let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
                 let all_match = metric == name
@@ -457,6 +460,12 @@ impl Metrics {
                         .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
                 all_match.then(|| value.parse().expect("sample values are numbers"))
             })
-            .unwrap_or(0.0)
+            .collect();
+        assert!(
+            !samples.is_empty(),
+            "no sample {name}{labels:?} in /metrics:\n{}",
+            self.0
+        );
+        samples.iter().sum()
     }
 }

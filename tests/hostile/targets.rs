@@ -3,7 +3,7 @@
 
 use crate::common::{self, start_proxy, Metrics, Reply, Running, Target};
 use crate::raw::{Misbehaviour, RawTarget};
-use crate::{addr, eventually, shown, Lanes};
+use crate::{addr, eventually, shown, Table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_whose_200_never_ends_still_gets_every_event() {
@@ -13,7 +13,7 @@ async fn a_target_whose_200_never_ends_still_gets_every_event() {
         ("GUSH", gush.addr.to_string()),
         ("TRICKLE", trickle.addr.to_string()),
     ];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
     let mut sent = Vec::new();
     for n in 0..5 {
         sent.push(proxy.post("/endless", &format!("{{\"n\":{n}}}")).await.id());
@@ -78,7 +78,7 @@ async fn a_target_that_never_answers_times_out_and_the_other_lane_goes_on() {
     let mute = RawTarget::start(Misbehaviour::Mute).await;
     let fine = Target::start(Reply::Status(200)).await;
     let env = [("MUTE", mute.addr.to_string()), ("FINE", addr(&fine))];
-    let proxy = start_proxy::<Lanes>(&env, None).await;
+    let proxy = start_proxy::<Table>(&env, None).await;
     let muted = [("route", "stuck"), ("target", "mute")];
     for n in 0..6 {
         proxy.post("/stuck", &format!("{{\"n\":{n}}}")).await.id();
@@ -124,7 +124,7 @@ async fn a_target_that_never_answers_times_out_and_the_other_lane_goes_on() {
 }
 
 /// Posts a 1 KiB event whose body starts with `n`; returns the answer's status.
-async fn post_kib(proxy: &Running<Lanes>, path: &str, n: usize) -> common::Answer {
+async fn post_kib(proxy: &Running<Table>, path: &str, n: usize) -> common::Answer {
     proxy
         .post(path, &format!("{n:04}{}", "x".repeat(1020)))
         .await
@@ -133,9 +133,9 @@ async fn post_kib(proxy: &Running<Lanes>, path: &str, n: usize) -> common::Answe
 /// Starts a proxy whose `route` lane (4 KiB of events, one in flight) is held by a gated
 /// target, with event 0 taken by the worker and 1 to 7 posted behind it; returns the
 /// statuses of 1 to 7.
-async fn overfill(route: &str, gated: &Target) -> (Running<Lanes>, Vec<u16>) {
+async fn overfill(route: &str, gated: &Target) -> (Running<Table>, Vec<u16>) {
     let variable = route.to_ascii_uppercase();
-    let proxy = start_proxy::<Lanes>(&[(&variable, addr(gated))], None).await;
+    let proxy = start_proxy::<Table>(&[(&variable, addr(gated))], None).await;
     assert_eq!(post_kib(&proxy, &format!("/{route}"), 0).await.status, 202);
     gated.wait_for(1).await;
     let mut statuses = Vec::new();

@@ -1,4 +1,5 @@
-//! A lane: the bounded queue between ingest and one target, with its overflow policy.
+//! The in-memory storage of a lane (`storage: memory`): a bounded queue with the lane's
+//! overflow policy.
 //!
 //! Ingest pushes (never waits), delivery workers take (and wait when it is empty). The queue is
 //! a `VecDeque` under a mutex held for a few instructions and never across an await: that
@@ -9,32 +10,30 @@
 //! A lane is bounded twice: `buffer` events and `buffer_bytes` body bytes; whichever is reached
 //! first makes it full, and the overflow policy treats both alike.
 //!
-//! Every event is in exactly one place at every moment: waiting in the queue (`depth`), or held
-//! by a worker ([`Held`], `fanout_lane_inflight`, counted in the same critical section that
-//! takes it out of the queue), or settled (delivered, failed, dropped). A drain that sees both
-//! zero has nothing left to wait for.
+//! An event taken out is counted in flight (`fanout_lane_inflight`) in the same critical
+//! section, so it is never in neither place.
 
+use prometheus::{IntCounter, IntGauge};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use crate::breaker::Breaker;
 use crate::event::Event;
-use crate::metrics::LaneMetrics;
-use crate::spec::TargetSpec;
+use crate::spec::LanePolicy;
 
-pub struct Lane {
-    pub spec: &'static TargetSpec,
+pub struct Memory {
+    policy: &'static LanePolicy,
+    /// The lane's `fanout_lane_dropped_total{reason="overflow"}`.
+    dropped_overflow: IntCounter,
+    /// The lane's `fanout_lane_inflight`, counted as events leave the queue.
+    inflight: IntGauge,
     queue: Mutex<Queue>,
     /// Wakes one idle delivery worker per pushed event (a permit is kept if none is idle).
     ready: Notify,
     /// Wakes the worker gathering a batch once the queue holds what the batch still wants
     /// ([`Queue::wanted`]): once per batch, not once per event.
     batch_ready: Notify,
-    pub metrics: LaneMetrics,
-    /// Keeps delivery from hammering a dead target.
-    pub breaker: Breaker,
 }
 
 struct Queue {
@@ -52,9 +51,9 @@ struct Queue {
 
 impl Queue {
     /// Whether one more event of `size` body bytes fits beside what is held and promised.
-    fn fits(&self, spec: &TargetSpec, size: usize) -> bool {
-        self.events.len() + self.reserved < spec.buffer
-            && self.bytes + self.reserved_bytes + size <= spec.buffer_bytes
+    fn fits(&self, policy: &LanePolicy, size: usize) -> bool {
+        self.events.len() + self.reserved < policy.buffer
+            && self.bytes + self.reserved_bytes + size <= policy.buffer_bytes
     }
 
     /// Appends `event`; true if a gathering worker now has its batch's worth.
@@ -77,45 +76,27 @@ impl Queue {
     }
 }
 
-/// Why an event was refused: a reject lane of its route was full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    /// Name of the full target.
-    pub target: &'static str,
-}
-
 /// A slot held in a reject lane. Dropping it unused gives the slot back, so a route whose
 /// second reject lane is full leaves the first one as it was.
 #[must_use]
 pub struct Reservation<'a> {
-    lane: &'a Lane,
+    lane: &'a Memory,
     size: usize,
 }
 
-/// How a held event ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settled {
-    Delivered,
-    Failed,
-}
-
-/// Events a delivery worker has taken from its lane and not yet settled: they count in
-/// `fanout_lane_inflight` until [`Held::settle`]. Dropped unsettled — the worker was stopped at
-/// the end of a drain, or panicked — they count as dropped with reason `shutdown` or `panic`.
-#[must_use]
-pub struct Held<'a> {
-    lane: &'a Lane,
-    events: u64,
-    settled: bool,
-}
-
-impl Lane {
-    pub fn new(spec: &'static TargetSpec) -> Lane {
-        Lane {
-            spec,
+impl Memory {
+    pub fn new(
+        policy: &'static LanePolicy,
+        dropped_overflow: IntCounter,
+        inflight: IntGauge,
+    ) -> Memory {
+        Memory {
+            policy,
+            dropped_overflow,
+            inflight,
             // Grows on demand up to `buffer`: an idle lane costs little however large it may get.
             queue: Mutex::new(Queue {
-                events: VecDeque::with_capacity(spec.buffer.min(1024)),
+                events: VecDeque::with_capacity(policy.buffer.min(1024)),
                 bytes: 0,
                 reserved: 0,
                 reserved_bytes: 0,
@@ -123,8 +104,6 @@ impl Lane {
             }),
             ready: Notify::new(),
             batch_ready: Notify::new(),
-            metrics: LaneMetrics::new(spec),
-            breaker: Breaker::new(&spec.breaker),
         }
     }
 
@@ -136,17 +115,15 @@ impl Lane {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes a slot for an event of `size` body bytes, or refuses if the lane is full.
-    pub fn reserve(&self, size: usize) -> Result<Reservation<'_>, Rejected> {
+    /// Takes a slot for an event of `size` body bytes, unless the lane is full.
+    pub fn reserve(&self, size: usize) -> Option<Reservation<'_>> {
         let mut queue = self.lock();
-        if !queue.fits(self.spec, size) {
-            return Err(Rejected {
-                target: self.spec.name,
-            });
+        if !queue.fits(self.policy, size) {
+            return None;
         }
         queue.reserved += 1;
         queue.reserved_bytes += size;
-        Ok(Reservation { lane: self, size })
+        Some(Reservation { lane: self, size })
     }
 
     /// Enqueues `event`, evicting the oldest waiting events until it fits. An event larger
@@ -157,13 +134,13 @@ impl Lane {
         let evicted = {
             let mut queue = self.lock();
             let mut evicted = 0;
-            while !queue.fits(self.spec, size) && queue.pop().is_some() {
+            while !queue.fits(self.policy, size) && queue.pop().is_some() {
                 evicted += 1;
             }
             (evicted, queue.push(event))
         };
         if evicted.0 > 0 {
-            self.metrics.dropped_overflow.inc_by(evicted.0);
+            self.dropped_overflow.inc_by(evicted.0);
         }
         self.pushed(evicted.1);
     }
@@ -180,34 +157,31 @@ impl Lane {
     pub fn push_drop_newest(&self, event: Event) {
         let pushed = {
             let mut queue = self.lock();
-            let fits = queue.fits(self.spec, event.body_len());
+            let fits = queue.fits(self.policy, event.body_len());
             fits.then(|| queue.push(event))
         };
         match pushed {
             Some(batch_full) => self.pushed(batch_full),
-            None => self.metrics.dropped_overflow.inc(),
+            None => self.dropped_overflow.inc(),
         }
     }
 
-    /// Waits for the next event and takes it, held.
-    pub async fn take(&self) -> (Event, Held<'_>) {
+    /// Waits for the next event and takes it (counted in flight).
+    pub async fn take(&self) -> Event {
         loop {
-            if let Some(taken) = self.try_take() {
-                return taken;
+            if let Some(event) = self.try_take() {
+                return event;
             }
             self.ready.notified().await;
         }
     }
 
-    /// Takes the oldest waiting event, held, if there is one.
-    pub fn try_take(&self) -> Option<(Event, Held<'_>)> {
-        let event = {
-            let mut queue = self.lock();
-            let event = queue.pop()?;
-            self.metrics.inflight.inc();
-            event
-        };
-        Some((event, Held::new(self, 1)))
+    /// Takes the oldest waiting event (counted in flight), if there is one.
+    pub fn try_take(&self) -> Option<Event> {
+        let mut queue = self.lock();
+        let event = queue.pop()?;
+        self.inflight.inc();
+        Some(event)
     }
 
     /// Moves waiting events into `batch` (held by `held`), oldest first, while it holds fewer
@@ -217,7 +191,6 @@ impl Lane {
     /// [`Lane::batch_full`] completes once the queue holds the rest.
     pub fn take_more(
         &self,
-        held: &mut Held<'_>,
         batch: &mut Vec<Event>,
         mut bytes: usize,
         (max_events, max_bytes): (usize, usize),
@@ -238,9 +211,7 @@ impl Lane {
             bytes += size;
             batch.extend(queue.pop());
         }
-        let taken = (batch.len() - before) as u64;
-        self.metrics.inflight.add(taken as i64);
-        held.events += taken;
+        self.inflight.add((batch.len() - before) as i64);
         let full = full || batch.len() >= max_events || bytes >= max_bytes;
         queue.wanted = (wait && !full).then(|| (max_events - batch.len(), max_bytes - bytes));
         (bytes, full)
@@ -255,13 +226,6 @@ impl Lane {
     /// Events waiting (not yet taken by a worker).
     pub fn depth(&self) -> usize {
         self.lock().events.len()
-    }
-
-    /// Events waiting or held by a worker: zero when the lane has nothing left to do. Reads the
-    /// queue before the held count, so an event moving from one to the other is seen in one.
-    pub fn unsettled(&self) -> u64 {
-        let waiting = self.depth() as u64;
-        waiting + self.metrics.inflight.get().max(0) as u64
     }
 
     /// How long the oldest waiting event has waited.
@@ -303,44 +267,5 @@ impl Drop for Reservation<'_> {
         let mut queue = self.lane.lock();
         queue.reserved -= 1;
         queue.reserved_bytes -= self.size;
-    }
-}
-
-impl<'a> Held<'a> {
-    fn new(lane: &'a Lane, events: u64) -> Held<'a> {
-        Held {
-            lane,
-            events,
-            settled: false,
-        }
-    }
-
-    /// How many events are held.
-    pub fn count(&self) -> u64 {
-        self.events
-    }
-
-    /// Counts the held events as delivered or failed: they leave the lane for good.
-    pub fn settle(mut self, how: Settled) {
-        let metrics = &self.lane.metrics;
-        match how {
-            Settled::Delivered => metrics.delivered.inc_by(self.events),
-            Settled::Failed => metrics.failed.inc_by(self.events),
-        }
-        self.settled = true;
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let metrics = &self.lane.metrics;
-        if !self.settled {
-            if std::thread::panicking() {
-                metrics.dropped_panic.inc_by(self.events);
-            } else {
-                metrics.dropped_shutdown.inc_by(self.events);
-            }
-        }
-        metrics.inflight.sub(self.events as i64);
     }
 }

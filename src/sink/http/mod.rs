@@ -1,31 +1,34 @@
-//! A target as delivery sees it: the compiled [`TargetSpec`] with `${NAME}` placeholders
+//! HTTP(S) targets. [`Endpoint`]: the compiled url and headers with `${NAME}` placeholders
 //! resolved from the environment once at start-up, the request headers built once, and the
-//! client that reaches it.
+//! client that reaches it. [`Sink`]: one worker's link to it, which sends a parcel as a POST
+//! and reads the answer's status as an [`Outcome`].
 //!
 //! Requests follow RFC 9112: owned HTTP/1.1 connections send the origin form (`POST /path?query
 //! HTTP/1.1`) with `Host` as written in the url (the pooled client does the same itself).
 //! Credentials in a url (`http://user:pass@host/`) never reach the request line: they become an
 //! `Authorization: Basic` header, percent-decoded as curl does.
 
+mod client;
+mod link;
+
+pub use client::Clients;
+
 use base64::Engine;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use http_body_util::Full;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::Uri;
+use hyper::{Method, Request, Uri};
+use tokio::time::Instant;
 
-use crate::client::{Clients, HttpClient};
-use crate::spec::TargetSpec;
+use super::Outcome;
+use crate::parcel::{Parcel, ATTEMPT, ROUTE};
+use crate::spec::{HttpEndpoint, TargetSpec};
 use crate::startup::StartupError;
+use client::HttpClient;
+use fanout_model::contract;
+use link::{Answer, Failure, Link};
 
-/// Header carrying the event id to targets.
-pub const EVENT_ID: HeaderName = HeaderName::from_static(fanout_contract::EVENT_ID);
-/// Header carrying the ids of a batch's events, comma-separated, in line order.
-pub const EVENT_IDS: HeaderName = HeaderName::from_static(fanout_contract::EVENT_IDS);
-/// Header carrying the route name to targets.
-pub const ROUTE: HeaderName = HeaderName::from_static(fanout_contract::ROUTE);
-/// Header carrying the attempt number (1 for the first) to targets.
-pub const ATTEMPT: HeaderName = HeaderName::from_static(fanout_contract::ATTEMPT);
-
-pub struct Target {
+pub struct Endpoint {
     pub spec: &'static TargetSpec,
     /// The url in absolute form without credentials, for the pooled client.
     pub uri: Uri,
@@ -37,20 +40,21 @@ pub struct Target {
     /// credentials), copied into every request.
     pub headers: HeaderMap,
     pub client: HttpClient,
-    /// Held by the one delivery worker gathering a batch (batch lanes only).
-    pub gathering: tokio::sync::Mutex<()>,
+    /// Speak HTTP/2.
+    pub http2: bool,
 }
 
-impl Target {
+impl Endpoint {
     /// Resolves `spec` with `env` (the process environment, or a test's own). Error messages
     /// show the url as written, `${NAME}` and all, never a substituted secret.
     pub fn resolve(
         spec: &'static TargetSpec,
+        http: &'static HttpEndpoint,
         env: &dyn Fn(&str) -> Option<String>,
         clients: &mut Clients,
-    ) -> Result<Target, StartupError> {
+    ) -> Result<Endpoint, StartupError> {
         let place = format!("route \"{}\", target \"{}\"", spec.route, spec.name);
-        let written = spec.url;
+        let written = http.url;
         let url = substitute(written, env)
             .map_err(|e| StartupError(format!("{place}, url \"{written}\": {e}")))?;
         let invalid = |why: &str| StartupError(format!("{place}: url \"{written}\" {why}"));
@@ -87,8 +91,8 @@ impl Target {
         let host = HeaderValue::from_str(host_port.as_str())
             .map_err(|_| invalid("has a host that is not a valid Host header"))?;
 
-        let mut headers = HeaderMap::with_capacity(spec.headers.len() + 2);
-        for (name, value) in spec.headers {
+        let mut headers = HeaderMap::with_capacity(http.headers.len() + 2);
+        for (name, value) in http.headers {
             let bad = |e: String| StartupError(format!("{place}, header {name}: {e}"));
             let value = substitute(value, env).map_err(bad)?;
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
@@ -105,24 +109,100 @@ impl Target {
             headers.insert(AUTHORIZATION, basic_authorization(userinfo));
         }
         headers.insert(ROUTE, HeaderValue::from_static(spec.route));
-        let ca_file = spec
+        let ca_file = http
             .ca_file
             .map(|path| substitute(path, env))
             .transpose()
             .map_err(|e| StartupError(format!("{place}, ca_file: {e}")))?;
         let client = clients
-            .get(ca_file.as_deref(), spec.http2)
+            .get(ca_file.as_deref(), http.http2)
             .map_err(|e| StartupError(format!("{place}: {e}")))?;
-        Ok(Target {
+        Ok(Endpoint {
             spec,
             uri,
             origin: Uri::from(origin),
             host,
             headers,
             client,
-            gathering: tokio::sync::Mutex::new(()),
+            http2: http.http2,
         })
     }
+
+    /// A worker's link to the target: a connection of its own for plain HTTP/1.1, the shared
+    /// pool otherwise.
+    pub fn connect(&self) -> Sink<'_> {
+        Sink {
+            endpoint: self,
+            link: Link::to(self),
+        }
+    }
+}
+
+/// One delivery worker's way to an HTTP target.
+pub struct Sink<'a> {
+    endpoint: &'a Endpoint,
+    link: Link,
+}
+
+impl Sink<'_> {
+    /// POSTs `parcel`; any 2xx delivers it; `retry.on` statuses, errors and timeouts may be
+    /// retried; other statuses are permanent. `Retry-After` counts on 429 and 503 only.
+    pub async fn send(&mut self, parcel: &Parcel, attempt: u32) -> Outcome {
+        let endpoint = self.endpoint;
+        let mut request = Request::new(Full::new(parcel.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = endpoint.uri.clone();
+        let headers = request.headers_mut();
+        headers.clone_from(&endpoint.headers);
+        headers.insert(parcel.ids.0.clone(), parcel.ids.1.clone());
+        headers.insert(ATTEMPT, attempt_header(attempt));
+        if let Some(content_type) = &parcel.content_type {
+            headers.insert(CONTENT_TYPE, content_type.clone());
+        }
+        let delivery = &endpoint.spec.delivery;
+        let deadline = Instant::now() + delivery.timeout;
+        match self.link.send(request, deadline).await {
+            Err(Failure::Timeout) => Outcome::Retryable {
+                why: format!("no answer within {:?}", delivery.timeout),
+                retry_after: None,
+            },
+            Err(Failure::Io(error)) => Outcome::Retryable {
+                why: error_chain(error.as_ref()),
+                retry_after: None,
+            },
+            Ok(Answer { status, .. }) if status.is_success() => Outcome::Delivered,
+            Ok(Answer {
+                status,
+                retry_after,
+            }) if delivery.retry.on.contains(status.as_u16()) => {
+                let honoured = matches!(status.as_u16(), 429 | 503);
+                Outcome::Retryable {
+                    why: format!("status {status}"),
+                    retry_after: retry_after.filter(|_| honoured),
+                }
+            }
+            Ok(Answer { status, .. }) => Outcome::Permanent(format!("status {status}")),
+        }
+    }
+}
+
+fn attempt_header(attempt: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(attempt as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(attempt),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `Basic base64(user:password)` from a url's `user:password`, percent-decoded.
@@ -160,10 +240,10 @@ fn percent_decode(text: &str) -> Vec<u8> {
 /// `default` when the variable is unset or empty.
 fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    for piece in fanout_contract::pieces(text) {
+    for piece in contract::pieces(text) {
         match piece {
-            Ok(fanout_contract::Piece::Literal(literal)) => out.push_str(literal),
-            Ok(fanout_contract::Piece::Variable { name, default }) => {
+            Ok(contract::Piece::Literal(literal)) => out.push_str(literal),
+            Ok(contract::Piece::Variable { name, default }) => {
                 match (env(name).filter(|v| !v.is_empty()), default) {
                     (Some(value), _) => out.push_str(&value),
                     (None, Some(default)) => out.push_str(default),

@@ -25,8 +25,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::client::HttpClient;
-use crate::target::Target;
+use super::client::HttpClient;
+use super::Endpoint;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,8 +71,8 @@ pub struct Owned {
 }
 
 impl Link {
-    pub fn to(target: &Target) -> Link {
-        let plain_http1 = target.uri.scheme_str() == Some("http") && !target.spec.http2;
+    pub fn to(target: &Endpoint) -> Link {
+        let plain_http1 = target.uri.scheme_str() == Some("http") && !target.http2;
         match (plain_http1, target.uri.authority()) {
             (true, Some(authority)) => Link::Owned {
                 authority: format!(

@@ -1,11 +1,7 @@
-//! The names fanout's routes language (`fanout-model`, at build time) and its server (`fanout`,
-//! at run time) must agree on, defined once: the proxy's own paths and the request headers
-//! fanout sets on every delivery, which a target's `headers:` may not replace.
-//!
-//! A crate of its own, with no dependencies, so the server can share it without pulling the
-//! model's YAML parser into the binary.
-
-#![no_std]
+//! The names fanout's routes language (at build time) and its server (at run time) must agree
+//! on, defined once: the proxy's own paths, the request headers fanout sets on every delivery
+//! (which a target's `headers:` may not replace), the `${NAME}` syntax and the body size limit.
+//! Always compiled: the server uses it without the YAML parser.
 
 /// Liveness endpoint the proxy answers itself.
 pub const HEALTHZ_PATH: &str = "/healthz";

@@ -32,10 +32,6 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new() -> Clients {
-        Clients::default()
-    }
-
     /// The client for a target trusting `ca_file` too (read now, so a bad file stops
     /// start-up), speaking HTTP/2 only if `http2`.
     pub fn get(&mut self, ca_file: Option<&str>, http2: bool) -> Result<HttpClient, StartupError> {

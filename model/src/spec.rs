@@ -1,0 +1,302 @@
+//! What a binary carries of its routes: plain data with `&'static` references, defined once
+//! here and used three ways — as the resolved model the checks produce, as the `static`s the
+//! `routes!` macro expands to (each struct's expansion is derived from its definition by
+//! [`spec_struct!`]), and as what the run time reads. This module needs no dependency, so the
+//! server uses it without the YAML parser (`fanout-model` with default features off).
+//!
+//! A target is an endpoint (where and how to send: one variant per kind) plus a lane policy
+//! (how events wait) plus a delivery policy (how they are sent). A route has a mode (what a
+//! request means: `fanout` repeats it to every target) and a storage kind (where its events
+//! wait until every lane is done with them: `memory`).
+
+use core::time::Duration;
+
+/// Defines a spec struct and, with the `compile` feature, its expansion as a Rust expression
+/// naming `::fanout::__private::<Struct>`: the field list is written once.
+macro_rules! spec_struct {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $( $(#[$field_meta:meta])* pub $field:ident : $type:ty, )*
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $type, )*
+        }
+
+        #[cfg(feature = "compile")]
+        impl crate::emit::Emit for $name {
+            fn emit(&self) -> proc_macro2::TokenStream {
+                $( let $field = crate::emit::Emit::emit(&self.$field); )*
+                quote::quote!(::fanout::__private::$name { $( $field: #$field, )* })
+            }
+        }
+    };
+}
+
+spec_struct! {
+    /// The `server:` section: start-up defaults and the limits on what clients may spend.
+    pub struct ServerSpec {
+        /// Default listen address; `fanout --listen` overrides it.
+        pub listen: &'static str,
+        /// Default request body limit, in bytes.
+        pub max_body: u64,
+        /// On SIGTERM/SIGINT, how long lanes may keep delivering what they hold.
+        pub drain_timeout: Duration,
+        /// Period of the per-lane summary log line; zero disables it.
+        pub metrics_log_interval: Duration,
+        /// A new connection must send its first byte (for h2c, its whole preface) within this.
+        pub first_byte_timeout: Duration,
+        /// Time a client has to send a request's headers; `--header-read-timeout` overrides it.
+        pub header_read_timeout: Duration,
+        /// Time a client has to send a request's whole body; past it, 408.
+        pub body_read_timeout: Duration,
+        /// A connection with no request under way for this long is closed.
+        pub idle_timeout: Duration,
+        /// Open client connections at most; beyond it new ones are closed at once.
+        pub max_connections: usize,
+        /// TCP keepalive idle time on accepted connections; zero disables it.
+        pub tcp_keepalive: Duration,
+        /// Concurrent streams one h2c connection may have open.
+        pub http2_max_streams: u32,
+        /// Largest request head accepted, in bytes.
+        pub max_header_bytes: usize,
+        /// Bytes of event bodies the process holds at most, across every lane.
+        pub memory_budget: usize,
+    }
+}
+
+/// One route: a path, what a request to it means, where its events wait, and its targets.
+/// (Expanded by hand: its targets are references to the targets' own statics.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouteSpec {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub max_body: u64,
+    pub mode: Mode,
+    pub storage: Storage,
+    pub targets: &'static [&'static TargetSpec],
+}
+
+spec_struct! {
+    /// One target of a route, with its effective settings (defaults applied).
+    pub struct TargetSpec {
+        /// Name of the route this target belongs to.
+        pub route: &'static str,
+        pub name: &'static str,
+        pub endpoint: Endpoint,
+        pub lane: LanePolicy,
+        pub delivery: DeliveryPolicy,
+    }
+}
+
+/// Where a target is and how to reach it: one variant per kind of target.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Endpoint {
+    /// An HTTP(S) url.
+    Http(HttpEndpoint),
+}
+
+impl Endpoint {
+    /// The target's address as written in routes.yaml (`${NAME}` kept), for people.
+    pub fn address(&self) -> &'static str {
+        match self {
+            Endpoint::Http(http) => http.url,
+        }
+    }
+}
+
+spec_struct! {
+    /// An HTTP(S) target.
+    pub struct HttpEndpoint {
+        /// May hold `${NAME}` placeholders, resolved from the environment at start-up.
+        pub url: &'static str,
+        /// Extra request headers; values may hold `${NAME}` placeholders.
+        pub headers: &'static [(&'static str, &'static str)],
+        /// PEM file of extra trusted roots for an https target, read at start-up; may hold
+        /// `${NAME}` placeholders.
+        pub ca_file: Option<&'static str>,
+        /// Speak HTTP/2 (h2c with prior knowledge for http://, ALPN for https://).
+        pub http2: bool,
+    }
+}
+
+spec_struct! {
+    /// How a lane holds the events waiting for its target.
+    pub struct LanePolicy {
+        /// Events the lane holds.
+        pub buffer: usize,
+        /// Body bytes the lane holds.
+        pub buffer_bytes: usize,
+        pub overflow: Overflow,
+    }
+}
+
+spec_struct! {
+    /// How a lane's workers send events to its target.
+    pub struct DeliveryPolicy {
+        /// Time limit of one delivery attempt.
+        pub timeout: Duration,
+        /// Deliveries in flight at once.
+        pub concurrency: usize,
+        pub retry: RetryPolicy,
+        pub breaker: BreakerPolicy,
+        /// Deliver many events per request, as NDJSON.
+        pub batch: Option<BatchPolicy>,
+    }
+}
+
+spec_struct! {
+    pub struct RetryPolicy {
+        /// Attempts in all, the first one included.
+        pub attempts: u32,
+        /// Cap of the first retry's delay; doubles with each retry up to `max_backoff`.
+        pub backoff: Duration,
+        pub max_backoff: Duration,
+        /// Response statuses worth another attempt.
+        pub on: StatusSet,
+    }
+}
+
+spec_struct! {
+    pub struct BreakerPolicy {
+        /// Consecutive failed attempts that open the circuit.
+        pub failures: u32,
+        /// First pause after opening; doubles while probes fail, up to `max_cooldown`.
+        pub cooldown: Duration,
+        pub max_cooldown: Duration,
+    }
+}
+
+spec_struct! {
+    /// How a lane groups events into one request: it sends as soon as `max_events` or
+    /// `max_bytes` is reached, or `max_wait` after it took the batch's first event.
+    pub struct BatchPolicy {
+        pub max_events: usize,
+        pub max_bytes: usize,
+        pub max_wait: Duration,
+    }
+}
+
+/// HTTP statuses as sorted, disjoint, inclusive ranges: `408, 429, 500, 502-599` is four.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusSet(pub &'static [(u16, u16)]);
+
+impl StatusSet {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&status))
+    }
+}
+
+impl core::fmt::Display for StatusSet {
+    /// `408,429,500,502-599`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, &(first, last)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match last - first {
+                0 => write!(f, "{first}")?,
+                1 => write!(f, "{first},{last}")?,
+                _ => write!(f, "{first}-{last}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An enum of routes.yaml words: every value and its spelling.
+pub trait Spelled: Copy + 'static {
+    /// Every value, in the order routes.yaml documents them.
+    const ALL: &'static [Self];
+    /// Their spellings, in the same order.
+    const NAMES: &'static [&'static str];
+    fn as_str(self) -> &'static str;
+}
+
+/// Defines a unit-only enum with its routes.yaml spelling and, with the `compile` feature, its
+/// expansion: the variant list is written once.
+macro_rules! spec_enum {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $( $(#[$variant_meta:meta])* $variant:ident = $text:literal, )*
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $( $(#[$variant_meta])* $variant, )*
+        }
+
+        impl $name {
+            /// As written in routes.yaml.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )*
+                }
+            }
+        }
+
+        impl Spelled for $name {
+            const ALL: &'static [$name] = &[ $( $name::$variant, )* ];
+            const NAMES: &'static [&'static str] = &[ $( $text, )* ];
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+
+        #[cfg(feature = "compile")]
+        impl crate::emit::Emit for $name {
+            fn emit(&self) -> proc_macro2::TokenStream {
+                match self {
+                    $( $name::$variant => quote::quote!(::fanout::__private::$name::$variant), )*
+                }
+            }
+        }
+    };
+}
+
+spec_enum! {
+    /// What a full lane does with a new event.
+    pub enum Overflow {
+        /// Drop the lane's oldest event to make room (counted as dropped, reason overflow).
+        DropOldest = "drop_oldest",
+        /// Keep what the lane holds; drop the new event for this lane only.
+        DropNewest = "drop_newest",
+        /// Refuse the whole event with 503: it is enqueued in no lane of the route.
+        Reject = "reject",
+    }
+}
+
+spec_enum! {
+    /// What a request to a route means.
+    pub enum Mode {
+        /// Answer 202 at once and repeat the event to every target.
+        Fanout = "fanout",
+    }
+}
+
+spec_enum! {
+    /// Where a route's events wait until every lane of the route is done with them.
+    pub enum Storage {
+        /// In the process's memory: lost on a crash or SIGKILL.
+        Memory = "memory",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_sets_match_and_print_as_ranges() {
+        let set = StatusSet(&[(408, 408), (429, 429), (500, 500), (502, 599)]);
+        assert!(set.contains(503) && set.contains(408) && !set.contains(501));
+        assert_eq!(set.to_string(), "408,429,500,502-599");
+        assert_eq!(
+            StatusSet(&[(500, 501), (503, 503)]).to_string(),
+            "500,501,503"
+        );
+        assert_eq!(StatusSet(&[]).to_string(), "");
+    }
+}
