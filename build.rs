@@ -45,7 +45,16 @@ fn main() {
     println!("cargo:rustc-env=FANOUT_ROUTES_FILE={}", path.display());
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let generated = fanout_model::expand::file(&routes, &path.display().to_string());
+    // The header names the file as the reader knows it: relative to the workspace, or by its
+    // name alone when it lives elsewhere (no absolute path of the machine that built it).
+    let source = match path.strip_prefix(&manifest_dir) {
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        ),
+    };
+    let generated = fanout_model::expand::file(&routes, &source);
     let out = out_dir.join("routes.generated.rs");
     if fs::read_to_string(&out).ok().as_deref() != Some(generated.as_str()) {
         fs::write(&out, generated).expect("OUT_DIR is writable");
