@@ -4,10 +4,9 @@
 use prometheus::IntGauge;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// The client connection preface of HTTP/2 (RFC 9113 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,18 +43,15 @@ pub async fn detect(stream: &TcpStream) -> io::Result<Protocol> {
     }
 }
 
-/// What `idle_timeout` looks at: requests under way and when the last one ended.
+/// What `idle_timeout` looks at: requests under way, and how many have begun. A request costs
+/// two atomic additions and no clock reading: the idle check, once per `idle_timeout`, sees
+/// whether the count moved since its last look.
 #[derive(Default)]
 pub struct Activity {
     busy: AtomicUsize,
-    /// Milliseconds from [`EPOCH`] to the end of the last request.
-    last_ended: AtomicU64,
-}
-
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
+    begun: AtomicU64,
+    /// `begun` at the last idle check.
+    seen: AtomicU64,
 }
 
 /// A request under way; its drop marks the end.
@@ -64,24 +60,21 @@ pub struct Busy(Arc<Activity>);
 impl Activity {
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::AcqRel);
+        self.begun.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
     }
 
-    /// When the connection will have been idle for `timeout`, if that is still to come, or
-    /// `None` if it already has.
-    pub fn idle_until(&self, timeout: Duration) -> Option<Instant> {
-        if self.busy.load(Ordering::Acquire) > 0 {
-            return Some(Instant::now() + timeout);
-        }
-        let last = self.last_ended.load(Ordering::Acquire);
-        let until = *EPOCH + Duration::from_millis(last) + timeout;
-        (until > Instant::now()).then_some(until)
+    /// Called every `timeout`: whether no request was under way or began since the last call,
+    /// so the connection has been idle for at least `timeout` (and at most twice that).
+    pub fn idle_since_last_look(&self) -> bool {
+        let begun = self.begun.load(Ordering::Relaxed);
+        let moved = self.seen.swap(begun, Ordering::Relaxed) != begun;
+        !moved && self.busy.load(Ordering::Acquire) == 0
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.last_ended.store(now_ms(), Ordering::Release);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }

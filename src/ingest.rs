@@ -9,6 +9,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::task::Poll;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -80,7 +82,13 @@ async fn ingest<T: RouteTable>(
     }
     let (head, body) = request.into_parts();
     let reading = Limited::new(body, spec.max_body as usize).collect();
-    let body = match tokio::time::timeout(T::SERVER.body_read_timeout, reading).await {
+    tokio::pin!(reading);
+    // Most bodies are whole by now: only one still arriving pays for a timer.
+    let body = match poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(T::SERVER.body_read_timeout, reading).await,
+    };
+    let body = match body {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             metrics.rejected(RejectReason::BodyTooLarge).inc();

@@ -224,18 +224,15 @@ async fn serve<T: RouteTable>(
     };
     let served = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
-    let idle = tokio::time::sleep(options.idle_timeout);
-    tokio::pin!(idle);
+    let mut idle = tokio::time::interval(options.idle_timeout);
+    idle.tick().await; // the first tick is now
     let ended = loop {
         tokio::select! {
             ended = served.as_mut() => break Some(ended),
             _ = closing.wait_for(|closing| *closing) => break None,
-            () = idle.as_mut() => match activity.idle_until(options.idle_timeout) {
-                Some(until) => idle.as_mut().reset(until),
-                None => {
-                    idle_closed.inc();
-                    break None;
-                }
+            _ = idle.tick() => if activity.idle_since_last_look() {
+                idle_closed.inc();
+                break None;
             },
         }
     };
