@@ -10,9 +10,9 @@ use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::task::Poll;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
 use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
 

@@ -17,7 +17,8 @@
 //!   resolved endpoint, [`breaker`] and metrics.
 //! - [`delivery`]: lane workers taking events and sending a [`parcel`] (one event, or a batch)
 //!   through a [`sink`] (one module per kind of target: [`sink::http`]), with retries.
-//! - [`metrics`]: Prometheus text and the periodic log line.
+//! - [`metrics`]: counters and gauges; [`report`]: their Prometheus text and the periodic log
+//!   line.
 //! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
 //!   process around it.
 
@@ -34,6 +35,7 @@ pub mod lane;
 pub mod metrics;
 pub mod parcel;
 pub mod proxy;
+pub mod report;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

@@ -1,16 +1,13 @@
-//! Counters, gauges and histograms, their Prometheus text at `/metrics`, and the periodic
-//! per-lane log line.
+//! Counters, gauges and histograms of routes, lanes and connections (their Prometheus text and
+//! the periodic log line are `report`'s).
 //!
 //! Each lane and route owns its metric handles (atomics with the route and target as constant
 //! labels), so the hot path increments an atomic and never looks a label up. The registry only
 //! gathers them at scrape time, when the gauges that describe a queue (depth, age) are read.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
 use crate::spec::{RouteSpec, TargetSpec};
-use crate::table::RouteTable;
 
 /// Upper bounds of the delivery latency buckets, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -88,7 +85,7 @@ impl RouteMetrics {
         &self.rejected[reason as usize]
     }
 
-    fn register(&self, registry: &Registry) {
+    pub(crate) fn register(&self, registry: &Registry) {
         register(registry, &self.accepted);
         for counter in &self.rejected {
             register(registry, counter);
@@ -111,9 +108,9 @@ pub struct LaneMetrics {
     pub circuit_open: IntGauge,
     pub duration: Histogram,
     /// Set from the queue at scrape time.
-    depth: IntGauge,
+    pub(crate) depth: IntGauge,
     /// Set from the queue at scrape time.
-    oldest_age: prometheus::Gauge,
+    pub(crate) oldest_age: prometheus::Gauge,
 }
 
 impl LaneMetrics {
@@ -181,7 +178,7 @@ impl LaneMetrics {
         self.dropped_overflow.get() + self.dropped_shutdown.get() + self.dropped_panic.get()
     }
 
-    fn register(&self, registry: &Registry) {
+    pub(crate) fn register(&self, registry: &Registry) {
         register(registry, &self.delivered);
         register(registry, &self.retries);
         register(registry, &self.failed);
@@ -207,7 +204,7 @@ pub struct ConnectionMetrics {
     /// Connections closed after `idle_timeout` with no request under way.
     pub idle_closed: IntCounter,
     /// Bytes of event bodies held in memory; set at scrape time.
-    held_bytes: IntGauge,
+    pub(crate) held_bytes: IntGauge,
 }
 
 impl Default for ConnectionMetrics {
@@ -238,71 +235,12 @@ impl Default for ConnectionMetrics {
 }
 
 impl ConnectionMetrics {
-    fn register(&self, registry: &Registry) {
+    pub(crate) fn register(&self, registry: &Registry) {
         register(registry, &self.open);
         register(registry, &self.refused);
         register(registry, &self.first_byte_timeouts);
         register(registry, &self.idle_closed);
         register(registry, &self.held_bytes);
-    }
-}
-
-/// Everything `/metrics` shows.
-pub struct Metrics {
-    registry: Registry,
-    /// Read at scrape time.
-    held_bytes: IntGauge,
-}
-
-impl Metrics {
-    pub fn new<T: RouteTable>(connections: &ConnectionMetrics, table: &T) -> Metrics {
-        let registry = Registry::new();
-        connections.register(&registry);
-        for &route in T::ROUTES {
-            table.metrics(route).register(&registry);
-        }
-        table.lanes(&mut |lane| lane.metrics.register(&registry));
-        Metrics {
-            registry,
-            held_bytes: connections.held_bytes.clone(),
-        }
-    }
-
-    /// The Prometheus text exposition of every metric, queue gauges read now.
-    pub fn render<T: RouteTable>(&self, table: &T) -> Vec<u8> {
-        table.lanes(&mut |lane| {
-            lane.metrics.depth.set(lane.depth() as i64);
-            lane.metrics.oldest_age.set(lane.oldest_age().as_secs_f64());
-        });
-        self.held_bytes.set(crate::event::held_bytes() as i64);
-        let mut text = Vec::with_capacity(16 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut text)
-            .expect("encoding into a Vec cannot fail");
-        text
-    }
-}
-
-/// Logs one line per lane with its counters, like go-sep's periodic summary.
-pub fn log_lanes<T: RouteTable>(table: &T) {
-    for &route in T::ROUTES {
-        let accepted = table.metrics(route).accepted.get();
-        table.lanes_of(route, &mut |lane| {
-            let m = &lane.metrics;
-            tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
-                accepted,
-                delivered = m.delivered.get(),
-                failed = m.failed.get(),
-                dropped = m.dropped(),
-                retries = m.retries.get(),
-                depth = lane.depth(),
-                inflight = m.inflight.get(),
-                circuit_open = m.circuit_open.get() == 1,
-                "lane"
-            );
-        });
     }
 }
 

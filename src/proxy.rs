@@ -3,7 +3,8 @@
 
 use std::sync::atomic::AtomicBool;
 
-use crate::metrics::{ConnectionMetrics, Metrics};
+use crate::metrics::ConnectionMetrics;
+use crate::report::Metrics;
 use crate::sink::Resolver;
 use crate::startup::StartupError;
 use crate::table::RouteTable;

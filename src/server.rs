@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use crate::connection::{self, Activity};
 use crate::delivery;
-use crate::metrics;
 use crate::proxy::Proxy;
+use crate::report;
 use crate::spec::ServerSpec;
 use crate::table::RouteTable;
 
@@ -86,7 +86,7 @@ pub async fn run<T: RouteTable>(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                metrics::log_lanes(&proxy.table);
+                report::log_lanes(&proxy.table);
             }
         })
     });
