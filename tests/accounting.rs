@@ -134,10 +134,13 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
     assert_eq!(slow.count() as f64, oldest.delivered + newest.delivered);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_drain_waits_for_a_batch_being_gathered() {
+/// Posts five events to the batch lane (`max_wait` 1s), shuts the proxy down with `drain`
+/// while a worker gathers them, and returns the target and the stopped proxy's state.
+async fn shut_down_while_gathering(
+    drain: Option<Duration>,
+) -> (Target, std::sync::Arc<fanout::proxy::Proxy<Table>>) {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("BATCH", addr(&target))], None).await;
+    let proxy = start_proxy::<Table>(&[("BATCH", addr(&target))], drain).await;
     for n in 0..5 {
         proxy.post("/batched", &n.to_string()).await.id();
     }
@@ -148,7 +151,12 @@ async fn the_drain_waits_for_a_batch_being_gathered() {
         .await;
     let state = proxy.proxy.clone();
     proxy.shutdown().await;
+    (target, state)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_waits_for_a_batch_being_gathered() {
+    let (target, state) = shut_down_while_gathering(None).await;
     let lane = &state.table.batched.lanes.lines;
     assert_eq!(
         lane.metrics.delivered.get(),
@@ -162,22 +170,7 @@ async fn the_drain_waits_for_a_batch_being_gathered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_still_gathering_at_the_drain_deadline_is_counted_as_dropped() {
-    let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(
-        &[("BATCH", addr(&target))],
-        Some(Duration::from_millis(200)),
-    )
-    .await;
-    for n in 0..5 {
-        proxy.post("/batched", &n.to_string()).await.id();
-    }
-    let labels = [("route", "batched"), ("target", "lines")];
-    proxy
-        .wait_metric("fanout_lane_inflight", &labels, 1.0)
-        .await;
-    let state = proxy.proxy.clone();
-    proxy.shutdown().await;
-
+    let (target, state) = shut_down_while_gathering(Some(Duration::from_millis(200))).await;
     let lane = &state.table.batched.lanes.lines;
     assert_eq!(
         lane.metrics.dropped_shutdown.get(),
