@@ -2,6 +2,7 @@
 //! receive, a proxy served on a real socket, an HTTP client, and a reader for `/metrics`.
 #![allow(dead_code)] // each test file uses its own part of this module
 
+pub mod clock;
 pub mod process;
 pub mod raw;
 pub mod tls;
