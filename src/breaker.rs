@@ -77,6 +77,24 @@ impl Breaker {
         })
     }
 
+    /// Gives back a probe whose outcome will never be recorded (its worker panicked or was
+    /// stopped): the circuit stays open and the next worker may probe at once, instead of every
+    /// worker waiting for a probe that is gone.
+    pub fn abandon(&self, permit: Permit) {
+        if permit != Permit::Probe {
+            return;
+        }
+        let now = Instant::now();
+        self.with(|state| {
+            if let State::Probing { cooldown } = *state {
+                *state = State::Open {
+                    until: now,
+                    cooldown,
+                };
+            }
+        });
+    }
+
     /// Records the outcome of an attempt made under `permit`. `ok` means the target answered
     /// (even with a permanent error status): it is alive.
     pub fn record(&self, permit: Permit, ok: bool) -> Change {
@@ -115,6 +133,41 @@ impl Breaker {
             // Outcomes of attempts that started before the circuit opened change nothing.
             _ => Change::None,
         })
+    }
+}
+
+/// An attempt under way with a permit: [`Attempt::record`] says how it went; dropped before
+/// that (the worker panicked or was stopped), a probe is given back.
+#[must_use]
+pub struct Attempt<'a> {
+    breaker: &'a Breaker,
+    permit: Permit,
+    recorded: bool,
+}
+
+impl Breaker {
+    /// Starts an attempt under `permit` (from [`Breaker::permit`], not `WaitUntil`).
+    pub fn attempt(&self, permit: Permit) -> Attempt<'_> {
+        Attempt {
+            breaker: self,
+            permit,
+            recorded: false,
+        }
+    }
+}
+
+impl Attempt<'_> {
+    pub fn record(mut self, ok: bool) -> Change {
+        self.recorded = true;
+        self.breaker.record(self.permit, ok)
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.abandon(self.permit);
+        }
     }
 }
 
@@ -170,6 +223,23 @@ mod tests {
         assert_eq!(breaker.permit(), Permit::Probe);
         assert_eq!(breaker.record(Permit::Probe, true), Change::Closed);
         assert_eq!(breaker.permit(), Permit::Send);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_whose_outcome_never_comes_is_given_back() {
+        let breaker = Breaker::new(&POLICY);
+        for _ in 0..3 {
+            breaker.record(Permit::Send, false);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let probe = breaker.attempt(breaker.permit());
+        assert!(matches!(breaker.permit(), Permit::WaitUntil(_)));
+        drop(probe); // its worker panicked
+        assert_eq!(
+            breaker.permit(),
+            Permit::Probe,
+            "another worker probes at once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

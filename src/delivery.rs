@@ -105,7 +105,7 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, parcel: Parcel, held: Held<'_
     let retry = &lane.spec.delivery.retry;
     let mut attempt = 1;
     loop {
-        let permit = permit(lane).await;
+        let attempt_permit = lane.breaker.attempt(permit(lane).await);
         if attempt > 1 {
             lane.metrics.retries.inc();
         }
@@ -115,7 +115,7 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, parcel: Parcel, held: Held<'_
             .duration
             .observe(started.elapsed().as_secs_f64());
         let alive = !matches!(outcome, Outcome::Retryable { .. });
-        match lane.breaker.record(permit, alive) {
+        match attempt_permit.record(alive) {
             Change::Opened(cooldown) => {
                 lane.metrics.circuit_open.set(1);
                 tracing::warn!(

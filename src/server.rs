@@ -242,7 +242,13 @@ async fn serve<T: RouteTable>(
         Some(ended) => ended,
         None => {
             served.as_mut().graceful_shutdown();
-            served.as_mut().await
+            // A client that stops reading (pipelined requests whose answers it never takes,
+            // an h2c window of zero) would hold the connection and its slot for ever: it gets
+            // `header_read_timeout` to finish, then the connection is dropped.
+            match tokio::time::timeout(options.header_read_timeout, served.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => return,
+            }
         }
     };
     if let Err(error) = ended {

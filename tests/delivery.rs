@@ -558,3 +558,72 @@ async fn an_http2_target_gets_concurrent_deliveries_multiplexed_on_one_connectio
     assert_eq!(first.body_text(), "{\"over\":\"h2\"}");
     assert!(received.iter().any(|r| r.body_text() == big));
 }
+
+/// A target that answers every request `200` with `Connection: close` and closes, as a server
+/// with keep-alive off does (and nginx on the last request of a connection); returns the
+/// request heads it read.
+async fn closing_target() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = heads.send(String::from_utf8_lossy(&request).into_owned());
+                let answer = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_closes_after_each_answer_gets_each_event_once() {
+    let (addr, mut heads) = closing_target().await;
+    let proxy = start_proxy::<Table>(&[("RETRY", addr.to_string())], None).await;
+    for n in 0..3 {
+        proxy.post("/retry", &n.to_string()).await.id();
+    }
+    let labels = [("route", "retry"), ("target", "flaky")];
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &labels, 3.0)
+        .await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
+    assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 0.0);
+    let mut seen = 0;
+    while let Ok(head) = heads.try_recv() {
+        assert!(head.contains("fanout-attempt: 1\r\n"), "{head}");
+        seen += 1;
+    }
+    assert_eq!(seen, 3, "each event arrived once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_event_is_sent_with_content_length_zero() {
+    let (addr, mut heads) = closing_target().await;
+    let proxy = start_proxy::<Table>(&[("RETRY", addr.to_string())], None).await;
+    proxy.post("/retry", "").await.id();
+    let head = tokio::time::timeout(common::PATIENCE, heads.recv())
+        .await
+        .expect("the event arrives")
+        .expect("the target records it");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 0\r\n"),
+        "{head}"
+    );
+}

@@ -169,10 +169,15 @@ impl Memory {
     /// Waits for the next event and takes it (counted in flight).
     pub async fn take(&self) -> Event {
         loop {
+            // Registered before looking, so every push wakes a waiting worker of its own
+            // (permits do not pile up while no worker waits: only one would be kept).
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
             if let Some(event) = self.try_take() {
                 return event;
             }
-            self.ready.notified().await;
+            ready.await;
         }
     }
 

@@ -48,8 +48,13 @@ pub enum Failure {
 }
 
 pub enum Link {
-    /// Boxed: a client is large and a link is per worker.
-    Pooled(Box<HttpClient>),
+    Pooled {
+        /// Boxed: a client is large and a link is per worker.
+        client: Box<HttpClient>,
+        /// `Host` as written in the url, for HTTP/1.1 (the client would drop a default port
+        /// written out); HTTP/2 sends `:authority` instead.
+        host: Option<hyper::header::HeaderValue>,
+    },
     Owned {
         /// `host:port` to connect to.
         authority: String,
@@ -84,7 +89,10 @@ impl Link {
                 host: target.host.clone(),
                 open: None,
             },
-            _ => Link::Pooled(Box::new(target.client.clone())),
+            _ => Link::Pooled {
+                client: Box::new(target.client.clone()),
+                host: (!target.http2).then(|| target.host.clone()),
+            },
         }
     }
 
@@ -96,7 +104,10 @@ impl Link {
         deadline: Instant,
     ) -> Result<Answer, Failure> {
         match self {
-            Link::Pooled(client) => {
+            Link::Pooled { client, host } => {
+                if let Some(host) = host {
+                    request.headers_mut().insert(HOST, host.clone());
+                }
                 let mut answer = None;
                 let exchange = async {
                     let response = client.request(request).await?;
@@ -183,13 +194,20 @@ impl Owned {
             sender.ready().await?;
             read(sender.send_request(request).await?, answer).await
         };
+        tokio::pin!(exchange);
         tokio::select! {
             biased;
-            read = exchange => read,
-            ended = connection.as_mut() => match ended {
-                Ok(()) => Err("the target closed the connection".into()),
-                Err(error) => Err(error.into()),
-            },
+            read = &mut exchange => read,
+            ended = connection.as_mut() => {
+                // The connection is done: a target that answers with `Connection: close`
+                // (keep-alive off, or nginx's last request on a connection) ends it in the
+                // same poll that reads the answer, which is already waiting in the channel.
+                match (exchange.await, ended) {
+                    (Ok(()), _) => Ok(()),
+                    (Err(error), Ok(())) => Err(format!("the target closed the connection: {error}").into()),
+                    (Err(_), Err(error)) => Err(error.into()),
+                }
+            }
         }
     }
 }

@@ -15,7 +15,9 @@ pub use client::Clients;
 
 use base64::Engine;
 use http_body_util::Full;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Uri};
 use tokio::time::Instant;
@@ -156,6 +158,9 @@ impl Sink<'_> {
         headers.clone_from(&endpoint.headers);
         headers.insert(parcel.ids.0.clone(), parcel.ids.1.clone());
         headers.insert(ATTEMPT, attempt_header(attempt));
+        // hyper leaves it out for an empty body; RFC 9110 wants it on every POST, and some
+        // servers answer 411 without it.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(parcel.body.len()));
         if let Some(content_type) = &parcel.content_type {
             headers.insert(CONTENT_TYPE, content_type.clone());
         }
@@ -207,7 +212,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// `Basic base64(user:password)` from a url's `user:password`, percent-decoded.
 fn basic_authorization(userinfo: &str) -> HeaderValue {
-    let credentials = percent_decode(userinfo);
+    let mut credentials = percent_decode(userinfo);
+    // `user` alone means an empty password: RFC 7617 wants the colon (curl sends `user:`).
+    if !userinfo.contains(':') {
+        credentials.push(b':');
+    }
     let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
     HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value")
 }
@@ -288,5 +297,6 @@ mod tests {
             "Basic YWxpY2U6cEBzcw==" // alice:p@ss
         );
         assert_eq!(percent_decode("a%2"), b"a%2");
+        assert_eq!(basic_authorization("bob"), "Basic Ym9iOg=="); // bob:
     }
 }
