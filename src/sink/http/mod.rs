@@ -158,9 +158,11 @@ impl Sink<'_> {
         headers.clone_from(&endpoint.headers);
         headers.insert(parcel.ids.0.clone(), parcel.ids.1.clone());
         headers.insert(ATTEMPT, attempt_header(attempt));
-        // hyper leaves it out for an empty body; RFC 9110 wants it on every POST, and some
-        // servers answer 411 without it.
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(parcel.body.len()));
+        // hyper writes it for a body, and leaves it out for an empty one; RFC 9110 wants it
+        // on every POST, and some servers answer 411 without it.
+        if parcel.body.is_empty() {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         if let Some(content_type) = &parcel.content_type {
             headers.insert(CONTENT_TYPE, content_type.clone());
         }
