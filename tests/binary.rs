@@ -213,12 +213,8 @@ fn idle_and_slow_connections_are_closed() {
 
 #[test]
 fn sigterm_stops_accepting_drains_and_reports_what_was_left() {
-    // Nothing listens on the targets' port 9 (discard, unused here): events stay undelivered.
-    let mut fanout = Fanout::start_with(
-        FANOUT,
-        &["--drain-timeout", "1s"],
-        &[("RECEIVER_A", "127.0.0.1:9"), ("RECEIVER_B", "127.0.0.1:9")],
-    );
+    // The targets refuse connections: events stay undelivered.
+    let mut fanout = Fanout::start(&["--drain-timeout", "1s"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         for _ in 0..5 {

@@ -48,7 +48,7 @@ pub struct Server {
 /// list is written once: it makes [`Policy`] (what `defaults:` holds) and [`Target`] (a
 /// target's own fields plus these), since serde cannot flatten with `deny_unknown_fields`.
 macro_rules! with_policy_fields {
-    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$field_meta:meta])* pub $field:ident : $type:ty, )* }) => {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$field_meta:meta])* pub $field:ident : $type:ty, )* } $($view:ident)?) => {
         $(#[$meta])*
         pub struct $name {
             $( $(#[$field_meta])* pub $field: $type, )*
@@ -63,11 +63,9 @@ macro_rules! with_policy_fields {
             pub batch: Option<Batch>,
         }
 
-        impl $name {
-            /// The policy fields alone (for `Policy` itself, a copy without the route
-            /// settings, which nothing needs).
-            #[allow(dead_code)]
-            pub fn policy(&self) -> Policy {
+        $(impl $name {
+            /// The policy fields alone, as a layer over the defaults.
+            pub fn $view(&self) -> Policy {
                 Policy {
                     mode: None,
                     storage: None,
@@ -82,7 +80,7 @@ macro_rules! with_policy_fields {
                     batch: self.batch.clone(),
                 }
             }
-        }
+        })?
     };
 }
 
@@ -162,6 +160,7 @@ with_policy_fields! {
         pub headers: serde_yaml::Mapping,
         pub ca_file: Option<String>,
     }
+    policy
 }
 
 /// A routes.yaml word for one of the spec's enums (`drop_oldest`, `fanout`, `memory`).

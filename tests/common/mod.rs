@@ -104,10 +104,16 @@ impl Target {
 
     /// A target on the port `reserved` holds (for targets that come up late).
     pub fn start_on(reserved: ReservedPort, reply: Reply) -> Target {
-        let listener = reserved
+        reserved
             .socket
             .listen(1024)
             .expect("listen on a reserved port");
+        reserved
+            .socket
+            .set_nonblocking(true)
+            .expect("a non-blocking socket");
+        let listener = TcpListener::from_std(reserved.socket.into())
+            .expect("a listener in the test's runtime");
         Target::serve(listener, Arc::new(move |_| reply))
     }
 
@@ -252,20 +258,25 @@ fn reply(status: u16) -> Response<Full<Bytes>> {
     response
 }
 
-/// A port on 127.0.0.1 held (bound, not listening) for a target that starts late: nothing
-/// else can take it, and connections to it are refused until [`Target::start_on`].
+/// A port on 127.0.0.1 held (bound, not listening): nothing else can take it, and
+/// connections to it are refused — a dead target, or one that starts late
+/// ([`Target::start_on`]). Tests use it instead of a fixed port.
 pub struct ReservedPort {
-    socket: tokio::net::TcpSocket,
+    socket: socket2::Socket,
     pub addr: SocketAddr,
 }
 
 impl ReservedPort {
     pub fn new() -> ReservedPort {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("a valid address"))
-            .expect("bind an ephemeral port");
-        let addr = socket.local_addr().expect("a bound socket has an address");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+        socket.bind(&any.into()).expect("bind an ephemeral port");
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound IPv4 socket has an address");
         ReservedPort { socket, addr }
     }
 }
@@ -276,10 +287,13 @@ pub struct Running<T: RouteTable> {
     pub proxy: Arc<Proxy<T>>,
     stop: Option<oneshot::Sender<()>>,
     done: JoinHandle<()>,
+    /// Where unset target variables point: held while the proxy runs.
+    _dead: ReservedPort,
 }
 
 /// Starts a proxy for `T`, resolving `${NAME}` placeholders from `env`; a name `env` does not
-/// give points at 127.0.0.1:9, where nothing listens. `drain_timeout` overrides the compiled one.
+/// give points at a held port that refuses connections. `drain_timeout` overrides the compiled
+/// one.
 pub async fn start_proxy<T: RouteTable>(
     env: &[(&str, String)],
     drain_timeout: Option<Duration>,
@@ -288,12 +302,13 @@ pub async fn start_proxy<T: RouteTable>(
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
+    let dead = ReservedPort::new();
     let proxy = Arc::new(
         Proxy::<T>::new(&|name| {
             Some(
                 env.get(name)
                     .cloned()
-                    .unwrap_or_else(|| "127.0.0.1:9".into()),
+                    .unwrap_or_else(|| dead.addr.to_string()),
             )
         })
         .expect("the test proxy starts"),
@@ -316,6 +331,7 @@ pub async fn start_proxy<T: RouteTable>(
         proxy,
         stop: Some(stop),
         done,
+        _dead: dead,
     }
 }
 

@@ -14,11 +14,20 @@ pub struct Fanout {
     pub child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Where `start` points the default routes' targets: held, so nothing else listens there.
+    _targets: Option<super::ReservedPort>,
 }
 
 impl Fanout {
+    /// The binary with the default routes, both targets pointed at a port that refuses
+    /// connections (the events stay undelivered).
     pub fn start(extra_args: &[&str]) -> Fanout {
-        Fanout::start_with(FANOUT, extra_args, &[])
+        let dead = super::ReservedPort::new();
+        let addr = dead.addr.to_string();
+        let env = [("RECEIVER_A", addr.as_str()), ("RECEIVER_B", addr.as_str())];
+        let mut fanout = Fanout::start_with(FANOUT, extra_args, &env);
+        fanout._targets = Some(dead);
+        fanout
     }
 
     /// Starts `binary` with `extra_args` and `env` added to the environment.
@@ -57,6 +66,7 @@ impl Fanout {
             child,
             addr: listen.parse().expect("the logged address parses"),
             logs,
+            _targets: None,
         }
     }
 

@@ -77,7 +77,7 @@ pub struct Owned {
 
 impl Link {
     pub fn to(target: &Endpoint) -> Link {
-        let plain_http1 = target.uri.scheme_str() == Some("http") && !target.http2;
+        let plain_http1 = target.uri.scheme_str() == Some("http") && !target.http.http2;
         match (plain_http1, target.uri.authority()) {
             (true, Some(authority)) => Link::Owned {
                 authority: format!(
@@ -91,7 +91,7 @@ impl Link {
             },
             _ => Link::Pooled {
                 client: Box::new(target.client.clone()),
-                host: (!target.http2).then(|| target.host.clone()),
+                host: (!target.http.http2).then(|| target.host.clone()),
             },
         }
     }

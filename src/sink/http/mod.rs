@@ -42,8 +42,8 @@ pub struct Endpoint {
     /// credentials), copied into every request.
     pub headers: HeaderMap,
     pub client: HttpClient,
-    /// Speak HTTP/2.
-    pub http2: bool,
+    /// The endpoint as compiled in (`http2`, the url as written).
+    pub http: &'static HttpEndpoint,
 }
 
 impl Endpoint {
@@ -126,7 +126,7 @@ impl Endpoint {
             host,
             headers,
             client,
-            http2: http.http2,
+            http,
         })
     }
 
