@@ -6,7 +6,7 @@ mod common;
 
 use common::raw::{connect, raw_header, read_to_close};
 
-use common::{start_proxy, Reply, Target, PATIENCE};
+use common::{start_proxy, Reply, Running, Target, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -175,17 +175,24 @@ fn bodies(target: &Target) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
-    let strict = Target::start(Reply::Gated).await;
-    let oldest = Target::start(Reply::Status(200)).await;
-    let newest = Target::start(Reply::Status(200)).await;
+/// The `/mixed` route (a reject lane `strict`, a `drop_oldest` and a `drop_newest` lane, each of
+/// one event) with `strict` answering `strict_reply` and both drop lanes `drop_reply`.
+async fn mixed(strict_reply: Reply, drop_reply: Reply) -> (Target, Target, Target, Running<Table>) {
+    let strict = Target::start(strict_reply).await;
+    let oldest = Target::start(drop_reply).await;
+    let newest = Target::start(drop_reply).await;
     let env = [
         ("MIXED_STRICT", addr(&strict)),
         ("MIXED_OLDEST", addr(&oldest)),
         ("MIXED_NEWEST", addr(&newest)),
     ];
     let proxy = start_proxy::<Table>(&env, None).await;
+    (strict, oldest, newest, proxy)
+}
+
+#[tokio::test]
+async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
+    let (strict, oldest, newest, proxy) = mixed(Reply::Gated, Reply::Status(200)).await;
 
     proxy.post("/mixed", "first").await.id();
     strict.wait_for(1).await; // its one worker holds the first event; the lane is empty
@@ -248,15 +255,7 @@ async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
 
 #[tokio::test]
 async fn a_full_drop_lane_does_not_refuse_the_event() {
-    let strict = Target::start(Reply::Status(200)).await;
-    let oldest = Target::start(Reply::Gated).await;
-    let newest = Target::start(Reply::Gated).await;
-    let env = [
-        ("MIXED_STRICT", addr(&strict)),
-        ("MIXED_OLDEST", addr(&oldest)),
-        ("MIXED_NEWEST", addr(&newest)),
-    ];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let (strict, oldest, newest, proxy) = mixed(Reply::Status(200), Reply::Gated).await;
 
     proxy.post("/mixed", "first").await.id();
     oldest.wait_for(1).await; // each drop lane's one worker holds the first event
