@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// An event fan-out proxy with its routes compiled in.
@@ -33,6 +34,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
 
+    /// Data directory: durable routes' logs and every lane's dead letters
+    /// [default: server.data_dir of the compiled routes]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
     /// Tokio worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -54,4 +60,42 @@ pub enum Command {
     /// Start a receiver on every 127.0.0.1/localhost target of the compiled routes, printing
     /// each event it gets, then run the proxy: a self-contained demo
     Demo,
+    /// Events the lanes gave up on, kept in the data directory
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+    /// Durable routes' logs in the data directory
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetters {
+    /// Print every dead letter (one line each), then a count per lane
+    List {
+        /// Only this route's
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this target's
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Send a lane's dead letters again; those delivered leave the file, the others stay
+    Replay {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        target: String,
+        /// POST them to the route of a running fanout at this base url (e.g.
+        /// http://127.0.0.1:8000), which takes them in as new events for every target of the
+        /// route; without it, send them straight to the target, with their original ids
+        #[arg(long, value_name = "URL")]
+        via: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Check the durable routes' logs and report what they hold per lane, changing nothing;
+    /// exits 1 if a log is damaged
+    Verify,
 }

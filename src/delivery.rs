@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::breaker::{Change, Permit};
+use crate::dead_letter::{LastAttempt, Reason};
 use crate::event::Event;
 use crate::lane::{Held, Lane, Settled};
 use crate::parcel::Parcel;
@@ -54,17 +55,56 @@ async fn work(lane: &Lane) -> Infallible {
     match &lane.spec.delivery.batch {
         None => loop {
             let (event, held) = lane.take().await;
-            deliver(lane, &mut sink, Parcel::single(&event), held).await;
+            let events = std::slice::from_ref(&event);
+            deliver(lane, &mut sink, Parcel::single(&event), events, held).await;
         },
         Some(policy) => {
             let mut events = Vec::with_capacity(policy.max_events);
             loop {
-                let held = gather(lane, policy, &mut events).await;
+                let mut held = gather(lane, policy, &mut events).await;
+                expire(lane, &mut events, &mut held, 0);
+                if events.is_empty() {
+                    held.settle(Settled::Failed);
+                    continue;
+                }
                 let parcel = Parcel::batch(&events);
+                deliver(lane, &mut sink, parcel, &events, held).await;
                 events.clear();
-                deliver(lane, &mut sink, parcel, held).await;
             }
         }
+    }
+}
+
+/// Gives up on the events of `events` older than the target's `max_age`: dead-lettered with
+/// reason `expired`, counted as failed. Returns whether any was.
+fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u32) -> bool {
+    let Some(max_age) = lane.spec.delivery.max_age else {
+        return false;
+    };
+    let before = events.len();
+    let mut index = 0;
+    while index < events.len() {
+        if events[index].age() < max_age {
+            index += 1;
+            continue;
+        }
+        let event = events.remove(index);
+        let last = LastAttempt {
+            reason: Reason::Expired,
+            why: None,
+            attempts,
+        };
+        lane.dead_letter(std::slice::from_ref(&event), &last);
+        held.settle_one(index, Settled::Failed);
+    }
+    events.len() < before
+}
+
+/// Whether a single event is older than the target's `max_age`.
+fn expired(lane: &Lane, events: &[Event]) -> bool {
+    match (lane.spec.delivery.max_age, events) {
+        (Some(max_age), [event]) => event.age() >= max_age,
+        _ => false,
     }
 }
 
@@ -100,11 +140,28 @@ async fn gather<'a>(lane: &'a Lane, policy: &BatchPolicy, events: &mut Vec<Event
     held
 }
 
-async fn deliver(lane: &Lane, sink: &mut Sink<'_>, parcel: Parcel, held: Held<'_>) {
-    let events = held.count();
+/// Sends `parcel` (made of `events`) until it is delivered, refused for good, out of
+/// attempts, or (a single event) past the target's `max_age`; settles `held` accordingly and
+/// dead-letters what was given up.
+async fn deliver(
+    lane: &Lane,
+    sink: &mut Sink<'_>,
+    parcel: Parcel,
+    events: &[Event],
+    held: Held<'_>,
+) {
+    let count = held.count();
     let retry = &lane.spec.delivery.retry;
+    let give_up = |held: Held<'_>, reason, why, attempts| {
+        lane.dead_letter(events, &LastAttempt { reason, why, attempts });
+        held.settle(Settled::Failed);
+    };
     let mut attempt = 1;
     loop {
+        if expired(lane, events) {
+            tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, "delivery given up: older than max_age");
+            return give_up(held, Reason::Expired, None, attempt - 1);
+        }
         let attempt_permit = lane.breaker.attempt(permit(lane).await);
         if attempt > 1 {
             lane.metrics.retries.inc();
@@ -138,13 +195,13 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, parcel: Parcel, held: Held<'_
         match outcome {
             Outcome::Delivered => return held.settle(Settled::Delivered),
             Outcome::Permanent(why) => {
-                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, %why, "delivery failed: not retried");
-                return held.settle(Settled::Failed);
+                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, %why, "delivery failed: not retried");
+                return give_up(held, Reason::Refused, Some(&why), attempt);
             }
             Outcome::Retryable { why, retry_after } => {
                 if attempt >= retry.attempts {
-                    tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
-                    return held.settle(Settled::Failed);
+                    tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
+                    return give_up(held, Reason::Exhausted, Some(&why), attempt);
                 }
                 tracing::debug!(route = lane.spec.route, target = lane.spec.name, attempt, %why, "retrying");
                 tokio::time::sleep(backoff(retry, attempt, retry_after)).await;

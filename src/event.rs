@@ -70,12 +70,22 @@ impl Event {
     /// A new event with a fresh time-ordered (v7) UUID, holding a copy of `body` (so that a
     /// waiting event does not pin the connection buffer it was read from).
     pub fn new(body: &[u8], content_type: Option<&HeaderValue>) -> Event {
-        assert!(body.len() <= MAX_BODY, "max_body is checked at build time");
         let uuid = ID_CONTEXT.with(|context| Uuid::new_v7(Timestamp::now(context)));
+        Event::make(*uuid.as_bytes(), body, content_type.map(HeaderValue::as_bytes))
+    }
+
+    /// An event as a durable route's log kept it: its id (and so its acceptance time), body
+    /// and content type as accepted.
+    pub fn restore(id: [u8; 16], body: &[u8], content_type: Option<&[u8]>) -> Event {
+        Event::make(id, body, content_type)
+    }
+
+    fn make(id: [u8; 16], body: &[u8], content_type: Option<&[u8]>) -> Event {
+        assert!(body.len() <= MAX_BODY, "max_body is checked at build time");
         let (kind, tail) = match content_type {
             None => (ABSENT, &[][..]),
-            Some(value) if value == JSON => (JSON_KIND, &[][..]),
-            Some(value) => (OTHER_KIND, value.as_bytes()),
+            Some(value) if value == JSON.as_bytes() => (JSON_KIND, &[][..]),
+            Some(value) => (OTHER_KIND, value),
         };
         let extra = if kind == OTHER_KIND {
             4 + tail.len()
@@ -93,7 +103,7 @@ impl Event {
             header.as_ptr().write(Header {
                 refs: AtomicU32::new(1),
                 meta: (kind << LENGTH_BITS) | body.len() as u32,
-                id: *uuid.as_bytes(),
+                id,
             });
             let data = start.add(HEADER);
             std::ptr::copy_nonoverlapping(body.as_ptr(), data, body.len());
@@ -106,6 +116,25 @@ impl Event {
             HELD_BYTES.fetch_add(body.len(), Ordering::Relaxed);
             Event(header)
         }
+    }
+
+    /// The id's 16 bytes (UUID v7, big-endian).
+    pub fn id_bytes(&self) -> [u8; 16] {
+        self.header().id
+    }
+
+    /// The `Content-Type` the client sent, as bytes.
+    pub fn content_type_bytes(&self) -> Option<&[u8]> {
+        match self.kind() {
+            JSON_KIND => Some(JSON.as_bytes()),
+            OTHER_KIND => Some(&self.data()[self.body_len() + 4..]),
+            _ => None,
+        }
+    }
+
+    /// When the event was accepted (the millisecond of its id), as Unix time.
+    pub fn accepted_at(&self) -> SystemTime {
+        accepted_at(self.header().id)
     }
 
     fn header(&self) -> &Header {
@@ -171,11 +200,7 @@ impl Event {
 
     /// `{"id":"<uuid>"}`: the body of the 202 that accepted the event.
     pub fn receipt(&self) -> Bytes {
-        let mut receipt = Vec::with_capacity(45);
-        receipt.extend_from_slice(b"{\"id\":\"");
-        receipt.extend_from_slice(self.id_text(&mut [0; 36]).as_bytes());
-        receipt.extend_from_slice(b"\"}");
-        Bytes::from(receipt)
+        receipt_of(self.header().id)
     }
 
     /// The `Content-Type` the client sent, forwarded to every target.
@@ -192,14 +217,27 @@ impl Event {
 
     /// How long ago the event was accepted, to the millisecond of its id.
     pub fn age(&self) -> Duration {
-        let (seconds, nanos) = Uuid::from_bytes(self.header().id)
-            .get_timestamp()
-            .map_or((0, 0), |timestamp| timestamp.to_unix());
-        let accepted = UNIX_EPOCH + Duration::new(seconds, nanos);
         SystemTime::now()
-            .duration_since(accepted)
+            .duration_since(self.accepted_at())
             .unwrap_or(Duration::ZERO)
     }
+}
+
+/// `{"id":"<uuid>"}` for the event with id `id`.
+pub fn receipt_of(id: [u8; 16]) -> Bytes {
+    let mut receipt = Vec::with_capacity(45);
+    receipt.extend_from_slice(b"{\"id\":\"");
+    receipt.extend_from_slice(Uuid::from_bytes(id).hyphenated().encode_lower(&mut [0; 36]).as_bytes());
+    receipt.extend_from_slice(b"\"}");
+    Bytes::from(receipt)
+}
+
+/// When the event with id `id` (a UUID v7) was accepted, to the millisecond, as Unix time.
+pub fn accepted_at(id: [u8; 16]) -> SystemTime {
+    let (seconds, nanos) = Uuid::from_bytes(id)
+        .get_timestamp()
+        .map_or((0, 0), |timestamp| timestamp.to_unix());
+    UNIX_EPOCH + Duration::new(seconds, nanos)
 }
 
 fn layout(data_len: usize) -> Layout {

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -17,12 +17,15 @@ use std::task::Poll;
 use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
 
 use crate::event::{self, Event};
-use crate::lane::Rejected;
-use crate::metrics::RejectReason;
+use crate::idempotency::{self, Claim};
+use crate::lane::{Admission, Rejected};
+use crate::metrics::{RejectReason, RouteMetrics};
+use crate::spec::RouteSpec;
 use crate::proxy::Proxy;
 use crate::table::RouteTable;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 pub async fn handle<T: RouteTable>(
     proxy: Arc<Proxy<T>>,
@@ -119,31 +122,103 @@ async fn ingest<T: RouteTable>(
         return over_budget();
     }
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
+    let keys = proxy.table.keys(route);
+    let key = match head.headers.get(IDEMPOTENCY_KEY) {
+        Some(key) if keys.enabled() => {
+            if !idempotency::valid(key.as_bytes()) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                );
+            }
+            match keys.claim(key.as_bytes(), event.id_bytes()) {
+                Claim::Seen(first) => {
+                    metrics.duplicates.inc();
+                    return json(StatusCode::ACCEPTED, event::receipt_of(first));
+                }
+                Claim::New => Some(key.as_bytes()),
+            }
+        }
+        _ => None,
+    };
+    let id = event.id_bytes();
     let receipt = event.receipt();
     match admit(proxy, route, event).await {
         Ok(()) => {
+            if let Some(key) = key {
+                if let Err(e) = keys.persist(key, id) {
+                    tracing::warn!(route = spec.name, error = %e, "cannot write an idempotency key");
+                }
+            }
             metrics.accepted.inc();
             json(StatusCode::ACCEPTED, receipt)
         }
         Err(rejected) => {
-            metrics.rejected(RejectReason::LaneFull).inc();
-            let message = format!(
-                "target \"{}\" of route \"{}\" is full; the event was not accepted, retry later",
-                rejected.target, spec.name
-            );
-            retry_later(StatusCode::SERVICE_UNAVAILABLE, &message)
+            if let Some(key) = key {
+                keys.release(key);
+            }
+            refused(proxy, metrics, spec, rejected)
         }
     }
+}
+
+/// The answer to an event its route did not take in.
+fn refused<T: RouteTable>(
+    proxy: &Proxy<T>,
+    metrics: &RouteMetrics,
+    spec: &RouteSpec,
+    rejected: Rejected,
+) -> Response<Full<Bytes>> {
+    let (reason, message) = match rejected {
+        Rejected::LaneFull(target) => (
+            RejectReason::LaneFull,
+            format!(
+                "target \"{target}\" of route \"{}\" is full; the event was not accepted, retry later",
+                spec.name
+            ),
+        ),
+        Rejected::DiskFull => (
+            RejectReason::DiskFull,
+            format!(
+                "route \"{}\" holds as many events on disk as its disk_buffer allows; the event was not accepted, retry later",
+                spec.name
+            ),
+        ),
+        Rejected::NotOpen if proxy.shutting_down.load(Ordering::Relaxed) => {
+            metrics.rejected(RejectReason::ShuttingDown).inc();
+            return shutting_down();
+        }
+        Rejected::NotOpen => (
+            RejectReason::DiskError,
+            format!(
+                "route \"{}\" cannot log events yet (its data directory is not open); the event was not accepted, retry later",
+                spec.name
+            ),
+        ),
+        Rejected::DiskError => (
+            RejectReason::DiskError,
+            format!(
+                "route \"{}\" cannot write its log; the event was not accepted, retry later",
+                spec.name
+            ),
+        ),
+    };
+    metrics.rejected(reason).inc();
+    retry_later(StatusCode::SERVICE_UNAVAILABLE, &message)
 }
 
 /// How many scheduler turns a request whose reject lane is full gives the delivery workers
 /// before it is refused.
 const ADMISSION_TURNS: usize = 8;
 
-/// Dispatches `event` to the lanes of `route`. If a reject lane is full, yields a few scheduler
-/// turns to the delivery workers (microseconds: the client is not queued) and tries again
-/// before refusing. Under a flood, this gives draining priority over taking in events that
-/// would only be refused: in a closed-loop load run it turned most 503s into 202s.
+/// Dispatches `event` to its route, and for a durable route waits until its log has it.
+///
+/// If a reject lane is full, yields a few scheduler turns to the delivery workers
+/// (microseconds: the client is not queued) and tries again before refusing. Under a flood,
+/// this gives draining priority over taking in events that would only be refused: in a
+/// closed-loop load run it turned most 503s into 202s. If a durable route's log is not open
+/// yet (another process is handing the data directory over), waits for it up to
+/// `body_read_timeout`.
 async fn admit<T: RouteTable>(
     proxy: &Proxy<T>,
     route: T::Route,
@@ -152,11 +227,27 @@ async fn admit<T: RouteTable>(
     let mut turns = 0;
     loop {
         match proxy.table.accept(route, event.clone()) {
-            Err(_) if turns < ADMISSION_TURNS => {
+            Ok(Admission::Queued) => return Ok(()),
+            Ok(Admission::Logged(commit)) => return commit.written().await,
+            Err(Rejected::LaneFull(_)) if turns < ADMISSION_TURNS => {
                 turns += 1;
                 tokio::task::yield_now().await;
             }
-            result => return result,
+            Err(Rejected::NotOpen) if turns == 0 => {
+                turns += 1;
+                let mut log = None;
+                proxy.table.lanes_of(route, &mut |lane| {
+                    log = log.take().or_else(|| lane.log().cloned());
+                });
+                let Some(log) = log.filter(|log| !log.is_open()) else {
+                    return Err(Rejected::NotOpen);
+                };
+                let wait = T::SERVER.body_read_timeout;
+                if tokio::time::timeout(wait, log.ready()).await.is_err() {
+                    return Err(Rejected::NotOpen);
+                }
+            }
+            Err(rejected) => return Err(rejected),
         }
     }
 }

@@ -27,11 +27,15 @@ extern crate self as fanout;
 pub mod breaker;
 pub mod cli;
 pub mod connection;
+pub mod data_dir;
+pub mod dead_letter;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod idempotency;
 pub mod ingest;
 pub mod lane;
+pub mod log;
 pub mod metrics;
 pub mod parcel;
 pub mod proxy;
@@ -43,6 +47,7 @@ pub mod sink;
 pub mod spec;
 pub mod startup;
 pub mod table;
+pub mod tools;
 
 /// Expands a routes file into a routing table; see the `fanout-macros` crate.
 pub use fanout_macros::routes;
@@ -51,12 +56,14 @@ pub use fanout_macros::routes;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::event::Event;
-    pub use crate::lane::{Lane, Rejected};
+    pub use crate::idempotency::IdempotencyKeys;
+    pub use crate::lane::{Admission, Lane, Rejected};
     pub use crate::metrics::RouteMetrics;
     pub use crate::sink::Resolver;
     pub use crate::spec::{
-        BatchPolicy, BreakerPolicy, DeliveryPolicy, Endpoint, HttpEndpoint, LanePolicy, Mode,
-        Overflow, RetryPolicy, RouteSpec, ServerSpec, StatusSet, Storage, TargetSpec,
+        BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Endpoint, Fsync, HttpEndpoint,
+        LanePolicy, Mode, Overflow, RetryPolicy, RouteSpec, ServerSpec, StatusSet, Storage,
+        TargetSpec,
     };
     pub use crate::startup::StartupError;
     pub use crate::table::RouteTable;

@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-use fanout::cli::{Cli, Command, LogFormat};
+use fanout::cli::{Cli, Command, LogCommand, LogFormat};
 use fanout::proxy::Proxy;
 use fanout::routes::{Route, Table, SERVER};
 use fanout::server::{self, Options};
 use fanout::spec::Listing;
 use fanout::startup::StartupError;
-use fanout::{demo, shutdown};
+use fanout::{data_dir, demo, shutdown, tools};
+use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: every event and every delivery allocates a few
 /// small blocks, and in the no-loss load run with 4 targets it carried 27% more events per
@@ -57,7 +58,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), StartupError> {
-    let proxy = Proxy::<Table>::new(&|name| std::env::var(name).ok())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let data_dir = data_dir(&cli, &env)?;
+    match &cli.command {
+        Some(Command::DeadLetters(command)) => return tools::dead_letters(command, &data_dir?).await,
+        Some(Command::Log(LogCommand::Verify)) => return tools::verify(&data_dir?),
+        _ => {}
+    }
+    let proxy = Arc::new(Proxy::<Table>::new(&env)?);
     if matches!(cli.command, Some(Command::Demo)) {
         demo::start(&proxy).await?;
     }
@@ -68,9 +76,9 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
             .parse()
             .expect("build.rs checked that server.listen is an address"),
     };
-    let listener = TcpListener::bind(address)
-        .await
+    let listener = listen(address)
         .map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
+    open_data_dir(&proxy, data_dir)?;
     for route in Route::ALL {
         let spec = route.spec();
         let targets: Vec<&str> = spec.targets.iter().map(|t| t.endpoint.address()).collect();
@@ -85,15 +93,82 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         options.drain_timeout = timeout;
     }
     raise_open_files_limit(options.max_connections);
-    server::run(
-        listener,
-        Arc::new(proxy),
-        options,
-        shutdown::signal_received(),
-    )
-    .await;
+    server::run(listener, proxy, options, shutdown::signal_received()).await;
     tracing::info!("fanout stopped");
     Ok(())
+}
+
+/// The data directory: `--data-dir`, else `server.data_dir` with its `${NAME}` resolved; an
+/// error if there is none (which only durable routes make fatal).
+fn data_dir(
+    cli: &Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Result<PathBuf, StartupError>, StartupError> {
+    if let Some(dir) = &cli.data_dir {
+        return Ok(Ok(dir.clone()));
+    }
+    match SERVER.data_dir {
+        Some(dir) => {
+            let dir = fanout::sink::substitute(dir, env)
+                .map_err(|e| StartupError(format!("server.data_dir: {e}")))?;
+            Ok(Ok(PathBuf::from(dir)))
+        }
+        None => Ok(Err(StartupError(
+            "no data directory: set server.data_dir in routes.yaml or pass --data-dir".into(),
+        ))),
+    }
+}
+
+/// Locks and opens the data directory if there is one: at once if it is free, else (another
+/// process is handing it over) in the background while serving. Without one, durable routes
+/// cannot start.
+fn open_data_dir(
+    proxy: &Arc<Proxy<Table>>,
+    dir: Result<PathBuf, StartupError>,
+) -> Result<(), StartupError> {
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(error) => {
+            if let Some(log) = proxy.logs.first() {
+                return Err(StartupError(format!(
+                    "route \"{}\" is durable (storage: disk): {error}",
+                    log.route.name
+                )));
+            }
+            return Ok(());
+        }
+    };
+    match data_dir::try_lock(&dir)? {
+        Some(locked) => proxy.own(locked),
+        None => {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let opened = match data_dir::lock(&dir).await {
+                    Ok(locked) => proxy.own(locked),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = opened {
+                    tracing::error!(%error, "cannot open the data directory: durable routes answer 503");
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+/// A listener that shares its address (SO_REUSEPORT) with a process taking over from this one.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Raises the soft limit of open files towards the hard one, as Go's runtime does, so that

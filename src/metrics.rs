@@ -7,6 +7,7 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
+use crate::dead_letter::Reason;
 use crate::spec::{RouteSpec, TargetSpec};
 
 /// Upper bounds of the delivery latency buckets, in seconds.
@@ -30,16 +31,22 @@ pub enum RejectReason {
     BodyTimeout,
     /// Holding the event would take the process over `memory_budget` (503).
     MemoryBudget,
+    /// Logging the event would take a durable route over its `disk_buffer` (503).
+    DiskFull,
+    /// A durable route's log could not be written, or is not open yet (503).
+    DiskError,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 6] = [
+    const ALL: [RejectReason; 8] = [
         RejectReason::LaneFull,
         RejectReason::BodyTooLarge,
         RejectReason::BodyUnreadable,
         RejectReason::ShuttingDown,
         RejectReason::BodyTimeout,
         RejectReason::MemoryBudget,
+        RejectReason::DiskFull,
+        RejectReason::DiskError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +57,8 @@ impl RejectReason {
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::BodyTimeout => "body_timeout",
             RejectReason::MemoryBudget => "memory_budget",
+            RejectReason::DiskFull => "disk_full",
+            RejectReason::DiskError => "disk_error",
         }
     }
 }
@@ -58,7 +67,10 @@ impl RejectReason {
 pub struct RouteMetrics {
     pub accepted: IntCounter,
     /// One counter per [`RejectReason`], in `RejectReason::ALL` order.
-    rejected: [IntCounter; 6],
+    rejected: [IntCounter; 8],
+    /// Requests whose `Idempotency-Key` was already taken: answered 202 with the first
+    /// event's id, not taken in again.
+    pub duplicates: IntCounter,
 }
 
 impl RouteMetrics {
@@ -68,6 +80,10 @@ impl RouteMetrics {
             accepted: counter(opts(
                 "fanout_events_accepted_total",
                 "Events answered 202: each is in every lane of its route.",
+            )),
+            duplicates: counter(opts(
+                "fanout_events_duplicate_total",
+                "Requests whose Idempotency-Key was already taken: answered 202 with the first event's id.",
             )),
             rejected: RejectReason::ALL.map(|reason| {
                 counter(
@@ -87,6 +103,7 @@ impl RouteMetrics {
 
     pub(crate) fn register(&self, registry: &Registry) {
         register(registry, &self.accepted);
+        register(registry, &self.duplicates);
         for counter in &self.rejected {
             register(registry, counter);
         }
@@ -103,6 +120,9 @@ pub struct LaneMetrics {
     pub dropped_panic: IntCounter,
     /// Delivery workers restarted after a panic.
     pub worker_restarts: IntCounter,
+    /// Events written to the lane's dead-letter file, one counter per [`Reason`] in
+    /// `Reason::ALL` order.
+    pub dead_letters: [IntCounter; 3],
     /// Events taken from the queue and not yet delivered, failed or dropped.
     pub inflight: IntGauge,
     pub circuit_open: IntGauge,
@@ -140,7 +160,7 @@ impl LaneMetrics {
             )),
             failed: counter(opts(
                 "fanout_lane_failed_total",
-                "Events given up: a permanent status, or every attempt failed.",
+                "Events given up: a permanent status, every attempt failed, or older than max_age.",
             )),
             dropped_overflow: dropped("overflow"),
             dropped_shutdown: dropped("shutdown"),
@@ -149,6 +169,15 @@ impl LaneMetrics {
                 "fanout_lane_worker_restarts_total",
                 "Delivery workers restarted after a panic.",
             )),
+            dead_letters: Reason::ALL.map(|reason| {
+                counter(
+                    opts(
+                        "fanout_lane_dead_letters_total",
+                        "Events written to the lane's dead-letter file, by reason.",
+                    )
+                    .const_label("reason", reason.as_str()),
+                )
+            }),
             inflight: gauge(opts(
                 "fanout_lane_inflight",
                 "Events a delivery worker holds (sending, backing off or waiting on the breaker).",
@@ -186,6 +215,9 @@ impl LaneMetrics {
         register(registry, &self.dropped_shutdown);
         register(registry, &self.dropped_panic);
         register(registry, &self.worker_restarts);
+        for counter in &self.dead_letters {
+            register(registry, counter);
+        }
         register(registry, &self.inflight);
         register(registry, &self.circuit_open);
         register(registry, &self.duration);

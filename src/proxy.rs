@@ -2,6 +2,10 @@
 //! routing table (routes, their counters, their lanes with resolved targets) and the metrics.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use crate::data_dir::DataDir;
+use crate::log::Log;
 
 use crate::metrics::ConnectionMetrics;
 use crate::report::Metrics;
@@ -11,24 +15,50 @@ use crate::table::RouteTable;
 
 pub struct Proxy<T: RouteTable> {
     pub table: T,
+    /// The log of every durable route.
+    pub logs: Vec<Arc<Log>>,
     pub metrics: Metrics,
     /// Counters of client connections, shared by every connection task.
     pub connections: ConnectionMetrics,
     /// Set when shutdown begins: requests still arriving on open connections get 503.
     pub shutting_down: AtomicBool,
+    /// The data directory, once this process owns it.
+    pub data_dir: Mutex<Option<DataDir>>,
 }
 
 impl<T: RouteTable> Proxy<T> {
     /// Builds empty lanes and resolves every target's `${NAME}` placeholders with `env`.
     pub fn new(env: &dyn Fn(&str) -> Option<String>) -> Result<Proxy<T>, StartupError> {
-        let table = T::new(&mut Resolver::new(env))?;
+        let mut resolver = Resolver::new(env);
+        let table = T::new(&mut resolver)?;
+        let logs = resolver.into_logs();
         let connections = ConnectionMetrics::default();
         let metrics = Metrics::new(&connections, &table);
         Ok(Proxy {
             table,
+            logs,
             metrics,
             connections,
             shutting_down: AtomicBool::new(false),
+            data_dir: Mutex::new(None),
         })
+    }
+
+    /// Opens what the proxy keeps in the data directory it has locked, and keeps the lock.
+    pub fn own(&self, data_dir: DataDir) -> Result<(), StartupError> {
+        data_dir.open(self)?;
+        *self.data_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(data_dir);
+        Ok(())
+    }
+
+    /// At shutdown, once the durable lanes have stopped: writes, syncs and closes every log
+    /// and releases the data directory, for a process taking over.
+    pub fn hand_over(&self) {
+        for log in &self.logs {
+            log.close();
+        }
+        if let Some(data_dir) = self.data_dir.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tracing::info!(data_dir = %data_dir.path.display(), "data directory released");
+        }
     }
 }

@@ -130,6 +130,7 @@ pub async fn run<T: RouteTable>(
     }
 
     let deadline = Instant::now() + options.drain_timeout;
+    hand_back_queue(&listener, &proxy, &builders, &options, &slots, &closing_seen);
     drop(listener);
     proxy.shutting_down.store(true, Ordering::Relaxed);
     let _ = closing.send(true);
@@ -137,7 +138,13 @@ pub async fn run<T: RouteTable>(
     if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
         tracing::warn!("connections still open at the drain deadline");
     }
-    wait_for_empty_lanes(&proxy, deadline).await;
+    // Durable lanes stop taking events, finish what they hold, and their logs are closed and
+    // the data directory released, so a process taking over can start at once; memory lanes
+    // drain meanwhile.
+    proxy.table.lanes(&mut |lane| lane.stop());
+    wait_for_empty_lanes(&proxy, deadline, true).await;
+    proxy.hand_over();
+    wait_for_empty_lanes(&proxy, deadline, false).await;
     workers.shutdown().await;
     if let Some(reporter) = reporter {
         reporter.abort();
@@ -268,16 +275,64 @@ fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> JoinSet<()> {
     workers
 }
 
-async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant) {
-    while proxy.table.busy() && Instant::now() < deadline {
+/// Waits until no lane (only durable ones, if `durable`) has events a drain waits for, or
+/// the deadline.
+async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant, durable: bool) {
+    let busy = || {
+        let mut busy = false;
+        proxy.table.lanes(&mut |lane| {
+            busy |= (!durable || lane.log().is_some()) && lane.undrained() > 0;
+        });
+        busy
+    };
+    while busy() && Instant::now() < deadline {
         tokio::time::sleep(DRAIN_POLL).await;
     }
 }
 
+/// At shutdown, serves the connections already in the listener's queue before it is closed:
+/// with SO_REUSEPORT, the kernel may have queued them for this process while a new one
+/// listens beside it, and closing would reset them. (Linux 5.14+ can move them to the other
+/// listener instead: `net.ipv4.tcp_migrate_req = 1`.)
+fn hand_back_queue<T: RouteTable>(
+    listener: &TcpListener,
+    proxy: &Arc<Proxy<T>>,
+    builders: &Arc<Builders>,
+    options: &Options,
+    slots: &Arc<Semaphore>,
+    closing: &watch::Receiver<bool>,
+) {
+    let waker = futures_util::task::noop_waker();
+    let mut context = std::task::Context::from_waker(&waker);
+    while let std::task::Poll::Ready(Ok((stream, _))) = listener.poll_accept(&mut context) {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            proxy.connections.refused.inc();
+            continue;
+        };
+        configure(&stream, options);
+        let (proxy, builders, options) = (proxy.clone(), builders.clone(), options.clone());
+        let closing = closing.clone();
+        tokio::spawn(async move {
+            serve(stream, proxy, &builders, &options, closing).await;
+            drop(slot);
+        });
+    }
+}
+
 /// Counts what the drain did not deliver as dropped (reason `shutdown`) and logs it per lane.
-/// Events held by a worker were counted when the worker stopped.
+/// Events held by a worker were counted when the worker stopped. A durable lane drops
+/// nothing: what it did not deliver stays in its log.
 fn report_leftovers<T: RouteTable>(proxy: &Proxy<T>) {
     proxy.table.lanes(&mut |lane| {
+        if lane.log().is_some() {
+            tracing::info!(
+                route = lane.spec.route,
+                target = lane.spec.name,
+                waiting = lane.depth(),
+                "durable lane stopped: what it holds stays in its log"
+            );
+            return;
+        }
         let waiting = lane.clear() as u64;
         lane.metrics.dropped_shutdown.inc_by(waiting);
         let undelivered = lane.metrics.dropped_shutdown.get();

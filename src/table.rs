@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::event::Event;
-use crate::lane::{Lane, Rejected};
+use crate::idempotency::IdempotencyKeys;
+use crate::lane::{Admission, Lane, Rejected};
 use crate::metrics::RouteMetrics;
 use crate::sink::Resolver;
 use crate::spec::{RouteSpec, ServerSpec};
@@ -26,10 +27,12 @@ pub trait RouteTable: Send + Sync + Sized + 'static {
     fn route(path: &str) -> Option<Self::Route>;
     fn spec(route: Self::Route) -> &'static RouteSpec;
     /// Takes in a request's event as the route's mode says (`fanout`: into every lane, all
-    /// of its reject lanes or none).
-    fn accept(&self, route: Self::Route, event: Event) -> Result<(), Rejected>;
+    /// of its reject lanes or none; durable: once, into its log).
+    fn accept(&self, route: Self::Route, event: Event) -> Result<Admission, Rejected>;
     /// The route's ingest counters.
     fn metrics(&self, route: Self::Route) -> &RouteMetrics;
+    /// The route's remembered `Idempotency-Key`s.
+    fn keys(&self, route: Self::Route) -> &IdempotencyKeys;
     /// Calls `visit` with every lane of `route`, in the routes file's order.
     fn lanes_of(&self, route: Self::Route, visit: &mut dyn FnMut(&Arc<Lane>));
 
@@ -40,10 +43,10 @@ pub trait RouteTable: Send + Sync + Sized + 'static {
         }
     }
 
-    /// Whether any lane has events waiting or held.
+    /// Whether any lane has events a drain waits for (see [`Lane::undrained`]).
     fn busy(&self) -> bool {
         let mut busy = false;
-        self.lanes(&mut |lane| busy |= lane.unsettled() > 0);
+        self.lanes(&mut |lane| busy |= lane.undrained() > 0);
         busy
     }
 }

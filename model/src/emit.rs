@@ -5,7 +5,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use std::time::Duration;
 
-use crate::spec::{Endpoint, StatusSet};
+use crate::spec::{Endpoint, Fsync, StatusSet};
 
 /// A value as the Rust expression that rebuilds it in a `static`.
 pub trait Emit {
@@ -90,6 +90,19 @@ impl Emit for Endpoint {
             Endpoint::Http(http) => {
                 let http = http.emit();
                 quote!(::fanout::__private::Endpoint::Http(#http))
+            }
+        }
+    }
+}
+
+impl Emit for Fsync {
+    fn emit(&self) -> TokenStream {
+        match self {
+            Fsync::Always => quote!(::fanout::__private::Fsync::Always),
+            Fsync::Never => quote!(::fanout::__private::Fsync::Never),
+            Fsync::Every(period) => {
+                let period = period.emit();
+                quote!(::fanout::__private::Fsync::Every(#period))
             }
         }
     }

@@ -17,7 +17,7 @@ use quote::quote;
 
 use crate::emit::Emit;
 use crate::model::{Route, Routes, Target};
-use crate::spec::{Mode, Overflow};
+use crate::spec::{Mode, Overflow, Storage};
 
 /// The items for `routes`, as tokens for the `routes!` macro.
 pub fn tokens(routes: &Routes) -> TokenStream {
@@ -106,7 +106,7 @@ pub fn tokens(routes: &Routes) -> TokenStream {
                 &self,
                 route: Route,
                 event: ::fanout::__private::Event,
-            ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
+            ) -> ::core::result::Result<::fanout::__private::Admission, ::fanout::__private::Rejected> {
                 match route {
                     #( Route::#variants => self.#modules.lanes.#modes(event), )*
                 }
@@ -116,6 +116,12 @@ pub fn tokens(routes: &Routes) -> TokenStream {
             fn metrics(&self, route: Route) -> &::fanout::__private::RouteMetrics {
                 match route {
                     #( Route::#variants => &self.#modules.metrics, )*
+                }
+            }
+
+            fn keys(&self, route: Route) -> &::fanout::__private::IdempotencyKeys {
+                match route {
+                    #( Route::#variants => &self.#modules.keys, )*
                 }
             }
 
@@ -157,7 +163,8 @@ fn route_module(route: &Route) -> TokenStream {
     let module = ident(&route.ident);
     let doc = format!(" Route `{}` (`{}`) and its lanes.", spec.name, spec.path);
     let (name, path, max_body) = (spec.name, spec.path, spec.max_body);
-    let (mode, storage) = (spec.mode.emit(), spec.storage.emit());
+    let (mode, storage, disk) = (spec.mode.emit(), spec.storage.emit(), spec.disk.emit());
+    let idempotency_window = spec.idempotency_window.emit();
     let statics: Vec<Ident> = route.targets.iter().map(target_static).collect();
     let fields: Vec<Ident> = route.targets.iter().map(|t| ident(&t.ident)).collect();
     let specs = route.targets.iter().map(|target| {
@@ -169,13 +176,17 @@ fn route_module(route: &Route) -> TokenStream {
             pub static #static_name: ::fanout::__private::TargetSpec = #value;
         }
     });
-    let field_docs = route.targets.iter().map(|t| {
-        format!(
+    let field_docs = route.targets.iter().map(|t| match spec.storage {
+        Storage::Memory => format!(
             " Lane to `{}` ({}, {} events).",
             t.spec.endpoint.address(),
             t.spec.lane.overflow.as_str(),
             t.spec.lane.buffer
-        )
+        ),
+        Storage::Disk => format!(
+            " Lane to `{}` (a cursor over the route's log).",
+            t.spec.endpoint.address()
+        ),
     });
     let fanout = fanout_function(route);
     quote! {
@@ -188,14 +199,17 @@ fn route_module(route: &Route) -> TokenStream {
                 max_body: #max_body,
                 mode: #mode,
                 storage: #storage,
+                disk: #disk,
+                idempotency_window: #idempotency_window,
                 targets: &[ #( &#statics, )* ],
             };
 
             #( #specs )*
 
-            /// The route's counters and lanes.
+            /// The route's counters, remembered idempotency keys and lanes.
             pub struct Route {
                 pub metrics: ::fanout::__private::RouteMetrics,
+                pub keys: ::fanout::__private::IdempotencyKeys,
                 pub lanes: Lanes,
             }
 
@@ -206,8 +220,9 @@ fn route_module(route: &Route) -> TokenStream {
                 ) -> ::core::result::Result<Route, ::fanout::__private::StartupError> {
                     ::core::result::Result::Ok(Route {
                         metrics: ::fanout::__private::RouteMetrics::new(&ROUTE),
+                        keys: ::fanout::__private::IdempotencyKeys::new(&ROUTE),
                         lanes: Lanes {
-                            #( #fields: ::fanout::__private::Lane::new(&#statics, #storage, resolver)?, )*
+                            #( #fields: ::fanout::__private::Lane::new(&#statics, &ROUTE, resolver)?, )*
                         },
                     })
                 }
@@ -230,11 +245,40 @@ fn route_module(route: &Route) -> TokenStream {
     }
 }
 
-/// `fanout`: hands an event to every lane of the route. Reject lanes first: each takes a
-/// reservation, and a `?` that fails drops the reservations taken before it, so the event lands
-/// in every lane or in none. A reservation is named after its lane with a prefix, so that a
-/// target called `event` cannot shadow the event.
+/// `fanout`: hands an event to every lane of the route.
+///
+/// A durable route (`storage: disk`) writes it once to the route's log, which every lane reads
+/// at its own pace: the lanes share one log, so appending through the first lane appends for
+/// all, and the caller awaits the returned commit before answering 202.
+///
+/// In memory: reject lanes first: each takes a reservation, and a `?` that fails drops the
+/// reservations taken before it, so the event lands in every lane or in none. A reservation is
+/// named after its lane with a prefix, so that a target called `event` cannot shadow the event.
 fn fanout_function(route: &Route) -> TokenStream {
+    let doc = format!(
+        " Mode `fanout`: hands `event` to every lane of route `{}`.",
+        route.spec.name
+    );
+    let body = match route.spec.storage {
+        Storage::Disk => {
+            let first = ident(&route.targets[0].ident);
+            quote!(self.#first.append(event))
+        }
+        Storage::Memory => memory_fanout(route),
+    };
+    quote! {
+        #[doc = #doc]
+        #[inline]
+        pub fn fanout(
+            &self,
+            event: ::fanout::__private::Event,
+        ) -> ::core::result::Result<::fanout::__private::Admission, ::fanout::__private::Rejected> {
+            #body
+        }
+    }
+}
+
+fn memory_fanout(route: &Route) -> TokenStream {
     let reservations = route
         .targets
         .iter()
@@ -261,22 +305,11 @@ fn fanout_function(route: &Route) -> TokenStream {
             Overflow::DropNewest => quote!(self.#field.push_drop_newest(#event);),
         }
     });
-    let doc = format!(
-        " Mode `fanout`: hands `event` to every lane of route `{}`.",
-        route.spec.name
-    );
     quote! {
-        #[doc = #doc]
-        #[inline]
-        pub fn fanout(
-            &self,
-            event: ::fanout::__private::Event,
-        ) -> ::core::result::Result<(), ::fanout::__private::Rejected> {
-            let size = event.body_len();
-            #( #reservations )*
-            #( #pushes )*
-            ::core::result::Result::Ok(())
-        }
+        let size = event.body_len();
+        #( #reservations )*
+        #( #pushes )*
+        ::core::result::Result::Ok(::fanout::__private::Admission::Queued)
     }
 }
 

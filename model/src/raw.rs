@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::spec::{Mode, Overflow, Spelled, Storage};
+use crate::spec::{Fsync, Mode, Overflow, Spelled, Storage};
 use crate::units;
 
 #[derive(Deserialize)]
@@ -42,6 +42,7 @@ pub struct Server {
     pub http2_max_streams: Option<u64>,
     pub max_header_bytes: Option<Size>,
     pub memory_budget: Option<Size>,
+    pub data_dir: Option<String>,
 }
 
 /// The fields of a lane and delivery policy, which `defaults:` and every target may set. The
@@ -61,6 +62,7 @@ macro_rules! with_policy_fields {
             pub breaker: Option<Breaker>,
             pub http2: Option<bool>,
             pub batch: Option<Batch>,
+            pub max_age: Option<Dur>,
         }
 
         $(impl $name {
@@ -69,6 +71,9 @@ macro_rules! with_policy_fields {
                 Policy {
                     mode: None,
                     storage: None,
+                    disk_buffer: None,
+                    fsync: None,
+                    idempotency_window: None,
                     buffer: self.buffer,
                     buffer_bytes: self.buffer_bytes,
                     overflow: self.overflow,
@@ -78,6 +83,7 @@ macro_rules! with_policy_fields {
                     breaker: self.breaker.clone(),
                     http2: self.http2,
                     batch: self.batch.clone(),
+                    max_age: self.max_age,
                 }
             }
         })?
@@ -95,6 +101,9 @@ with_policy_fields! {
     pub struct Policy {
         pub mode: Option<Named<Mode>>,
         pub storage: Option<Named<Storage>>,
+        pub disk_buffer: Option<Size>,
+        pub fsync: Option<FsyncText>,
+        pub idempotency_window: Option<Dur>,
     }
 }
 
@@ -143,6 +152,9 @@ pub struct Route {
     pub max_body: Option<Size>,
     pub mode: Option<Named<Mode>>,
     pub storage: Option<Named<Storage>>,
+    pub disk_buffer: Option<Size>,
+    pub fsync: Option<FsyncText>,
+    pub idempotency_window: Option<Dur>,
     pub targets: Vec<serde_yaml::Value>,
 }
 
@@ -188,6 +200,30 @@ impl<'de> Deserialize<'de> for Dur {
         units::parse_duration(&text)
             .map(Dur)
             .map_err(de::Error::custom)
+    }
+}
+
+/// `fsync:` written as `always`, `never` or a duration such as `10ms`.
+#[derive(Clone, Copy)]
+pub struct FsyncText(pub Fsync);
+
+impl<'de> Deserialize<'de> for FsyncText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let expected = "always, never, or a duration such as 10ms";
+        let text = scalar_text(deserializer, expected)?;
+        match text.as_str() {
+            "always" => Ok(FsyncText(Fsync::Always)),
+            "never" => Ok(FsyncText(Fsync::Never)),
+            _ => match units::parse_duration(&text) {
+                Ok(period) if !period.is_zero() => Ok(FsyncText(Fsync::Every(period))),
+                Ok(_) => Err(de::Error::custom(
+                    "0s is not a period: write `always` to sync before every 202",
+                )),
+                Err(_) => Err(de::Error::custom(format!(
+                    "expected {expected}, found \"{text}\""
+                ))),
+            },
+        }
     }
 }
 

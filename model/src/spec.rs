@@ -7,7 +7,7 @@
 //! A target is an endpoint (where and how to send: one variant per kind) plus a lane policy
 //! (how events wait) plus a delivery policy (how they are sent). A route has a mode (what a
 //! request means: `fanout` repeats it to every target) and a storage kind (where its events
-//! wait until every lane is done with them: `memory`).
+//! wait until every lane is done with them: `memory`, or `disk` with its [`DiskPolicy`]).
 
 use core::time::Duration;
 
@@ -62,6 +62,9 @@ spec_struct! {
         pub max_header_bytes: usize,
         /// Bytes of event bodies the process holds at most, across every lane.
         pub memory_budget: usize,
+        /// Where durable routes keep their logs, and every lane its dead letters;
+        /// `fanout --data-dir` overrides it. May hold `${NAME}` placeholders.
+        pub data_dir: Option<&'static str>,
     }
 }
 
@@ -74,7 +77,43 @@ pub struct RouteSpec {
     pub max_body: u64,
     pub mode: Mode,
     pub storage: Storage,
+    /// How a durable route (`storage: disk`) keeps its log; unused by other storage kinds.
+    pub disk: DiskPolicy,
+    /// How long an `Idempotency-Key` is remembered; zero turns the header off.
+    pub idempotency_window: Duration,
     pub targets: &'static [&'static TargetSpec],
+}
+
+spec_struct! {
+    /// The log of a durable route.
+    pub struct DiskPolicy {
+        /// Bytes of log (records not yet finished by every lane) the route keeps at most;
+        /// beyond it ingest answers 503.
+        pub budget: u64,
+        pub fsync: Fsync,
+    }
+}
+
+/// When a durable route's log is synced to the disk, and so when its 202 is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// The 202 follows the fsync that covers the event (one fsync covers every event written
+    /// since the last: group commit).
+    Always,
+    /// The 202 follows the write to the OS; the OS syncs when it likes.
+    Never,
+    /// The 202 follows the write to the OS; a sync follows within this.
+    Every(Duration),
+}
+
+impl core::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Never => f.write_str("never"),
+            Fsync::Every(period) => write!(f, "{}ms", period.as_millis()),
+        }
+    }
 }
 
 spec_struct! {
@@ -142,6 +181,9 @@ spec_struct! {
         pub breaker: BreakerPolicy,
         /// Deliver many events per request, as NDJSON.
         pub batch: Option<BatchPolicy>,
+        /// An event still undelivered this long after it was accepted is given up
+        /// (dead-lettered with reason `expired`).
+        pub max_age: Option<Duration>,
     }
 }
 
@@ -281,6 +323,8 @@ spec_enum! {
     pub enum Storage {
         /// In the process's memory: lost on a crash or SIGKILL.
         Memory = "memory",
+        /// In a log on local disk, written before the 202: survives a crash or a restart.
+        Disk = "disk",
     }
 }
 

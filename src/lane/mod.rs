@@ -7,22 +7,27 @@
 //! [`Lane::take`]s events and settles them through their [`Held`] guard (the ack: delivered or
 //! finally failed; a durable lane keeps an event until then), and shutdown, drain and metrics
 //! look through [`Lane::depth`], [`Lane::unsettled`], [`Lane::oldest_age`] and [`Lane::clear`].
-//! A new storage kind (a cursor over a route's log on disk, say) is a module and a variant of
+//! Storage kinds: `memory.rs` (a bounded queue per lane) and `disk.rs` (a cursor per lane
+//! over its durable route's log, `crate::log`). A new kind is a module and a variant of
 //! `Storage`.
 //!
 //! Every event is in exactly one place of each lane at every moment: waiting (`depth`), held by
 //! a worker ([`Held`], `fanout_lane_inflight`, counted in the same critical section that takes
 //! it out), or settled (delivered, failed, dropped). A drain that sees both zero is done.
 
+mod disk;
 mod memory;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::breaker::Breaker;
+use crate::dead_letter::{DeadLetters, LastAttempt};
 use crate::event::Event;
+use crate::log::{Commit, Log};
 use crate::metrics::LaneMetrics;
 use crate::sink::{Endpoint, Resolver};
-use crate::spec::{Storage as StorageKind, TargetSpec};
+use crate::spec::{RouteSpec, Storage as StorageKind, TargetSpec};
 use crate::startup::StartupError;
 
 pub use memory::Reservation;
@@ -37,18 +42,36 @@ pub struct Lane {
     pub breaker: Breaker,
     /// Held by the one delivery worker gathering a batch (batch lanes only).
     pub gathering: tokio::sync::Mutex<()>,
+    /// Where events given up go, once the data directory is open (if there is one).
+    pub dead_letters: OnceLock<DeadLetters>,
 }
 
 /// Where the lane's events wait: the route's storage kind.
 enum Storage {
     Memory(memory::Memory),
+    Disk(disk::Disk),
 }
 
-/// Why an event was refused: a reject lane of its route was full.
+/// Why an event was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    /// Name of the full target.
-    pub target: &'static str,
+pub enum Rejected {
+    /// A reject lane of its route was full; the name of its target.
+    LaneFull(&'static str),
+    /// Its durable route's log is at its `disk_buffer`.
+    DiskFull,
+    /// Its durable route's log could not be written.
+    DiskError,
+    /// Its durable route's log is not open (yet, or any more).
+    NotOpen,
+}
+
+/// How a route took an event in.
+#[must_use]
+pub enum Admission {
+    /// In every lane's queue, in memory.
+    Queued,
+    /// Appended to the route's log: answer once the commit is written.
+    Logged(Commit),
 }
 
 /// How a held event ended.
@@ -60,77 +83,108 @@ pub enum Settled {
 
 /// Events a delivery worker has taken from its lane and not yet settled: they count in
 /// `fanout_lane_inflight` until [`Held::settle`]. Dropped unsettled — the worker was stopped at
-/// the end of a drain, or panicked — they count as dropped with reason `shutdown` or `panic`.
+/// the end of a drain, or panicked — they count as dropped with reason `shutdown` or `panic`
+/// in memory; a durable lane keeps them in its log (for the next start, or given back to be
+/// read again after a panic).
 #[must_use]
 pub struct Held<'a> {
     lane: &'a Lane,
     events: u64,
+    /// Log positions of the events, in a durable lane; empty in memory.
+    positions: Vec<u64>,
     settled: bool,
 }
 
 impl Lane {
-    /// An empty lane for `spec` in storage of the route's kind, its target resolved.
+    /// An empty lane for `spec` in storage of `route`'s kind, its target resolved.
     pub fn new(
         spec: &'static TargetSpec,
-        storage: StorageKind,
+        route: &'static RouteSpec,
         resolver: &mut Resolver<'_>,
-    ) -> Result<std::sync::Arc<Lane>, StartupError> {
+    ) -> Result<Arc<Lane>, StartupError> {
         let metrics = LaneMetrics::new(spec);
-        let storage = match storage {
+        let storage = match route.storage {
             StorageKind::Memory => Storage::Memory(memory::Memory::new(
                 &spec.lane,
                 metrics.dropped_overflow.clone(),
                 metrics.inflight.clone(),
             )),
+            StorageKind::Disk => {
+                let index = route
+                    .targets
+                    .iter()
+                    .position(|target| std::ptr::eq(*target, spec))
+                    .expect("a lane's target is one of its route's");
+                let log = resolver.log(route);
+                Storage::Disk(disk::Disk::new(log, index, metrics.inflight.clone()))
+            }
         };
-        Ok(std::sync::Arc::new(Lane {
+        Ok(Arc::new(Lane {
             spec,
             storage,
             endpoint: Endpoint::resolve(spec, resolver)?,
             metrics,
             breaker: Breaker::new(&spec.delivery.breaker),
             gathering: tokio::sync::Mutex::new(()),
+            dead_letters: OnceLock::new(),
         }))
     }
 
-    /// Takes a slot for an event of `size` body bytes, or refuses if the lane is full.
-    pub fn reserve(&self, size: usize) -> Result<Reservation<'_>, Rejected> {
-        let reserved = match &self.storage {
-            Storage::Memory(memory) => memory.reserve(size),
-        };
-        reserved.ok_or(Rejected {
-            target: self.spec.name,
-        })
-    }
-
-    /// Enqueues `event`, evicting the oldest waiting events until it fits.
-    pub fn push_drop_oldest(&self, event: Event) {
+    /// The route's log, if the lane is durable.
+    pub fn log(&self) -> Option<&Arc<Log>> {
         match &self.storage {
-            Storage::Memory(memory) => memory.push_drop_oldest(event),
+            Storage::Disk(disk) => Some(&disk.log),
+            Storage::Memory(_) => None,
         }
     }
 
-    /// Enqueues `event` unless the lane is full, in which case this lane drops it.
-    pub fn push_drop_newest(&self, event: Event) {
+    /// Appends `event` to the route's log, for every lane of a durable route. (A memory lane
+    /// is never asked: its route pushes to each lane.)
+    pub fn append(&self, event: Event) -> Result<Admission, Rejected> {
         match &self.storage {
-            Storage::Memory(memory) => memory.push_drop_newest(event),
+            Storage::Disk(disk) => disk.log.append(&event).map(Admission::Logged),
+            Storage::Memory(memory) => {
+                memory.push_drop_newest(event);
+                Ok(Admission::Queued)
+            }
+        }
+    }
+
+    /// Takes a slot for an event of `size` body bytes, or refuses if the lane is full. (Only
+    /// memory lanes are asked.)
+    pub fn reserve(&self, size: usize) -> Result<Reservation<'_>, Rejected> {
+        let reserved = match &self.storage {
+            Storage::Memory(memory) => memory.reserve(size),
+            Storage::Disk(_) => None,
+        };
+        reserved.ok_or(Rejected::LaneFull(self.spec.name))
+    }
+
+    /// Enqueues `event`, evicting the oldest waiting events until it fits. (Only memory lanes
+    /// are asked.)
+    pub fn push_drop_oldest(&self, event: Event) {
+        if let Storage::Memory(memory) = &self.storage {
+            memory.push_drop_oldest(event);
+        }
+    }
+
+    /// Enqueues `event` unless the lane is full, in which case this lane drops it. (Only
+    /// memory lanes are asked.)
+    pub fn push_drop_newest(&self, event: Event) {
+        if let Storage::Memory(memory) = &self.storage {
+            memory.push_drop_newest(event);
         }
     }
 
     /// Waits for the next event and takes it, held.
     pub async fn take(&self) -> (Event, Held<'_>) {
-        let event = match &self.storage {
-            Storage::Memory(memory) => memory.take().await,
-        };
-        (event, Held::new(self, 1))
-    }
-
-    /// Takes the oldest waiting event, held, if there is one.
-    pub fn try_take(&self) -> Option<(Event, Held<'_>)> {
-        let event = match &self.storage {
-            Storage::Memory(memory) => memory.try_take()?,
-        };
-        Some((event, Held::new(self, 1)))
+        match &self.storage {
+            Storage::Memory(memory) => (memory.take().await, Held::new(self, 1, Vec::new())),
+            Storage::Disk(disk) => {
+                let (event, position) = disk.take().await;
+                (event, Held::new(self, 1, vec![position]))
+            }
+        }
     }
 
     /// Moves waiting events into `batch`, held by `held`, within `(max_events, max_bytes)`;
@@ -148,6 +202,7 @@ impl Lane {
         let before = batch.len();
         let taken = match &self.storage {
             Storage::Memory(memory) => memory.take_more(batch, bytes, limits, wait),
+            Storage::Disk(disk) => disk.take_more(batch, &mut held.positions, bytes, limits),
         };
         held.events += (batch.len() - before) as u64;
         taken
@@ -158,6 +213,7 @@ impl Lane {
     pub async fn batch_full(&self) {
         match &self.storage {
             Storage::Memory(memory) => memory.batch_full().await,
+            Storage::Disk(disk) => disk.written().await,
         }
     }
 
@@ -165,6 +221,7 @@ impl Lane {
     pub fn depth(&self) -> usize {
         match &self.storage {
             Storage::Memory(memory) => memory.depth(),
+            Storage::Disk(disk) => disk.depth(),
         }
     }
 
@@ -175,26 +232,63 @@ impl Lane {
         waiting + self.metrics.inflight.get().max(0) as u64
     }
 
+    /// What a drain waits for: every event of a memory lane; only the held ones of a durable
+    /// lane, whose waiting events stay in its log for the next start.
+    pub fn undrained(&self) -> u64 {
+        match &self.storage {
+            Storage::Memory(_) => self.unsettled(),
+            Storage::Disk(_) => self.metrics.inflight.get().max(0) as u64,
+        }
+    }
+
     /// How long the oldest waiting event has waited.
     pub fn oldest_age(&self) -> Duration {
         match &self.storage {
             Storage::Memory(memory) => memory.oldest_age(),
+            Storage::Disk(disk) => disk.oldest_age(),
         }
     }
 
-    /// At the end of a drain: removes every waiting event, returning how many there were.
+    /// At shutdown: a durable lane takes no more events (they stay in its log).
+    pub fn stop(&self) {
+        if let Storage::Disk(disk) = &self.storage {
+            disk.stop();
+        }
+    }
+
+    /// At the end of a drain: removes every waiting event of a memory lane, returning how many
+    /// there were. A durable lane keeps them in its log.
     pub fn clear(&self) -> usize {
         match &self.storage {
             Storage::Memory(memory) => memory.clear(),
+            Storage::Disk(_) => 0,
+        }
+    }
+
+    /// Writes `events` to the lane's dead letters if it has a data directory, counting them.
+    pub fn dead_letter(&self, events: &[Event], last: &LastAttempt<'_>) {
+        let Some(dead_letters) = self.dead_letters.get() else {
+            return;
+        };
+        match dead_letters.write(self.spec, events, last) {
+            Ok(()) => self.metrics.dead_letters[last.reason as usize].inc_by(events.len() as u64),
+            Err(error) => tracing::error!(
+                route = self.spec.route,
+                target = self.spec.name,
+                %error,
+                events = events.len(),
+                "cannot write dead letters"
+            ),
         }
     }
 }
 
 impl<'a> Held<'a> {
-    fn new(lane: &'a Lane, events: u64) -> Held<'a> {
+    fn new(lane: &'a Lane, events: u64, positions: Vec<u64>) -> Held<'a> {
         Held {
             lane,
             events,
+            positions,
             settled: false,
         }
     }
@@ -202,6 +296,17 @@ impl<'a> Held<'a> {
     /// How many events are held.
     pub fn count(&self) -> u64 {
         self.events
+    }
+
+    /// Settles the `index`th event held (in the order taken) alone, as `how`; the others stay
+    /// held.
+    pub fn settle_one(&mut self, index: usize, how: Settled) {
+        let mut one = Held::new(self.lane, 1, Vec::new());
+        if let (Storage::Disk(_), true) = (&self.lane.storage, index < self.positions.len()) {
+            one.positions.push(self.positions.remove(index));
+        }
+        self.events -= 1;
+        one.settle(how);
     }
 
     /// The ack: counts the held events as delivered or failed, and they leave the lane for
@@ -212,6 +317,9 @@ impl<'a> Held<'a> {
             Settled::Delivered => metrics.delivered.inc_by(self.events),
             Settled::Failed => metrics.failed.inc_by(self.events),
         }
+        if let Storage::Disk(disk) = &self.lane.storage {
+            disk.finish(&self.positions);
+        }
         self.settled = true;
     }
 }
@@ -220,10 +328,12 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         let metrics = &self.lane.metrics;
         if !self.settled {
-            if std::thread::panicking() {
-                metrics.dropped_panic.inc_by(self.events);
-            } else {
-                metrics.dropped_shutdown.inc_by(self.events);
+            let panicking = std::thread::panicking();
+            match &self.lane.storage {
+                Storage::Disk(disk) if panicking => disk.give_back(&self.positions),
+                Storage::Disk(_) => {}
+                Storage::Memory(_) if panicking => metrics.dropped_panic.inc_by(self.events),
+                Storage::Memory(_) => metrics.dropped_shutdown.inc_by(self.events),
             }
         }
         metrics.inflight.sub(self.events as i64);

@@ -10,17 +10,21 @@
 
 pub mod http;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::log::Log;
 use crate::parcel::Parcel;
-use crate::spec::{self, TargetSpec};
+use crate::spec::{self, RouteSpec, TargetSpec};
 use crate::startup::StartupError;
 
-/// What resolving targets at start-up needs: the environment for `${NAME}`, and what kinds
-/// share between their targets (HTTP clients, one per CA file and protocol).
+/// What building the lanes at start-up needs: the environment for `${NAME}`, what kinds
+/// share between their targets (HTTP clients, one per CA file and protocol), and the log each
+/// durable route's lanes share.
 pub struct Resolver<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     http: http::Clients,
+    logs: Vec<Arc<Log>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -29,7 +33,23 @@ impl<'a> Resolver<'a> {
         Resolver {
             env,
             http: http::Clients::default(),
+            logs: Vec::new(),
         }
+    }
+
+    /// The log of durable route `route`, made on first use.
+    pub fn log(&mut self, route: &'static RouteSpec) -> Arc<Log> {
+        if let Some(log) = self.logs.iter().find(|l| std::ptr::eq(l.route, route)) {
+            return log.clone();
+        }
+        let log = Arc::new(Log::new(route));
+        self.logs.push(log.clone());
+        log
+    }
+
+    /// Every durable route's log.
+    pub fn into_logs(self) -> Vec<Arc<Log>> {
+        self.logs
     }
 }
 
@@ -79,11 +99,53 @@ pub enum Outcome {
     /// The target took the parcel.
     Delivered,
     /// The target refused it for good (an HTTP 4xx other than 408/429, a 501, ...).
-    Permanent(String),
+    Permanent(Why),
     /// Worth another attempt: no answer, an error on the way, or a refusal the target may
     /// change its mind about (`retry.on`); `retry_after` if the target asked for a delay.
     Retryable {
-        why: String,
+        why: Why,
         retry_after: Option<Duration>,
     },
+}
+
+/// Why an attempt did not deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The target answered with this status.
+    Status(u16),
+    /// No answer: a timeout, a refused connection, a broken one.
+    Error(String),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Status(status) => write!(f, "status {status}"),
+            Why::Error(error) => f.write_str(error),
+        }
+    }
+}
+
+/// Replaces each `${NAME}` in `text` with the variable's value; `${NAME:-default}` takes
+/// `default` when the variable is unset or empty.
+pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for piece in fanout_model::contract::pieces(text) {
+        match piece {
+            Ok(fanout_model::contract::Piece::Literal(literal)) => out.push_str(literal),
+            Ok(fanout_model::contract::Piece::Variable { name, default }) => {
+                match (env(name).filter(|v| !v.is_empty()), default) {
+                    (Some(value), _) => out.push_str(&value),
+                    (None, Some(default)) => out.push_str(default),
+                    (None, None) => {
+                        return Err(format!(
+                            "environment variable {name} is not set (needed for ${{{name}}})"
+                        ))
+                    }
+                }
+            }
+            Err(_) => return Err(format!("malformed placeholder in \"{text}\"")),
+        }
+    }
+    Ok(out)
 }

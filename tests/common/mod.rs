@@ -486,3 +486,14 @@ impl Metrics {
         samples.iter().sum()
     }
 }
+
+/// A new empty directory under the system's temporary one, named after `what`, this process
+/// and a counter (left behind for a look after a failure; the OS cleans its temporary files).
+pub fn scratch_dir(what: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fanout-test-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}

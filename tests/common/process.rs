@@ -30,11 +30,18 @@ impl Fanout {
         fanout
     }
 
-    /// Starts `binary` with `extra_args` and `env` added to the environment.
+    /// Starts `binary` with `extra_args` and `env` added to the environment, and a fresh data
+    /// directory unless `extra_args` name one.
     pub fn start_with(binary: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Fanout {
+        let data_dir = if extra_args.contains(&"--data-dir") {
+            Vec::new()
+        } else {
+            vec!["--data-dir".to_owned(), super::scratch_dir("data").display().to_string()]
+        };
         let mut child = Command::new(binary)
             .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(&data_dir)
             .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -8,7 +8,8 @@ use super::{with_field, Checker};
 use crate::model::{self, status_set, DEFAULT_RETRY_STATUSES};
 use crate::raw;
 use crate::spec::{
-    BatchPolicy, BreakerPolicy, DeliveryPolicy, LanePolicy, Mode, Overflow, RetryPolicy, Storage,
+    BatchPolicy, BreakerPolicy, DeliveryPolicy, Fsync, LanePolicy, Mode, Overflow, RetryPolicy,
+    Storage,
 };
 use crate::units;
 
@@ -77,6 +78,9 @@ impl Checker<'_> {
                 fail(self, &[&policy.batch_max_bytes], "must be at least 1 byte");
             }
         }
+        if policy.max_age.value.is_some_and(|age| age.is_zero()) {
+            fail(self, &[&policy.max_age], "must be longer than 0s");
+        }
         if policy.cooldown.value > policy.max_cooldown.value {
             let message = format!(
                 "cooldown ({}) must not be longer than max_cooldown ({})",
@@ -131,6 +135,11 @@ impl<T: Clone> Setting<T> {
 pub(super) struct Layered {
     pub(super) mode: Setting<Mode>,
     pub(super) storage: Setting<Storage>,
+    pub(super) disk_buffer: Setting<u64>,
+    pub(super) fsync: Setting<Fsync>,
+    /// `None` until set: the default depends on the route's storage.
+    pub(super) idempotency_window: Setting<Option<Duration>>,
+    pub(super) max_age: Setting<Option<Duration>>,
     pub(super) buffer: Setting<u64>,
     pub(super) buffer_bytes: Setting<u64>,
     pub(super) overflow: Setting<Overflow>,
@@ -156,6 +165,10 @@ impl Layered {
         Layered {
             mode: Setting::builtin(Mode::Fanout),
             storage: Setting::builtin(Storage::Memory),
+            disk_buffer: Setting::builtin(1 << 30),
+            fsync: Setting::builtin(Fsync::Always),
+            idempotency_window: Setting::builtin(None),
+            max_age: Setting::builtin(None),
             buffer: Setting::builtin(10_000),
             buffer_bytes: Setting::builtin(64 << 20),
             overflow: Setting::builtin(Overflow::DropOldest),
@@ -197,6 +210,17 @@ impl Layered {
         Layered {
             mode: self.mode.over(raw.mode.map(|m| m.0), at("mode")),
             storage: self.storage.over(raw.storage.map(|s| s.0), at("storage")),
+            disk_buffer: self
+                .disk_buffer
+                .over(raw.disk_buffer.map(|s| s.0), at("disk_buffer")),
+            fsync: self.fsync.over(raw.fsync.map(|f| f.0), at("fsync")),
+            idempotency_window: self.idempotency_window.over(
+                raw.idempotency_window.map(|d| Some(d.0)),
+                at("idempotency_window"),
+            ),
+            max_age: self
+                .max_age
+                .over(raw.max_age.map(|d| Some(d.0)), at("max_age")),
             buffer: self.buffer.over(raw.buffer, at("buffer")),
             buffer_bytes: self
                 .buffer_bytes
@@ -274,6 +298,7 @@ impl Layered {
                 max_bytes: to_usize(self.batch_max_bytes.value),
                 max_wait: self.batch_max_wait.value,
             }),
+            max_age: self.max_age.value,
         }
     }
 }

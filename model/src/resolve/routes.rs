@@ -10,7 +10,12 @@ use crate::contract::{PlaceholderError, RESERVED_PATHS};
 use crate::ident;
 use crate::model::{leak, leak_slice, leak_str, Route, Target};
 use crate::raw;
-use crate::spec::{Endpoint, HttpEndpoint, RouteSpec, ServerSpec, TargetSpec};
+use crate::spec::{DiskPolicy, Endpoint, HttpEndpoint, RouteSpec, ServerSpec, Storage, TargetSpec};
+use std::time::Duration;
+
+/// What a log record holds besides the body (its header, the id, the content type), at most:
+/// `disk_buffer` must hold one event of `max_body` and this.
+const DISK_RECORD_SLACK: u64 = 64 * 1024;
 
 impl Checker<'_> {
     /// Checks one route. Returns it whenever it could be read, problems or not, so that the
@@ -36,7 +41,24 @@ impl Checker<'_> {
         let storage = defaults
             .storage
             .over(raw.storage.map(|s| s.0), format!("{base}.storage"));
+        let disk_buffer = defaults
+            .disk_buffer
+            .over(raw.disk_buffer.map(|s| s.0), format!("{base}.disk_buffer"));
+        let fsync = defaults
+            .fsync
+            .over(raw.fsync.map(|f| f.0), format!("{base}.fsync"));
+        let idempotency_window = defaults.idempotency_window.over(
+            raw.idempotency_window.map(|d| Some(d.0)),
+            format!("{base}.idempotency_window"),
+        );
         let max_body = raw.max_body.map_or(server.max_body, |s| s.0);
+        if storage.value == Storage::Disk && disk_buffer.value < max_body + DISK_RECORD_SLACK {
+            let message = format!(
+                "{} is less than the route's max_body ({max_body} bytes) plus {DISK_RECORD_SLACK} bytes for a record's header: an event that large could never be logged",
+                disk_buffer.value
+            );
+            self.report_field(&base, &context, "disk_buffer", message);
+        }
         if let Err(message) = check_max_body(max_body) {
             self.report_field(&base, &context, "max_body", message);
         }
@@ -64,6 +86,16 @@ impl Checker<'_> {
             max_body,
             mode: mode.value,
             storage: storage.value,
+            disk: DiskPolicy {
+                budget: disk_buffer.value,
+                fsync: fsync.value,
+            },
+            idempotency_window: idempotency_window
+                .value
+                .unwrap_or(match storage.value {
+                    Storage::Disk => Duration::from_secs(24 * 3600),
+                    Storage::Memory => Duration::from_secs(600),
+                }),
             targets: leak_slice(targets.iter().map(|target| target.spec).collect()),
         });
         Some(Route {

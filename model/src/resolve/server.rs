@@ -44,7 +44,18 @@ impl Checker<'_> {
             http2_max_streams: u32::try_from(http2_max_streams).unwrap_or(u32::MAX),
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
             memory_budget: usize::try_from(memory_budget).unwrap_or(usize::MAX),
+            data_dir: raw.data_dir.map(leak_str),
         };
+        if let Some(dir) = server.data_dir {
+            let problem = if dir.is_empty() {
+                Some("must name a directory".to_owned())
+            } else {
+                super::routes::check_placeholders(dir).err()
+            };
+            if let Some(message) = problem {
+                self.report_field("server", CONTEXT, "data_dir", message);
+            }
+        }
         for (field, zero) in [
             ("first_byte_timeout", server.first_byte_timeout.is_zero()),
             ("header_read_timeout", server.header_read_timeout.is_zero()),

@@ -22,12 +22,11 @@ use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Uri};
 use tokio::time::Instant;
 
-use super::Outcome;
+use super::{substitute, Outcome, Why};
 use crate::parcel::{Parcel, ATTEMPT, ROUTE};
 use crate::spec::{HttpEndpoint, TargetSpec};
 use crate::startup::StartupError;
 use client::HttpClient;
-use fanout_model::contract;
 use link::{Answer, Failure, Link};
 
 pub struct Endpoint {
@@ -170,11 +169,11 @@ impl Sink<'_> {
         let deadline = Instant::now() + delivery.timeout;
         match self.link.send(request, deadline).await {
             Err(Failure::Timeout) => Outcome::Retryable {
-                why: format!("no answer within {:?}", delivery.timeout),
+                why: Why::Error(format!("no answer within {:?}", delivery.timeout)),
                 retry_after: None,
             },
             Err(Failure::Io(error)) => Outcome::Retryable {
-                why: error_chain(error.as_ref()),
+                why: Why::Error(error_chain(error.as_ref())),
                 retry_after: None,
             },
             Ok(Answer { status, .. }) if status.is_success() => Outcome::Delivered,
@@ -184,11 +183,11 @@ impl Sink<'_> {
             }) if delivery.retry.on.contains(status.as_u16()) => {
                 let honoured = matches!(status.as_u16(), 429 | 503);
                 Outcome::Retryable {
-                    why: format!("status {status}"),
+                    why: Why::Status(status.as_u16()),
                     retry_after: retry_after.filter(|_| honoured),
                 }
             }
-            Ok(Answer { status, .. }) => Outcome::Permanent(format!("status {status}")),
+            Ok(Answer { status, .. }) => Outcome::Permanent(Why::Status(status.as_u16())),
         }
     }
 }
@@ -245,30 +244,6 @@ fn percent_decode(text: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Replaces each `${NAME}` in `text` with the variable's value; `${NAME:-default}` takes
-/// `default` when the variable is unset or empty.
-fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    for piece in contract::pieces(text) {
-        match piece {
-            Ok(contract::Piece::Literal(literal)) => out.push_str(literal),
-            Ok(contract::Piece::Variable { name, default }) => {
-                match (env(name).filter(|v| !v.is_empty()), default) {
-                    (Some(value), _) => out.push_str(&value),
-                    (None, Some(default)) => out.push_str(default),
-                    (None, None) => {
-                        return Err(format!(
-                            "environment variable {name} is not set (needed for ${{{name}}})"
-                        ))
-                    }
-                }
-            }
-            Err(_) => return Err(format!("malformed placeholder in \"{text}\"")),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

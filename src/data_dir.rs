@@ -1,0 +1,118 @@
+//! The data directory (`server.data_dir`, or `fanout --data-dir`): durable routes' logs,
+//! every lane's dead letters, and the lock that makes one process at a time its owner.
+//!
+//! ```text
+//! DIR/LOCK                                   flock'ed by the owner; holds its pid
+//! DIR/routes/<route>/<position>.seg          a durable route's log segments
+//! DIR/routes/<route>/cursors/<target>        each lane's persisted watermark
+//! DIR/routes/<route>/idempotency-keys        a durable route's remembered keys
+//! DIR/dead-letters/<route>/<target>.ndjson   each lane's dead letters
+//! ```
+//!
+//! Handing over on a restart: the new process binds the same address (SO_REUSEPORT) and
+//! serves at once; if the old one still owns the directory, the new one waits for the lock
+//! (its durable routes' requests wait too, up to `body_read_timeout`). On SIGTERM the old
+//! process stops accepting, finishes the requests under way, stops its durable lanes, writes
+//! and syncs its logs, persists their watermarks and releases the lock; the new one then
+//! recovers the logs and goes on where the old one stopped. Dead-letter files are shared
+//! safely meanwhile: every write takes an exclusive `flock` of the file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::dead_letter::DeadLetters;
+use crate::log::route_dir;
+use crate::proxy::Proxy;
+use crate::spec::Storage;
+use crate::startup::StartupError;
+use crate::table::RouteTable;
+
+/// How often a process waiting for the lock tries again.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+/// The data directory, locked by this process until dropped.
+pub struct DataDir {
+    pub path: PathBuf,
+    _lock: File,
+}
+
+/// Tries to lock `path` (creating it); `Ok(None)` if another process holds it.
+pub fn try_lock(path: &Path) -> Result<Option<DataDir>, StartupError> {
+    let fail = |what: &str, e: io::Error| {
+        StartupError(format!("data directory {}: cannot {what}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(path).map_err(|e| fail("create it", e))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path.join("LOCK"))
+        .map_err(|e| fail("open its LOCK file", e))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = io::Error::last_os_error();
+        if error.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(fail("lock it", error));
+    }
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(Some(DataDir {
+        path: path.to_owned(),
+        _lock: file,
+    }))
+}
+
+/// Locks `path`, waiting for the process that holds it to hand it over.
+pub async fn lock(path: &Path) -> Result<DataDir, StartupError> {
+    let mut logged = false;
+    loop {
+        if let Some(locked) = try_lock(path)? {
+            return Ok(locked);
+        }
+        if !logged {
+            let owner = std::fs::read_to_string(path.join("LOCK")).unwrap_or_default();
+            tracing::info!(
+                data_dir = %path.display(),
+                owner = owner.trim(),
+                "another fanout owns the data directory: serving, and waiting for it to hand over"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(LOCK_POLL).await;
+    }
+}
+
+impl DataDir {
+    /// Opens what the proxy keeps here: dead letters for every lane, and the logs and
+    /// idempotency keys of durable routes (recovering them).
+    pub fn open<T: RouteTable>(&self, proxy: &Proxy<T>) -> Result<(), StartupError> {
+        proxy.table.lanes(&mut |lane| {
+            let _ = lane.dead_letters.set(DeadLetters::new(&self.path, lane.spec));
+        });
+        for log in &proxy.logs {
+            log.open(&route_dir(&self.path, log.route.name))?;
+        }
+        for &route in T::ROUTES {
+            let spec = T::spec(route);
+            let keys = proxy.table.keys(route);
+            if spec.storage == Storage::Disk && keys.enabled() {
+                let path = route_dir(&self.path, spec.name).join("idempotency-keys");
+                keys.open(&path).map_err(|e| {
+                    StartupError(format!(
+                        "route \"{}\": cannot read {}: {e}",
+                        spec.name,
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        tracing::info!(data_dir = %self.path.display(), "data directory open");
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Dead letters: an event a lane gives up on (its attempts exhausted, refused for good by the
+//! target, or older than the target's `max_age`) is written to the lane's dead-letter file in
+//! the data directory, `dead-letters/<route>/<target>.ndjson`, one JSON object per line:
+//!
+//! ```json
+//! {"id":"…","route":"orders","target":"crm","time":"2026-11-23T18:00:00.000Z",
+//!  "accepted":"2026-11-23T17:59:58.120Z","reason":"exhausted","status":503,
+//!  "error":"status 503","attempts":5,"content_type":"application/json","body":"{…}"}
+//! ```
+//!
+//! `reason` is `exhausted`, `refused` or `expired`; `status` is the target's last answer
+//! (`null` if it gave none), `error` says what happened in words. A body that is not UTF-8 is
+//! written as `body_base64` instead of `body`. Each line is written with one `write` under an
+//! exclusive `flock` of the file, which `fanout dead-letters replay` takes too, so a running
+//! server and a replay never interleave.
+
+use base64::Engine;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::event::Event;
+use crate::sink::Why;
+use crate::spec::TargetSpec;
+
+/// Why a lane gave up on an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Every attempt failed.
+    Exhausted,
+    /// The target refused it for good (a status not in `retry.on`).
+    Refused,
+    /// Still undelivered after the target's `max_age`.
+    Expired,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 3] = [Reason::Exhausted, Reason::Refused, Reason::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Exhausted => "exhausted",
+            Reason::Refused => "refused",
+            Reason::Expired => "expired",
+        }
+    }
+}
+
+/// The dead-letter file of one lane.
+pub struct DeadLetters {
+    path: PathBuf,
+}
+
+/// How a delivery ended, for the record.
+pub struct LastAttempt<'a> {
+    pub reason: Reason,
+    pub why: Option<&'a Why>,
+    pub attempts: u32,
+}
+
+impl DeadLetters {
+    /// The dead-letter file of `target` in `data_dir` (created on the first dead letter).
+    pub fn new(data_dir: &Path, target: &TargetSpec) -> DeadLetters {
+        DeadLetters {
+            path: path(data_dir, target.route, target.name),
+        }
+    }
+
+    /// Appends one line per event.
+    pub fn write(
+        &self,
+        target: &TargetSpec,
+        events: &[Event],
+        last: &LastAttempt<'_>,
+    ) -> io::Result<()> {
+        let mut lines = Vec::new();
+        for event in events {
+            serde_json::to_writer(&mut lines, &line(target, event, last))?;
+            lines.push(b'\n');
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let _locked = Locked::exclusive(&file)?;
+        (&file).write_all(&lines)
+    }
+}
+
+fn line(target: &TargetSpec, event: &Event, last: &LastAttempt<'_>) -> serde_json::Value {
+    let (status, error) = match last.why {
+        Some(Why::Status(status)) => (Some(*status), last.why.map(Why::to_string)),
+        Some(why) => (None, Some(why.to_string())),
+        None => (None, None),
+    };
+    let mut line = serde_json::json!({
+        "id": event.id_text(&mut [0; 36]),
+        "route": target.route,
+        "target": target.name,
+        "time": timestamp(SystemTime::now()),
+        "accepted": timestamp(event.accepted_at()),
+        "reason": last.reason.as_str(),
+        "status": status,
+        "error": error,
+        "attempts": last.attempts,
+        "content_type": event.content_type_bytes().map(String::from_utf8_lossy),
+    });
+    match std::str::from_utf8(event.body_slice()) {
+        Ok(body) => line["body"] = body.into(),
+        Err(_) => {
+            line["body_base64"] =
+                base64::engine::general_purpose::STANDARD.encode(event.body_slice()).into()
+        }
+    }
+    line
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The dead-letter file of a lane.
+pub fn path(data_dir: &Path, route: &str, target: &str) -> PathBuf {
+    data_dir
+        .join("dead-letters")
+        .join(route)
+        .join(format!("{target}.ndjson"))
+}
+
+/// An exclusive `flock` of a file, released when dropped.
+pub struct Locked<'a>(&'a File);
+
+impl<'a> Locked<'a> {
+    pub fn exclusive(file: &'a File) -> io::Result<Locked<'a>> {
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Locked(file))
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

@@ -1,0 +1,223 @@
+//! `Idempotency-Key`: a client that retries a POST with the same key within the route's
+//! `idempotency_window` gets the first event's id back with 202, and the event is not taken in
+//! twice.
+//!
+//! The keys of a route live in a map bounded by [`MAX_KEYS`] (past it, the oldest key is
+//! forgotten early) and expire after the window. A durable route also appends each key to
+//! `idempotency-keys` in its log directory before the 202, and reads that file back at start-up
+//! (keeping the keys still in their window), so a restart does not forget them; the file is
+//! rewritten with the live keys when it has grown to twice their number.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::spec::RouteSpec;
+
+/// Keys a route remembers at most.
+pub const MAX_KEYS: usize = 100_000;
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+
+pub struct IdempotencyKeys {
+    window: Duration,
+    keys: Mutex<Keys>,
+}
+
+#[derive(Default)]
+struct Keys {
+    ids: HashMap<Box<[u8]>, [u8; 16]>,
+    /// When each key expires (Unix milliseconds), oldest first.
+    expiry: VecDeque<(u64, Box<[u8]>)>,
+    /// The durable route's file, and the lines it holds.
+    file: Option<(PathBuf, File, usize)>,
+}
+
+/// What a key says about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A new key, now taken for the request's event.
+    New,
+    /// Taken within the window by the event with this id.
+    Seen([u8; 16]),
+}
+
+impl IdempotencyKeys {
+    pub fn new(route: &RouteSpec) -> IdempotencyKeys {
+        IdempotencyKeys {
+            window: route.idempotency_window,
+            keys: Mutex::new(Keys::default()),
+        }
+    }
+
+    /// Whether the route looks at `Idempotency-Key` at all (a window of 0s turns it off).
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `key` for the event `id`, unless it is taken already.
+    pub fn claim(&self, key: &[u8], id: [u8; 16]) -> Claim {
+        let now = unix_millis(SystemTime::now());
+        let mut keys = self.lock();
+        keys.expire(now);
+        if let Some(first) = keys.ids.get(key) {
+            return Claim::Seen(*first);
+        }
+        if keys.ids.len() >= MAX_KEYS {
+            keys.forget_oldest();
+        }
+        let expires = now + self.window.as_millis() as u64;
+        keys.ids.insert(key.into(), id);
+        keys.expiry.push_back((expires, key.into()));
+        Claim::New
+    }
+
+    /// Gives `key` back: its event was not taken in after all.
+    pub fn release(&self, key: &[u8]) {
+        let mut keys = self.lock();
+        keys.ids.remove(key);
+    }
+
+    /// Writes `key` to the durable route's file, if it has one.
+    pub fn persist(&self, key: &[u8], id: [u8; 16]) -> io::Result<()> {
+        let mut keys = self.lock();
+        let live = keys.ids.len();
+        let Some((path, file, lines)) = &mut keys.file else {
+            return Ok(());
+        };
+        let expires = unix_millis(SystemTime::now()) + self.window.as_millis() as u64;
+        file.write_all(line(expires, &id, key).as_bytes())?;
+        *lines += 1;
+        if *lines > 2 * live + 1000 {
+            let path = path.clone();
+            keys.rewrite(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the keys a durable route kept in `path` (those still in their window), and
+    /// appends to it from now on.
+    pub fn open(&self, path: &Path) -> io::Result<()> {
+        let now = unix_millis(SystemTime::now());
+        let mut keys = self.lock();
+        if let Ok(file) = File::open(path) {
+            let mut read = Vec::new();
+            for text in io::BufReader::new(file).lines() {
+                if let Some((expires, id, key)) = parse(&text?) {
+                    if expires > now {
+                        read.push((expires, id, key));
+                    }
+                }
+            }
+            read.sort_by_key(|(expires, _, _)| *expires);
+            for (expires, id, key) in read.into_iter().rev().take(MAX_KEYS).rev() {
+                keys.ids.insert(key.clone().into(), id);
+                keys.expiry.push_back((expires, key.into()));
+            }
+        }
+        keys.rewrite(path)
+    }
+}
+
+impl Keys {
+    fn expire(&mut self, now: u64) {
+        while self.expiry.front().is_some_and(|(expires, _)| *expires <= now) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, key)) = self.expiry.pop_front() {
+            self.ids.remove(&key);
+        }
+    }
+
+    /// Replaces `path` with the live keys, and appends to it from now on.
+    fn rewrite(&mut self, path: &Path) -> io::Result<()> {
+        let temporary = path.with_extension("new");
+        let mut text = String::new();
+        for (expires, key) in &self.expiry {
+            if let Some(id) = self.ids.get(key) {
+                text.push_str(&line(*expires, id, key));
+            }
+        }
+        std::fs::write(&temporary, &text)?;
+        std::fs::rename(&temporary, path)?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        self.file = Some((path.to_owned(), file, self.ids.len()));
+        Ok(())
+    }
+}
+
+/// `<expires, Unix ms> <id, 32 hex> <key, hex>\n`.
+fn line(expires: u64, id: &[u8; 16], key: &[u8]) -> String {
+    format!("{expires} {} {}\n", hex(id), hex(key))
+}
+
+fn parse(line: &str) -> Option<(u64, [u8; 16], Vec<u8>)> {
+    let mut fields = line.split(' ');
+    let expires = fields.next()?.parse().ok()?;
+    let id = unhex(fields.next()?)?.try_into().ok()?;
+    let key = unhex(fields.next()?)?;
+    Some((expires, id, key))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether `key` is a key this proxy takes: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
+pub fn valid(key: &[u8]) -> bool {
+    (1..=MAX_KEY_LEN).contains(&key.len()) && key.iter().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_seen_until_released_and_lines_read_back() {
+        let route = crate::spec::RouteSpec {
+            name: "r",
+            path: "/r",
+            max_body: 1,
+            mode: crate::spec::Mode::Fanout,
+            storage: crate::spec::Storage::Memory,
+            disk: crate::spec::DiskPolicy {
+                budget: 1,
+                fsync: crate::spec::Fsync::Always,
+            },
+            idempotency_window: Duration::from_secs(60),
+            targets: &[],
+        };
+        let keys = IdempotencyKeys::new(Box::leak(Box::new(route)));
+        assert_eq!(keys.claim(b"k", [1; 16]), Claim::New);
+        assert_eq!(keys.claim(b"k", [2; 16]), Claim::Seen([1; 16]));
+        keys.release(b"k");
+        assert_eq!(keys.claim(b"k", [3; 16]), Claim::New);
+        assert_eq!(parse(&line(5, &[7; 16], b"a b")[..].trim_end()), Some((5, [7; 16], b"a b".to_vec())));
+        assert!(valid(b"abc-123") && !valid(b"") && !valid(b"a b"));
+    }
+}
