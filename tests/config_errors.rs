@@ -184,6 +184,8 @@ build_fails! {
     zero_buffer: "zero-buffer",
     zero_concurrency: "zero-concurrency",
     zero_timeout: "zero-timeout",
+    bad_fsync: "bad-fsync",
+    disk_buffer_too_small: "disk-buffer-too-small",
     zero_retry_attempts: "zero-retry-attempts",
     backoff_above_max_backoff: "backoff-above-max-backoff",
     retry_on_non_http_status: "retry-on-non-http-status",

@@ -126,3 +126,292 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     }
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+// ---- Helpers of the durable-route crash tests (tests/durable_crash.rs) ----
+
+impl Fanout {
+    /// SIGKILL by pid (no shutdown at all), and waits until the process is gone, so its
+    /// data directory's lock is released.
+    pub fn kill_hard(&mut self) {
+        // SAFETY: kill only sends a signal to the pid of the child this struct owns.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// The resident set size of the process, from `/proc/<pid>/status` (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// POSTs `body` (application/json) to `path` over a new connection, blocking, with `headers`
+/// added; the status and body of the answer. An error if fanout is not there or dies first.
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}
+
+/// The id of a `202 {"id": "..."}`; `None` for anything else.
+pub fn accepted_id(answer: &std::io::Result<(u16, String)>) -> Option<String> {
+    match answer {
+        Ok((202, body)) => serde_json::from_str::<serde_json::Value>(body).ok()?["id"]
+            .as_str()
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A port on 127.0.0.1 held with SO_REUSEPORT, bound and not listening: connections to it are
+/// refused while no [`PyTarget`] listens there too, and nothing outside the test takes it.
+pub struct SharedPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl SharedPort {
+    pub fn new() -> SharedPort {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+        socket.bind(&any.into()).expect("bind an ephemeral port");
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound IPv4 socket has an address");
+        SharedPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// One request a [`PyTarget`] received.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub path: String,
+    /// Its `fanout-event-id` header ("" if none).
+    pub id: String,
+    pub body: String,
+}
+
+/// A python3 `http.server` target (HTTP/1.1, keep-alive) answering 200 `{}` to every POST,
+/// reporting each request on its stdout. It starts down (its port refuses connections);
+/// [`PyTarget::up`] and [`PyTarget::down`] (SIGKILL) flip it, as often as a test likes, on the
+/// same port; what every run received is kept.
+pub struct PyTarget {
+    port: SharedPort,
+    child: Mutex<Option<Child>>,
+    received: Arc<Mutex<Vec<Delivered>>>,
+}
+
+const PY_TARGET: &str = r#"
+import http.server, json, socket, sys, threading
+lock = threading.Lock()
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self.rfile.read(size + 2)
+                if size == 0:
+                    break
+                body += chunk[:-2]
+        else:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        line = json.dumps([self.path, self.headers.get("fanout-event-id") or "", body.decode("utf-8", "replace")])
+        with lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+server = Server(("127.0.0.1", int(sys.argv[1])), Handler)
+print("ready", flush=True)
+server.serve_forever()
+"#;
+
+/// The python3 interpreter itself (not a version manager's shim), found once.
+fn python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+impl PyTarget {
+    /// A target that is down until [`PyTarget::up`].
+    pub fn new() -> PyTarget {
+        PyTarget {
+            port: SharedPort::new(),
+            child: Mutex::new(None),
+            received: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// A target that is up.
+    pub fn started() -> PyTarget {
+        let target = PyTarget::new();
+        target.up();
+        target
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.port.addr
+    }
+
+    /// Starts the python server on the target's port and waits until it listens.
+    pub fn up(&self) {
+        let mut slot = self.child.lock().unwrap();
+        assert!(slot.is_none(), "the target is up already");
+        let mut child = Command::new(python())
+            .args(["-u", "-c", PY_TARGET, &self.port.addr.port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = self.received.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                    continue;
+                }
+                let Ok((path, id, body)) = serde_json::from_str::<(String, String, String)>(&line)
+                else {
+                    continue;
+                };
+                sink.lock().unwrap().push(Delivered { path, id, body });
+            }
+        });
+        *slot = Some(child);
+        ready_rx
+            .recv_timeout(super::PATIENCE)
+            .expect("the python target says `ready`");
+    }
+
+    /// Kills the python server (SIGKILL by pid): its port refuses connections again and the
+    /// connections it had are reset.
+    pub fn down(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn received(&self) -> Vec<Delivered> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// How many requests carried `fanout-event-id: id`.
+    pub fn count_id(&self, id: &str) -> usize {
+        self.received.lock().unwrap().iter().filter(|d| d.id == id).count()
+    }
+}
+
+impl Drop for PyTarget {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// A target that accepts connections, reads what comes and never answers.
+pub struct Hanging {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hanging {
+    pub fn start() -> Hanging {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a hanging target");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            let mut buffer = [0u8; 16384];
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                while let Ok((stream, _)) = listener.accept() {
+                    let _ = stream.set_nonblocking(true);
+                    held.push(stream);
+                }
+                held.retain_mut(|stream| loop {
+                    match stream.read(&mut buffer) {
+                        Ok(0) => break false,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                        Err(_) => break false,
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Hanging {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

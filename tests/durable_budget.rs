@@ -1,0 +1,115 @@
+//! Durable routes in process, on a real socket and a real data directory: a full disk budget
+//! answers 503 with Retry-After and recovers once the target drains the log; batch lanes and
+//! single lanes read the same log; an event older than `max_age` becomes a dead letter with
+//! reason `expired`; every fsync policy delivers everything it acknowledged.
+
+mod common;
+
+use common::{scratch_dir, start_proxy, Reply, Running, Target};
+use fanout::data_dir;
+use std::collections::HashSet;
+
+mod table {
+    fanout::routes!("tests/routes/durable.yaml");
+}
+use table::Table;
+
+/// A proxy for the durable routes owning a fresh data directory.
+async fn start(env: &[(&str, String)]) -> (Running<Table>, std::path::PathBuf) {
+    let running = start_proxy::<Table>(env, None).await;
+    let dir = scratch_dir("durable");
+    let locked = data_dir::try_lock(&dir).unwrap().expect("a fresh directory is free");
+    running.proxy.own(locked).expect("the data directory opens");
+    (running, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_budget_answers_503_until_the_target_drains() {
+    let target = Target::start(Reply::Status(503)).await;
+    let (proxy, _dir) = start(&[("GATED", target.addr.to_string())]).await;
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(900));
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let answer = proxy.post("/small", &body).await;
+        if answer.status != 202 {
+            break answer;
+        }
+        accepted.push(answer.id());
+        assert!(accepted.len() < 200, "80 KiB of log holds fewer than 200 events of 1 KiB");
+    };
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.body.contains("disk_buffer"), "{}", refused.body);
+    assert!(accepted.len() >= 60, "80 KiB holds at least 60 such events: {}", accepted.len());
+    let metrics = proxy.metrics().await;
+    assert!(metrics.value("fanout_events_rejected_total", &[("route", "small"), ("reason", "disk_full")]) >= 1.0);
+
+    target.set_reply(Reply::Status(200));
+    let delivered = proxy
+        .wait_metric_at_least("fanout_lane_delivered_total", &[("route", "small")], accepted.len() as f64)
+        .await;
+    let _ = delivered;
+    let again = proxy.post("/small", &body).await;
+    assert_eq!(again.status, 202, "the budget is free again once delivered: {}", again.body);
+    let ids: HashSet<String> = target
+        .received()
+        .iter()
+        .filter(|r| r.body.len() > 10)
+        .map(|r| r.header("fanout-event-id").to_owned())
+        .collect();
+    for id in &accepted {
+        assert!(ids.contains(id), "{id} was accepted and not delivered");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_single_lanes_read_one_log() {
+    let bulk = Target::start(Reply::Status(200)).await;
+    let single = Target::start(Reply::Status(200)).await;
+    let env = [("BULK", bulk.addr.to_string()), ("SINGLE", single.addr.to_string())];
+    let (proxy, dir) = start(&env).await;
+    let mut ids = Vec::new();
+    for n in 0..45 {
+        let answer = proxy.post("/batched", &format!("{{\"n\":{n}}}")).await;
+        assert_eq!(answer.status, 202);
+        ids.push(answer.id());
+    }
+    single.wait_for(45).await;
+    proxy
+        .wait_metric("fanout_lane_delivered_total", &[("route", "batched"), ("target", "bulk")], 45.0)
+        .await;
+    let batched: Vec<String> = bulk
+        .received()
+        .iter()
+        .flat_map(|r| r.header("fanout-event-ids").split(',').map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(batched, ids, "every event once, in log order");
+    assert!(bulk.count() < 45, "events travel in batches: {} requests", bulk.count());
+    let singles: HashSet<String> = single.received().iter().map(|r| r.header("fanout-event-id").to_owned()).collect();
+    assert_eq!(singles.len(), 45);
+    proxy.shutdown().await;
+    let segments = std::fs::read_dir(dir.join("routes/batched")).unwrap().count();
+    assert!(segments >= 1, "the log stays in the data directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_older_than_max_age_is_a_dead_letter() {
+    let down = Target::start(Reply::Status(503)).await;
+    let (proxy, dir) = start(&[("DOWN", down.addr.to_string())]).await;
+    let answer = proxy.post("/aging", "{\"stale\":true}").await;
+    assert_eq!(answer.status, 202);
+    let labels = [("route", "aging"), ("target", "down"), ("reason", "expired")];
+    proxy.wait_metric("fanout_lane_dead_letters_total", &labels, 1.0).await;
+    proxy
+        .wait_metric("fanout_lane_failed_total", &[("route", "aging"), ("target", "down")], 1.0)
+        .await;
+    let text = std::fs::read_to_string(dir.join("dead-letters/aging/down.ndjson")).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["id"], answer.id().as_str());
+    assert_eq!(letter["reason"], "expired");
+    assert_eq!(letter["body"], "{\"stale\":true}");
+    assert_eq!(letter["content_type"], "application/json");
+    assert!(letter["attempts"].as_u64().unwrap() >= 1);
+    proxy.shutdown().await;
+}
