@@ -9,8 +9,8 @@
 # one's median (a shared machine is noisy: one run says little). --only takes a
 # --fanout BIN measures that binary (built with benches/routes/load.yaml, e.g. from an older
 # commit) instead of building one. --only takes a
-# comma-separated subset of: baseline,down,reject2,reject4,batch2,h2x2,memory,startup,rebuild,
-# static.
+# comma-separated subset of: baseline,down,ddown-always,ddown-10ms,ddown-never,reject2,disk2,
+# disk2-always,reject4,batch2,h2x2,memory,backlog,startup,rebuild,static.
 #
 # Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
 # (installed with apt-get when missing and running as root). Builds, in target/load/:
@@ -22,13 +22,19 @@
 #   reject2/4 fanout, reject lanes to 2 / 4 counting sinks: the sustained no-loss rate
 #   batch2    reject lanes to 2 sinks, NDJSON batches
 #   h2x2      reject lanes to 2 sinks, HTTP/2
-# then memory (1,000,000 events of 200 bytes held in 4 lanes whose targets are down),
+#   ddown-*   a durable route (storage: disk) with fsync always / 10ms / never, targets down:
+#             durable ingest, to compare with `down`
+#   disk2     a durable route (fsync 10ms; disk2-always: fsync always) delivering to 2 sinks:
+#             to compare with `reject2`
+# then memory (1,000,000 events of 200 bytes held in 4 lanes whose targets are down), backlog
+# (a durable route holding BACKLOG events, default 10,000,000, for a dead target: RSS and bytes
+# on disk per event),
 # start-up (exec to first 202), rebuild (a routes file edit to a rebuilt binary: a user's inner
 # loop) and the size of the static, stripped binary.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT="" FANOUT=""
-ONLY=baseline,down,reject2,reject4,batch2,h2x2,memory,startup,rebuild,static
+ONLY=baseline,down,ddown-always,ddown-10ms,ddown-never,reject2,disk2,disk2-always,reject4,batch2,h2x2,memory,backlog,startup,rebuild,static
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
@@ -74,10 +80,16 @@ rig() { # label path targets sut
 }
 # A drain longer than the rig's 5 s grace would get fanout killed mid-drain.
 F="$FANOUT --workers 1 --drain-timeout 2s"
+D="$F --data-dir $OUT/data"
 for round in $(seq "$ROUNDS"); do
   rig baseline /demo "" "$BASELINE --port 8080 --workers 1"
   rig down /down "" "$F"
+  for policy in always 10ms never; do
+    rm -rf "$OUT/data"; rig "ddown-$policy" "/ddown-$policy" "" "$D"
+  done
   rig reject2 /reject2 8101,8102 "$F"
+  rm -rf "$OUT/data"; rig disk2 /disk2 8101,8102 "$D"
+  rm -rf "$OUT/data"; rig disk2-always /disk2-always 8101,8102 "$D"
   rig reject4 /reject4 8101,8102,8103,8104 "$F"
   rig batch2 /batch2 8101,8102 "$F"
   rig h2x2 /h2x2 8101,8102 "$F"
@@ -102,6 +114,32 @@ RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SUT/status")
 HELD=$(curl -s http://127.0.0.1:8080/metrics | awk '/^fanout_lane_depth\{route="memory"/ { s += $2 } END { print s }')
 echo "MEMORY accepted=$(accepted) held_in_lanes=$HELD rss_mb=$((RSS_KB / 1024))" | tee -a "$RESULTS"
 kill "$SUT"; wait "$SUT" 2>/dev/null || true
+fi
+
+# ---- backlog: a durable route holding millions of events for a dead target ------------------
+if wanted backlog; then
+BACKLOG=${BACKLOG:-10000000}
+accepted_d() { curl -s --max-time 1 http://127.0.0.1:8080/metrics | awk '/^fanout_events_accepted_total\{route="ddown-never"\}/ { print $2 }'; }
+log "backlog: $BACKLOG events of 200 bytes in a durable route (fsync never), targets down, at most 600 s"
+rm -rf "$OUT/backlog-data"
+$FANOUT --workers 1 --drain-timeout 0s --data-dir "$OUT/backlog-data" >"$OUT/backlog.log" 2>&1 &
+PIDS+=($!); SUT=$!
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
+timeout 600 wrk -t1 -c64 -d600s -s "$RIG/post.lua" http://127.0.0.1:8080/ddown-never >"$OUT/backlog-wrk.log" 2>&1 &
+WRK=$!; PIDS+=($WRK)
+RSS_AT_1M=""
+for _ in $(seq 6000); do
+  n=$(accepted_d); n=${n:-0}
+  if [[ -z $RSS_AT_1M && $n -ge 1000000 ]]; then RSS_AT_1M=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SUT/status"); fi
+  [[ $n -ge $BACKLOG ]] && break; sleep 0.1
+done
+kill "$WRK" 2>/dev/null || true; wait "$WRK" 2>/dev/null || true
+sleep 0.5
+RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SUT/status")
+N=$(accepted_d); N=${N:-0}; DISK=$(du -sb "$OUT/backlog-data/routes/ddown-never" | cut -f1)
+echo "BACKLOG accepted=$N rss_mb_at_1m=$((${RSS_AT_1M:-0} / 1024)) rss_mb=$((RSS_KB / 1024)) disk_bytes_per_event=$((DISK / (N > 0 ? N : 1)))" | tee -a "$RESULTS"
+kill "$SUT"; wait "$SUT" 2>/dev/null || true
+rm -rf "$OUT/backlog-data"
 fi
 
 # ---- start-up: exec to the first 202 --------------------------------------------------------

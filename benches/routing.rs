@@ -102,9 +102,10 @@ fn dispatch(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("compiled", targets), &path, |b, &path| {
             b.iter(|| {
                 let route = Route::from_path(black_box(path)).expect("a route of the bench file");
-                table
+                let admission = table
                     .accept(route, event.clone())
                     .expect("drop_oldest lanes never reject");
+                assert!(matches!(admission, fanout::lane::Admission::Queued));
                 for lane in &route_lanes {
                     let (event, held) = lane.try_take().expect("dispatch pushed one event here");
                     held.settle(fanout::lane::Settled::Delivered);

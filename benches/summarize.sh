@@ -27,7 +27,7 @@ function worst(a, b) { return (a == "" || b + 0 > a + 0) ? b : a }
   lost[l] = f["missing"] == "na" ? "na" : worst(lost[l], f["missing"])
   foreign[l] = worst(foreign[l], f["foreign_cpu_pct"])
 }
-/^(MEMORY|STARTUP|REBUILD|BINARY) / { extra[++m] = $0 }
+/^(MEMORY|BACKLOG|STARTUP|REBUILD|BINARY) / { extra[++m] = $0 }
 END {
   b = "baseline"
   for (i = 1; i <= n; i++) { l = order[i]; OK[l] = median(ok[l]); P99[l] = median(p99[l]); US[l] = median(us[l]) }

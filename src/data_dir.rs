@@ -21,11 +21,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dead_letter::DeadLetters;
-use crate::log::route_dir;
-use crate::proxy::Proxy;
+use crate::log::{route_dir, Log};
 use crate::spec::Storage;
 use crate::startup::StartupError;
 use crate::table::RouteTable;
@@ -42,7 +42,10 @@ pub struct DataDir {
 /// Tries to lock `path` (creating it); `Ok(None)` if another process holds it.
 pub fn try_lock(path: &Path) -> Result<Option<DataDir>, StartupError> {
     let fail = |what: &str, e: io::Error| {
-        StartupError(format!("data directory {}: cannot {what}: {e}", path.display()))
+        StartupError(format!(
+            "data directory {}: cannot {what}: {e}",
+            path.display()
+        ))
     };
     std::fs::create_dir_all(path).map_err(|e| fail("create it", e))?;
     let mut file = OpenOptions::new()
@@ -91,16 +94,18 @@ pub async fn lock(path: &Path) -> Result<DataDir, StartupError> {
 impl DataDir {
     /// Opens what the proxy keeps here: dead letters for every lane, and the logs and
     /// idempotency keys of durable routes (recovering them).
-    pub fn open<T: RouteTable>(&self, proxy: &Proxy<T>) -> Result<(), StartupError> {
-        proxy.table.lanes(&mut |lane| {
-            let _ = lane.dead_letters.set(DeadLetters::new(&self.path, lane.spec));
+    pub fn open<T: RouteTable>(&self, table: &T, logs: &[Arc<Log>]) -> Result<(), StartupError> {
+        table.lanes(&mut |lane| {
+            let _ = lane
+                .dead_letters
+                .set(DeadLetters::new(&self.path, lane.spec));
         });
-        for log in &proxy.logs {
+        for log in logs {
             log.open(&route_dir(&self.path, log.route.name))?;
         }
         for &route in T::ROUTES {
             let spec = T::spec(route);
-            let keys = proxy.table.keys(route);
+            let keys = table.keys(route);
             if spec.storage == Storage::Disk && keys.enabled() {
                 let path = route_dir(&self.path, spec.name).join("idempotency-keys");
                 keys.open(&path).map_err(|e| {

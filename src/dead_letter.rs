@@ -113,8 +113,9 @@ fn line(target: &TargetSpec, event: &Event, last: &LastAttempt<'_>) -> serde_jso
     match std::str::from_utf8(event.body_slice()) {
         Ok(body) => line["body"] = body.into(),
         Err(_) => {
-            line["body_base64"] =
-                base64::engine::general_purpose::STANDARD.encode(event.body_slice()).into()
+            line["body_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(event.body_slice())
+                .into()
         }
     }
     line

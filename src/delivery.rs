@@ -153,7 +153,14 @@ async fn deliver(
     let count = held.count();
     let retry = &lane.spec.delivery.retry;
     let give_up = |held: Held<'_>, reason, why, attempts| {
-        lane.dead_letter(events, &LastAttempt { reason, why, attempts });
+        lane.dead_letter(
+            events,
+            &LastAttempt {
+                reason,
+                why,
+                attempts,
+            },
+        );
         held.settle(Settled::Failed);
     };
     let mut attempt = 1;

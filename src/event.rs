@@ -71,7 +71,11 @@ impl Event {
     /// waiting event does not pin the connection buffer it was read from).
     pub fn new(body: &[u8], content_type: Option<&HeaderValue>) -> Event {
         let uuid = ID_CONTEXT.with(|context| Uuid::new_v7(Timestamp::now(context)));
-        Event::make(*uuid.as_bytes(), body, content_type.map(HeaderValue::as_bytes))
+        Event::make(
+            *uuid.as_bytes(),
+            body,
+            content_type.map(HeaderValue::as_bytes),
+        )
     }
 
     /// An event as a durable route's log kept it: its id (and so its acceptance time), body
@@ -227,7 +231,12 @@ impl Event {
 pub fn receipt_of(id: [u8; 16]) -> Bytes {
     let mut receipt = Vec::with_capacity(45);
     receipt.extend_from_slice(b"{\"id\":\"");
-    receipt.extend_from_slice(Uuid::from_bytes(id).hyphenated().encode_lower(&mut [0; 36]).as_bytes());
+    receipt.extend_from_slice(
+        Uuid::from_bytes(id)
+            .hyphenated()
+            .encode_lower(&mut [0; 36])
+            .as_bytes(),
+    );
     receipt.extend_from_slice(b"\"}");
     Bytes::from(receipt)
 }

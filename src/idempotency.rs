@@ -128,7 +128,11 @@ impl IdempotencyKeys {
 
 impl Keys {
     fn expire(&mut self, now: u64) {
-        while self.expiry.front().is_some_and(|(expires, _)| *expires <= now) {
+        while self
+            .expiry
+            .front()
+            .is_some_and(|(expires, _)| *expires <= now)
+        {
             self.forget_oldest();
         }
     }
@@ -217,7 +221,10 @@ mod tests {
         assert_eq!(keys.claim(b"k", [2; 16]), Claim::Seen([1; 16]));
         keys.release(b"k");
         assert_eq!(keys.claim(b"k", [3; 16]), Claim::New);
-        assert_eq!(parse(&line(5, &[7; 16], b"a b")[..].trim_end()), Some((5, [7; 16], b"a b".to_vec())));
+        assert_eq!(
+            parse(line(5, &[7; 16], b"a b").trim_end()),
+            Some((5, [7; 16], b"a b".to_vec()))
+        );
         assert!(valid(b"abc-123") && !valid(b"") && !valid(b"a b"));
     }
 }

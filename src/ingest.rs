@@ -6,7 +6,9 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -20,8 +22,8 @@ use crate::event::{self, Event};
 use crate::idempotency::{self, Claim};
 use crate::lane::{Admission, Rejected};
 use crate::metrics::{RejectReason, RouteMetrics};
-use crate::spec::RouteSpec;
 use crate::proxy::Proxy;
+use crate::spec::RouteSpec;
 use crate::table::RouteTable;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -228,7 +230,7 @@ async fn admit<T: RouteTable>(
     loop {
         match proxy.table.accept(route, event.clone()) {
             Ok(Admission::Queued) => return Ok(()),
-            Ok(Admission::Logged(commit)) => return commit.written().await,
+            Ok(Admission::Logged(commit)) => return commit.written().await.map_err(Rejected::from),
             Err(Rejected::LaneFull(_)) if turns < ADMISSION_TURNS => {
                 turns += 1;
                 tokio::task::yield_now().await;

@@ -61,7 +61,9 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     let env = |name: &str| std::env::var(name).ok();
     let data_dir = data_dir(&cli, &env)?;
     match &cli.command {
-        Some(Command::DeadLetters(command)) => return tools::dead_letters(command, &data_dir?).await,
+        Some(Command::DeadLetters(command)) => {
+            return tools::dead_letters(command, &data_dir?).await
+        }
         Some(Command::Log(LogCommand::Verify)) => return tools::verify(&data_dir?),
         _ => {}
     }
@@ -76,8 +78,8 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
             .parse()
             .expect("build.rs checked that server.listen is an address"),
     };
-    let listener = listen(address)
-        .map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
+    let listener =
+        listen(address).map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
     open_data_dir(&proxy, data_dir)?;
     for route in Route::ALL {
         let spec = route.spec();

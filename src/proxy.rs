@@ -46,7 +46,7 @@ impl<T: RouteTable> Proxy<T> {
 
     /// Opens what the proxy keeps in the data directory it has locked, and keeps the lock.
     pub fn own(&self, data_dir: DataDir) -> Result<(), StartupError> {
-        data_dir.open(self)?;
+        data_dir.open(&self.table, &self.logs)?;
         *self.data_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(data_dir);
         Ok(())
     }
@@ -57,7 +57,12 @@ impl<T: RouteTable> Proxy<T> {
         for log in &self.logs {
             log.close();
         }
-        if let Some(data_dir) = self.data_dir.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(data_dir) = self
+            .data_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             tracing::info!(data_dir = %data_dir.path.display(), "data directory released");
         }
     }

@@ -130,7 +130,14 @@ pub async fn run<T: RouteTable>(
     }
 
     let deadline = Instant::now() + options.drain_timeout;
-    hand_back_queue(&listener, &proxy, &builders, &options, &slots, &closing_seen);
+    hand_back_queue(
+        &listener,
+        &proxy,
+        &builders,
+        &options,
+        &slots,
+        &closing_seen,
+    );
     drop(listener);
     proxy.shutting_down.store(true, Ordering::Relaxed);
     let _ = closing.send(true);

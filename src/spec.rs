@@ -41,6 +41,9 @@ impl fmt::Display for Listing<'_> {
             s.max_header_bytes,
             s.memory_budget,
         )?;
+        if let Some(data_dir) = s.data_dir {
+            writeln!(f, "  data_dir={data_dir}")?;
+        }
         for route in &self.routes {
             writeln!(
                 f,
@@ -51,6 +54,14 @@ impl fmt::Display for Listing<'_> {
                 route.mode.as_str(),
                 route.storage.as_str(),
             )?;
+            if route.storage == Storage::Disk {
+                writeln!(
+                    f,
+                    "  disk_buffer={} fsync={}",
+                    route.disk.budget, route.disk.fsync
+                )?;
+            }
+            writeln!(f, "  idempotency_window={}", d(route.idempotency_window))?;
             for t in route.targets {
                 writeln!(f, "  target {}  {}", t.name, t.endpoint.address())?;
                 let (lane, delivery) = (&t.lane, &t.delivery);
@@ -80,6 +91,9 @@ impl fmt::Display for Listing<'_> {
                     d(breaker.cooldown),
                     d(breaker.max_cooldown),
                 )?;
+                if let Some(max_age) = delivery.max_age {
+                    writeln!(f, "    max_age={}", d(max_age))?;
+                }
                 if let Some(batch) = &delivery.batch {
                     writeln!(
                         f,

@@ -108,10 +108,8 @@ async fn replay(
     let mut resolver = Resolver::new(&env);
     let endpoint = Endpoint::resolve(spec, &mut resolver)?;
     let mut sink = endpoint.connect();
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<Full<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
     let route_path = Route::ALL
         .iter()
         .find(|r| r.spec().name == route)
@@ -157,7 +155,10 @@ async fn replay(
     (&file).write_all(kept.as_bytes()).map_err(fail)?;
     drop(locked);
     let left = kept.lines().count();
-    println!("{route}/{target}: {sent} replayed, {left} left in {}", path.display());
+    println!(
+        "{route}/{target}: {sent} replayed, {left} left in {}",
+        path.display()
+    );
     if left > 0 {
         std::process::exit(1);
     }

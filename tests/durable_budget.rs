@@ -18,7 +18,9 @@ use table::Table;
 async fn start(env: &[(&str, String)]) -> (Running<Table>, std::path::PathBuf) {
     let running = start_proxy::<Table>(env, None).await;
     let dir = scratch_dir("durable");
-    let locked = data_dir::try_lock(&dir).unwrap().expect("a fresh directory is free");
+    let locked = data_dir::try_lock(&dir)
+        .unwrap()
+        .expect("a fresh directory is free");
     running.proxy.own(locked).expect("the data directory opens");
     (running, dir)
 }
@@ -35,22 +37,41 @@ async fn a_full_disk_budget_answers_503_until_the_target_drains() {
             break answer;
         }
         accepted.push(answer.id());
-        assert!(accepted.len() < 200, "80 KiB of log holds fewer than 200 events of 1 KiB");
+        assert!(
+            accepted.len() < 200,
+            "80 KiB of log holds fewer than 200 events of 1 KiB"
+        );
     };
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.body.contains("disk_buffer"), "{}", refused.body);
-    assert!(accepted.len() >= 60, "80 KiB holds at least 60 such events: {}", accepted.len());
+    assert!(
+        accepted.len() >= 60,
+        "80 KiB holds at least 60 such events: {}",
+        accepted.len()
+    );
     let metrics = proxy.metrics().await;
-    assert!(metrics.value("fanout_events_rejected_total", &[("route", "small"), ("reason", "disk_full")]) >= 1.0);
+    assert!(
+        metrics.value(
+            "fanout_events_rejected_total",
+            &[("route", "small"), ("reason", "disk_full")]
+        ) >= 1.0
+    );
 
     target.set_reply(Reply::Status(200));
-    let delivered = proxy
-        .wait_metric_at_least("fanout_lane_delivered_total", &[("route", "small")], accepted.len() as f64)
+    proxy
+        .wait_metric_at_least(
+            "fanout_lane_delivered_total",
+            &[("route", "small")],
+            accepted.len() as f64,
+        )
         .await;
-    let _ = delivered;
     let again = proxy.post("/small", &body).await;
-    assert_eq!(again.status, 202, "the budget is free again once delivered: {}", again.body);
+    assert_eq!(
+        again.status, 202,
+        "the budget is free again once delivered: {}",
+        again.body
+    );
     let ids: HashSet<String> = target
         .received()
         .iter()
@@ -67,7 +88,10 @@ async fn a_full_disk_budget_answers_503_until_the_target_drains() {
 async fn batch_and_single_lanes_read_one_log() {
     let bulk = Target::start(Reply::Status(200)).await;
     let single = Target::start(Reply::Status(200)).await;
-    let env = [("BULK", bulk.addr.to_string()), ("SINGLE", single.addr.to_string())];
+    let env = [
+        ("BULK", bulk.addr.to_string()),
+        ("SINGLE", single.addr.to_string()),
+    ];
     let (proxy, dir) = start(&env).await;
     let mut ids = Vec::new();
     for n in 0..45 {
@@ -77,19 +101,38 @@ async fn batch_and_single_lanes_read_one_log() {
     }
     single.wait_for(45).await;
     proxy
-        .wait_metric("fanout_lane_delivered_total", &[("route", "batched"), ("target", "bulk")], 45.0)
+        .wait_metric(
+            "fanout_lane_delivered_total",
+            &[("route", "batched"), ("target", "bulk")],
+            45.0,
+        )
         .await;
     let batched: Vec<String> = bulk
         .received()
         .iter()
-        .flat_map(|r| r.header("fanout-event-ids").split(',').map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|r| {
+            r.header("fanout-event-ids")
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect();
     assert_eq!(batched, ids, "every event once, in log order");
-    assert!(bulk.count() < 45, "events travel in batches: {} requests", bulk.count());
-    let singles: HashSet<String> = single.received().iter().map(|r| r.header("fanout-event-id").to_owned()).collect();
+    assert!(
+        bulk.count() < 45,
+        "events travel in batches: {} requests",
+        bulk.count()
+    );
+    let singles: HashSet<String> = single
+        .received()
+        .iter()
+        .map(|r| r.header("fanout-event-id").to_owned())
+        .collect();
     assert_eq!(singles.len(), 45);
     proxy.shutdown().await;
-    let segments = std::fs::read_dir(dir.join("routes/batched")).unwrap().count();
+    let segments = std::fs::read_dir(dir.join("routes/batched"))
+        .unwrap()
+        .count();
     assert!(segments >= 1, "the log stays in the data directory");
 }
 
@@ -99,10 +142,20 @@ async fn an_event_older_than_max_age_is_a_dead_letter() {
     let (proxy, dir) = start(&[("DOWN", down.addr.to_string())]).await;
     let answer = proxy.post("/aging", "{\"stale\":true}").await;
     assert_eq!(answer.status, 202);
-    let labels = [("route", "aging"), ("target", "down"), ("reason", "expired")];
-    proxy.wait_metric("fanout_lane_dead_letters_total", &labels, 1.0).await;
+    let labels = [
+        ("route", "aging"),
+        ("target", "down"),
+        ("reason", "expired"),
+    ];
     proxy
-        .wait_metric("fanout_lane_failed_total", &[("route", "aging"), ("target", "down")], 1.0)
+        .wait_metric("fanout_lane_dead_letters_total", &labels, 1.0)
+        .await;
+    proxy
+        .wait_metric(
+            "fanout_lane_failed_total",
+            &[("route", "aging"), ("target", "down")],
+            1.0,
+        )
         .await;
     let text = std::fs::read_to_string(dir.join("dead-letters/aging/down.ndjson")).unwrap();
     let letter: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

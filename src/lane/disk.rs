@@ -86,6 +86,15 @@ impl Disk {
         }
     }
 
+    /// Takes the next record written, if there is one.
+    pub fn try_take_now(&self) -> Option<(Event, u64)> {
+        let tail = *self.log.tail()?.borrow();
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.try_take(tail)
+    }
+
     /// Takes the next record below `tail`, if there is one.
     fn try_take(&self, tail: Tail) -> Option<(Event, u64)> {
         let mut cursor = self.lock();
@@ -127,7 +136,10 @@ impl Disk {
             positions.push(position);
         }
         self.inflight.add((batch.len() - before) as i64);
-        (bytes, full || batch.len() >= max_events || bytes >= max_bytes)
+        (
+            bytes,
+            full || batch.len() >= max_events || bytes >= max_bytes,
+        )
     }
 
     /// Completes when more records may have been written.
@@ -167,7 +179,11 @@ impl Disk {
                     match following {
                         Some(base) if base > position => cursor.next.position = base,
                         _ => {
-                            tracing::error!(route = self.log.route.name, position, "log: no record where one was written; the lane waits");
+                            tracing::error!(
+                                route = self.log.route.name,
+                                position,
+                                "log: no record where one was written; the lane waits"
+                            );
                             return None;
                         }
                     }
@@ -193,9 +209,7 @@ impl Disk {
                         return Some((event, size));
                     }
                     record::Read::Corrupt => return None,
-                    record::Read::Partial(needed) if asked >= needed.min(available) => {
-                        return None
-                    }
+                    record::Read::Partial(needed) if asked >= needed.min(available) => return None,
                     record::Read::Partial(needed) => {
                         asked = needed.max(READ_AHEAD).min(available);
                     }
@@ -284,7 +298,12 @@ impl Disk {
         if !cursor.started {
             return Duration::ZERO;
         }
-        let position = cursor.redo.iter().copied().min().unwrap_or(cursor.next.position);
+        let position = cursor
+            .redo
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(cursor.next.position);
         if position >= tail.position {
             return Duration::ZERO;
         }

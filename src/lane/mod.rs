@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::breaker::Breaker;
 use crate::dead_letter::{DeadLetters, LastAttempt};
 use crate::event::Event;
-use crate::log::{Commit, Log};
+use crate::log::{self, Commit, Log};
 use crate::metrics::LaneMetrics;
 use crate::sink::{Endpoint, Resolver};
 use crate::spec::{RouteSpec, Storage as StorageKind, TargetSpec};
@@ -63,6 +63,16 @@ pub enum Rejected {
     DiskError,
     /// Its durable route's log is not open (yet, or any more).
     NotOpen,
+}
+
+impl From<log::Refused> for Rejected {
+    fn from(refused: log::Refused) -> Rejected {
+        match refused {
+            log::Refused::Full => Rejected::DiskFull,
+            log::Refused::NotOpen => Rejected::NotOpen,
+            log::Refused::Failed => Rejected::DiskError,
+        }
+    }
 }
 
 /// How a route took an event in.
@@ -142,7 +152,11 @@ impl Lane {
     /// is never asked: its route pushes to each lane.)
     pub fn append(&self, event: Event) -> Result<Admission, Rejected> {
         match &self.storage {
-            Storage::Disk(disk) => disk.log.append(&event).map(Admission::Logged),
+            Storage::Disk(disk) => disk
+                .log
+                .append(&event)
+                .map(Admission::Logged)
+                .map_err(Rejected::from),
             Storage::Memory(memory) => {
                 memory.push_drop_newest(event);
                 Ok(Admission::Queued)
@@ -183,6 +197,17 @@ impl Lane {
             Storage::Disk(disk) => {
                 let (event, position) = disk.take().await;
                 (event, Held::new(self, 1, vec![position]))
+            }
+        }
+    }
+
+    /// Takes the oldest waiting event, held, if there is one.
+    pub fn try_take(&self) -> Option<(Event, Held<'_>)> {
+        match &self.storage {
+            Storage::Memory(memory) => Some((memory.try_take()?, Held::new(self, 1, Vec::new()))),
+            Storage::Disk(disk) => {
+                let (event, position) = disk.try_take_now()?;
+                Some((event, Held::new(self, 1, vec![position])))
             }
         }
     }

@@ -15,8 +15,8 @@
 //! failed, dead-lettered); it is persisted lazily (`cursors/<target>`), so after a crash a lane
 //! resumes at most a little before where it was: at-least-once, never a loss.
 
-mod recover;
 pub mod record;
+mod recover;
 mod writer;
 
 pub use recover::{scan, Scan};
@@ -27,7 +27,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{watch, Notify};
 
 use crate::event::Event;
-use crate::lane::Rejected;
 use crate::spec::RouteSpec;
 use crate::startup::StartupError;
 
@@ -101,6 +100,17 @@ impl Batch {
     }
 }
 
+/// Why the log did not take an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// It would take the log past the route's `disk_buffer`.
+    Full,
+    /// The log is not open (yet, or any more).
+    NotOpen,
+    /// The write that covered it failed.
+    Failed,
+}
+
 /// An event appended to the log, to await before answering 202.
 #[must_use]
 pub struct Commit(Arc<Batch>);
@@ -108,14 +118,14 @@ pub struct Commit(Arc<Batch>);
 impl Commit {
     /// Completes once the event's record is written (and synced, with `fsync: always`), or
     /// could not be.
-    pub async fn written(self) -> Result<(), Rejected> {
+    pub async fn written(self) -> Result<(), Refused> {
         loop {
             let done = self.0.done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
             match self.0.state.load(Ordering::Acquire) {
                 WRITTEN => return Ok(()),
-                FAILED => return Err(Rejected::DiskError),
+                FAILED => return Err(Refused::Failed),
                 _ => done.await,
             }
         }
@@ -191,18 +201,18 @@ impl Log {
 
     /// Appends `event` for every lane of the route, unless that would take the log past its
     /// `disk_buffer`.
-    pub fn append(&self, event: &Event) -> Result<Commit, Rejected> {
+    pub fn append(&self, event: &Event) -> Result<Commit, Refused> {
         let Some(open) = self.open.get() else {
-            return Err(Rejected::NotOpen);
+            return Err(Refused::NotOpen);
         };
         let size = record::size(event) as u64;
         let mut pending = lock(&open.pending);
         if pending.closing {
-            return Err(Rejected::NotOpen);
+            return Err(Refused::NotOpen);
         }
         let live = open.tail.borrow().position + pending.bytes.len() as u64 - self.low_water();
         if live + size > self.route.disk.budget {
-            return Err(Rejected::DiskFull);
+            return Err(Refused::Full);
         }
         record::encode(event, &mut pending.bytes);
         pending.records += 1;
@@ -284,5 +294,7 @@ pub fn route_dir(data_dir: &Path, route: &str) -> PathBuf {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

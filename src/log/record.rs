@@ -109,7 +109,10 @@ mod tests {
     fn a_record_decodes_to_the_event_it_was_made_of() {
         let text = HeaderValue::from_static("text/plain");
         for event in [
-            Event::new(b"{\"a\":1}", Some(&HeaderValue::from_static("application/json"))),
+            Event::new(
+                b"{\"a\":1}",
+                Some(&HeaderValue::from_static("application/json")),
+            ),
             Event::new(b"hello", Some(&text)),
             Event::new(b"", None),
         ] {
@@ -130,11 +133,18 @@ mod tests {
     fn a_torn_or_damaged_record_is_not_read() {
         let mut out = Vec::new();
         encode(&Event::new(b"{\"a\":1}", None), &mut out);
-        assert_eq!(read(&out[..out.len() - 1], 1 << 20), Read::Partial(out.len()));
+        assert_eq!(
+            read(&out[..out.len() - 1], 1 << 20),
+            Read::Partial(out.len())
+        );
         assert_eq!(read(&out[..3], 1 << 20), Read::Partial(FRAME));
         let last = out.len() - 1;
         out[last] ^= 1;
         assert_eq!(read(&out, 1 << 20), Read::Corrupt);
-        assert_eq!(read(&[0; 16], 1 << 20), Read::Corrupt, "zeros are not a record");
+        assert_eq!(
+            read(&[0; 16], 1 << 20),
+            Read::Corrupt,
+            "zeros are not a record"
+        );
     }
 }

@@ -63,7 +63,10 @@ pub fn scan(dir: &Path, targets: &[&str], repair: bool) -> io::Result<Scan> {
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) {
+        if let Some(base) = name
+            .strip_suffix(".seg")
+            .and_then(|b| b.parse::<u64>().ok())
+        {
             segments.push(base);
         }
     }
@@ -75,7 +78,10 @@ pub fn scan(dir: &Path, targets: &[&str], repair: bool) -> io::Result<Scan> {
         .collect();
     let low = positions.iter().copied().min().unwrap_or(first);
     // Segments every lane had finished with when the process stopped.
-    let finished = segments.windows(2).take_while(|pair| pair[1] <= low).count();
+    let finished = segments
+        .windows(2)
+        .take_while(|pair| pair[1] <= low)
+        .count();
     if repair {
         for base in &segments[..finished] {
             std::fs::remove_file(segment_path(dir, *base))?;

@@ -85,7 +85,8 @@ impl Writer {
                 }
                 std::mem::swap(&mut pending.bytes, &mut spare);
                 let records = std::mem::take(&mut pending.records);
-                let batch = (records > 0).then(|| std::mem::replace(&mut pending.batch, Batch::new()));
+                let batch =
+                    (records > 0).then(|| std::mem::replace(&mut pending.batch, Batch::new()));
                 (records, batch, pending.closing)
             };
             if let Some(batch) = batch {
@@ -148,7 +149,9 @@ impl Writer {
             let mut count = 0;
             while end < bytes.len() {
                 let size = record_size(&bytes[end..]);
-                if self.len + (end - offset + size) as u64 > limit && self.len + (end - offset) as u64 > 0 {
+                if self.len + (end - offset + size) as u64 > limit
+                    && self.len + (end - offset) as u64 > 0
+                {
                     break;
                 }
                 end += size;
@@ -227,7 +230,9 @@ impl Writer {
             if watermark != self.persisted[index] {
                 match persist_cursor(&open.dir, target.name, watermark) {
                     Ok(()) => self.persisted[index] = watermark,
-                    Err(error) => tracing::warn!(route = self.log.route.name, target = target.name, %error, "cannot persist the lane's position"),
+                    Err(error) => {
+                        tracing::warn!(route = self.log.route.name, target = target.name, %error, "cannot persist the lane's position")
+                    }
                 }
             }
         }

@@ -90,12 +90,10 @@ impl Checker<'_> {
                 budget: disk_buffer.value,
                 fsync: fsync.value,
             },
-            idempotency_window: idempotency_window
-                .value
-                .unwrap_or(match storage.value {
-                    Storage::Disk => Duration::from_secs(24 * 3600),
-                    Storage::Memory => Duration::from_secs(600),
-                }),
+            idempotency_window: idempotency_window.value.unwrap_or(match storage.value {
+                Storage::Disk => Duration::from_secs(24 * 3600),
+                Storage::Memory => Duration::from_secs(600),
+            }),
             targets: leak_slice(targets.iter().map(|target| target.spec).collect()),
         });
         Some(Route {
