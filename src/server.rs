@@ -68,6 +68,12 @@ impl Options {
     }
 }
 
+/// How long, at shutdown, durable lanes may finish the deliveries under way before their logs
+/// are handed over: what is still held then stays in the log and is sent again by the next
+/// process (a duplicate at worst), so a process taking over does not wait out the retries of a
+/// dead target.
+const DURABLE_GRACE: Duration = Duration::from_secs(1);
+
 /// How often a drain checks whether every lane is empty.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 
@@ -149,7 +155,8 @@ pub async fn run<T: RouteTable>(
     // the data directory released, so a process taking over can start at once; memory lanes
     // drain meanwhile.
     proxy.table.lanes(&mut |lane| lane.stop());
-    wait_for_empty_lanes(&proxy, deadline, true).await;
+    let handover = deadline.min(Instant::now() + DURABLE_GRACE);
+    wait_for_empty_lanes(&proxy, handover, true).await;
     proxy.hand_over();
     wait_for_empty_lanes(&proxy, deadline, false).await;
     workers.shutdown().await;

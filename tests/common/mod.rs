@@ -527,7 +527,10 @@ impl FanoutAt {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
@@ -616,7 +619,10 @@ impl HttpAnswer {
     pub fn id(&self) -> String {
         assert_eq!(self.status, 202, "expected 202, got {self:?}");
         let json: serde_json::Value = serde_json::from_str(&self.body).expect("202 body is JSON");
-        json["id"].as_str().expect("202 body has a string id").to_owned()
+        json["id"]
+            .as_str()
+            .expect("202 body has a string id")
+            .to_owned()
     }
 }
 
@@ -642,7 +648,7 @@ pub fn write_request(
 /// Reads one answer: its head, then a Content-Length body (or everything to the end of the
 /// connection without one). An end of the connection before the first byte is `UnexpectedEof`.
 pub fn read_answer(reader: &mut impl std::io::BufRead) -> std::io::Result<HttpAnswer> {
-    use std::io::{Error, ErrorKind, Read};
+    use std::io::{Error, ErrorKind};
     let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
@@ -671,7 +677,10 @@ pub fn read_answer(reader: &mut impl std::io::BufRead) -> std::io::Result<HttpAn
     let length = headers
         .iter()
         .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.parse::<usize>().map_err(|_| bad(format!("content-length {v}"))))
+        .map(|(_, v)| {
+            v.parse::<usize>()
+                .map_err(|_| bad(format!("content-length {v}")))
+        })
         .transpose()?;
     let mut body = Vec::new();
     match length {
@@ -680,7 +689,7 @@ pub fn read_answer(reader: &mut impl std::io::BufRead) -> std::io::Result<HttpAn
             reader.read_exact(&mut body)?;
         }
         None => {
-            reader.read_to_end(&mut body)?;
+            std::io::Read::read_to_end(reader, &mut body)?;
         }
     }
     Ok(HttpAnswer {

@@ -36,7 +36,10 @@ impl Fanout {
         let data_dir = if extra_args.contains(&"--data-dir") {
             Vec::new()
         } else {
-            vec!["--data-dir".to_owned(), super::scratch_dir("data").display().to_string()]
+            vec![
+                "--data-dir".to_owned(),
+                super::scratch_dir("data").display().to_string(),
+            ]
         };
         let mut child = Command::new(binary)
             .envs(env.iter().copied())
@@ -178,7 +181,10 @@ pub fn http_post(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, body))
 }
 
@@ -356,7 +362,12 @@ impl PyTarget {
 
     /// How many requests carried `fanout-event-id: id`.
     pub fn count_id(&self, id: &str) -> usize {
-        self.received.lock().unwrap().iter().filter(|d| d.id == id).count()
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.id == id)
+            .count()
     }
 }
 
@@ -376,8 +387,12 @@ pub struct Hanging {
 impl Hanging {
     pub fn start() -> Hanging {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a hanging target");
-        listener.set_nonblocking(true).expect("a non-blocking listener");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
