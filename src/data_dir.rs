@@ -10,11 +10,13 @@
 //! ```
 //!
 //! Handing over on a restart: the new process binds the same address (SO_REUSEPORT) and
-//! serves at once; if the old one still owns the directory, the new one waits for the lock
-//! (its durable routes' requests wait too, up to `body_read_timeout`). On SIGTERM the old
-//! process stops accepting, finishes the requests under way, stops its durable lanes, writes
-//! and syncs its logs, persists their watermarks and releases the lock; the new one then
-//! recovers the logs and goes on where the old one stopped. Dead-letter files are shared
+//! serves at once; if the old one still owns the directory, the new one writes its pid to
+//! `HANDOVER` and waits for the lock (its durable routes' requests wait too, up to
+//! `body_read_timeout`). On SIGTERM the old process sees the successor, stops accepting and
+//! serves every request already on its connections (instead of refusing them with 503, as a
+//! plain shutdown does), stops its durable lanes, writes and syncs its logs, persists their
+//! watermarks and releases the lock; the new one then recovers the logs and goes on where the
+//! old one stopped. Dead-letter files are shared
 //! safely meanwhile: every write takes an exclusive `flock` of the file.
 
 use std::fs::{File, OpenOptions};
@@ -29,6 +31,9 @@ use crate::log::{route_dir, Log};
 use crate::spec::Storage;
 use crate::startup::StartupError;
 use crate::table::RouteTable;
+
+/// The file a process waiting for the lock writes its pid to.
+const HANDOVER: &str = "HANDOVER";
 
 /// How often a process waiting for the lock tries again.
 const LOCK_POLL: Duration = Duration::from_millis(20);
@@ -59,6 +64,8 @@ pub fn try_lock(path: &Path) -> Result<Option<DataDir>, StartupError> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = io::Error::last_os_error();
         if error.kind() == io::ErrorKind::WouldBlock {
+            // Tell the owner a successor is here, before this process says it is ready.
+            let _ = std::fs::write(path.join(HANDOVER), std::process::id().to_string());
             return Ok(None);
         }
         return Err(fail("lock it", error));
@@ -71,11 +78,13 @@ pub fn try_lock(path: &Path) -> Result<Option<DataDir>, StartupError> {
     }))
 }
 
-/// Locks `path`, waiting for the process that holds it to hand it over.
+/// Locks `path`, waiting for the process that holds it to hand it over. While it waits, a
+/// `HANDOVER` file holding its pid tells the owner that a successor is there.
 pub async fn lock(path: &Path) -> Result<DataDir, StartupError> {
     let mut logged = false;
     loop {
         if let Some(locked) = try_lock(path)? {
+            let _ = std::fs::remove_file(path.join(HANDOVER));
             return Ok(locked);
         }
         if !logged {
@@ -92,6 +101,14 @@ pub async fn lock(path: &Path) -> Result<DataDir, StartupError> {
 }
 
 impl DataDir {
+    /// Whether a process (alive) is waiting to take the directory over.
+    pub fn successor_waiting(&self) -> bool {
+        std::fs::read_to_string(self.path.join(HANDOVER))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
     /// Opens what the proxy keeps here: dead letters for every lane, and the logs and
     /// idempotency keys of durable routes (recovering them).
     pub fn open<T: RouteTable>(&self, table: &T, logs: &[Arc<Log>]) -> Result<(), StartupError> {

@@ -55,6 +55,10 @@ pub async fn handle<T: RouteTable>(
             _ => error(StatusCode::NOT_FOUND, "no route for this path"),
         },
     };
+    // Handing over to a successor: every client is to reconnect, and reach the new process.
+    if proxy.handing_over.load(Ordering::Relaxed) {
+        return Ok(closing(response));
+    }
     Ok(response)
 }
 

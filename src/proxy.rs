@@ -24,6 +24,9 @@ pub struct Proxy<T: RouteTable> {
     pub shutting_down: AtomicBool,
     /// The data directory, once this process owns it.
     pub data_dir: Mutex<Option<DataDir>>,
+    /// Set when shutdown begins with a successor waiting for the data directory: requests on
+    /// open connections are served, not refused, so a restart refuses nothing.
+    pub handing_over: AtomicBool,
 }
 
 impl<T: RouteTable> Proxy<T> {
@@ -41,6 +44,7 @@ impl<T: RouteTable> Proxy<T> {
             connections,
             shutting_down: AtomicBool::new(false),
             data_dir: Mutex::new(None),
+            handing_over: AtomicBool::new(false),
         })
     }
 
@@ -49,6 +53,12 @@ impl<T: RouteTable> Proxy<T> {
         data_dir.open(&self.table, &self.logs)?;
         *self.data_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(data_dir);
         Ok(())
+    }
+
+    /// Whether a process is waiting to take the data directory over.
+    pub fn successor_waiting(&self) -> bool {
+        let data_dir = self.data_dir.lock().unwrap_or_else(|p| p.into_inner());
+        data_dir.as_ref().is_some_and(DataDir::successor_waiting)
     }
 
     /// At shutdown, once the durable lanes have stopped: writes, syncs and closes every log

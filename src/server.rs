@@ -74,6 +74,10 @@ impl Options {
 /// dead target.
 const DURABLE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long, in a hand-over, open connections keep being served (each answer closing its
+/// connection) before they are closed.
+const HANDOVER_GRACE: Duration = Duration::from_secs(1);
+
 /// How often a drain checks whether every lane is empty.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 
@@ -136,6 +140,8 @@ pub async fn run<T: RouteTable>(
     }
 
     let deadline = Instant::now() + options.drain_timeout;
+    let handing_over = proxy.successor_waiting();
+    proxy.handing_over.store(handing_over, Ordering::Relaxed);
     hand_back_queue(
         &listener,
         &proxy,
@@ -145,7 +151,21 @@ pub async fn run<T: RouteTable>(
         &closing_seen,
     );
     drop(listener);
-    proxy.shutting_down.store(true, Ordering::Relaxed);
+    if handing_over {
+        tracing::info!("a successor waits for the data directory: serving the requests on open connections, then handing over");
+    } else {
+        proxy.shutting_down.store(true, Ordering::Relaxed);
+    }
+    if handing_over {
+        // Every answer now says `Connection: close`, so a keep-alive client moves to the
+        // successor after its next request instead of racing a close; connections still open
+        // after the grace are closed as in any shutdown.
+        let all_closed = slots.acquire_many(options.max_connections as u32);
+        let grace = deadline.min(Instant::now() + HANDOVER_GRACE);
+        if let Ok(permits) = tokio::time::timeout_at(grace, all_closed).await {
+            drop(permits);
+        }
+    }
     let _ = closing.send(true);
     let all_closed = slots.acquire_many(options.max_connections as u32);
     if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
@@ -214,11 +234,21 @@ async fn serve<T: RouteTable>(
     mut closing: watch::Receiver<bool>,
 ) {
     let _open = connection::Open::count(&proxy.connections.open);
-    let first_bytes = tokio::time::timeout(options.first_byte_timeout, connection::detect(&stream));
-    let protocol = tokio::select! {
-        protocol = first_bytes => protocol,
-        // A connection that has not said which protocol it speaks has nothing under way.
-        _ = closing.wait_for(|closing| *closing) => return,
+    let protocol = {
+        let first_bytes =
+            tokio::time::timeout(options.first_byte_timeout, connection::detect(&stream));
+        tokio::pin!(first_bytes);
+        let early = tokio::select! {
+            protocol = &mut first_bytes => Some(protocol),
+            _ = closing.wait_for(|closing| *closing) => None,
+        };
+        match early {
+            Some(protocol) => protocol,
+            // A connection that has not said which protocol it speaks has nothing under way,
+            // unless a successor takes over: then its request may be on its way, and is served.
+            None if proxy.handing_over.load(Ordering::Relaxed) => first_bytes.await,
+            None => return,
+        }
     };
     let builder = match protocol {
         Ok(Ok(connection::Protocol::Http1)) => &builders.http1,
