@@ -80,7 +80,10 @@ rig() { # label path targets sut
 }
 # A drain longer than the rig's 5 s grace would get fanout killed mid-drain.
 F="$FANOUT --workers 1 --drain-timeout 2s"
-D="$F --data-dir $OUT/data"
+# The durable routes' data directory (load.yaml's server.data_dir), emptied before each of
+# their runs.
+export FANOUT_DATA=$OUT/data
+D=$F
 for round in $(seq "$ROUNDS"); do
   rig baseline /demo "" "$BASELINE --port 8080 --workers 1"
   rig down /down "" "$F"

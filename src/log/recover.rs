@@ -25,6 +25,10 @@ pub struct Scan {
     /// Damage found: (segment base, offset of the first bad byte, bytes from there to the
     /// segment's end).
     pub damaged: Vec<(u64, u64, u64)>,
+    /// Whether the only damage is the start of one record at the very end of the last
+    /// segment: a torn write (a crash mid-write, or a write under way while the log is read),
+    /// which was never acknowledged.
+    pub torn_tail_only: bool,
     /// Bytes of the segments kept.
     pub bytes: u64,
 }
@@ -103,11 +107,18 @@ pub fn scan(dir: &Path, targets: &[&str], repair: bool) -> io::Result<Scan> {
         oldest: vec![None; targets.len()],
         ..Scan::default()
     };
-    for &base in &segments {
+    scan.torn_tail_only = true;
+    for (index, &base) in segments.iter().enumerate() {
         let path = segment_path(dir, base);
         let bytes = std::fs::read(&path)?;
         let valid = scan_segment(&mut scan, base, &bytes);
         if valid < bytes.len() {
+            let last = index + 1 == segments.len();
+            let partial = matches!(
+                record::read(&bytes[valid..], usize::MAX >> 1),
+                record::Read::Partial(_)
+            );
+            scan.torn_tail_only &= last && partial;
             scan.damaged
                 .push((base, valid as u64, (bytes.len() - valid) as u64));
             if repair {
