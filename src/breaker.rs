@@ -1,6 +1,7 @@
 //! A lane's circuit breaker: after `failures` consecutive failed attempts the lane stops
 //! sending for a cool-down, then lets one probe through; a success closes the circuit, a
-//! failure doubles the cool-down (up to `max_cooldown`). While open, delivery workers sleep
+//! failure doubles the cool-down (up to `max_cooldown`); each pause is jittered (half of the
+//! cool-down to all of it). While open, delivery workers sleep
 //! instead of spending sockets and CPU on a dead target, and events wait in the lane.
 
 use std::sync::Mutex;
@@ -108,7 +109,7 @@ impl Breaker {
             (State::Probing { cooldown }, false) if permit == Permit::Probe => {
                 let cooldown = (cooldown * 2).min(policy.max_cooldown);
                 *state = State::Open {
-                    until: now + cooldown,
+                    until: now + jittered(cooldown),
                     cooldown,
                 };
                 Change::Opened(cooldown)
@@ -119,7 +120,7 @@ impl Breaker {
             }
             (State::Closed { failures }, false) if failures + 1 >= policy.failures => {
                 *state = State::Open {
-                    until: now + policy.cooldown,
+                    until: now + jittered(policy.cooldown),
                     cooldown: policy.cooldown,
                 };
                 Change::Opened(policy.cooldown)
@@ -169,6 +170,14 @@ impl Drop for Attempt<'_> {
             self.breaker.abandon(self.permit);
         }
     }
+}
+
+/// The pause of an open circuit: a random time between half of `cooldown` and all of it, so
+/// that the probes of a doubling cool-down do not keep landing in the same phase of a target
+/// that flaps with a period dividing it (a target down every other second, cool-downs of
+/// 1, 2, 4 s...).
+fn jittered(cooldown: Duration) -> Duration {
+    cooldown.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 #[cfg(test)]

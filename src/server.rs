@@ -88,7 +88,7 @@ pub async fn run<T: RouteTable>(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut workers = start_workers(&proxy);
+    let (mut durable_workers, mut memory_workers) = start_workers(&proxy);
     let reporter = (!options.metrics_log_interval.is_zero()).then(|| {
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -174,12 +174,15 @@ pub async fn run<T: RouteTable>(
     // Durable lanes stop taking events, finish what they hold, and their logs are closed and
     // the data directory released, so a process taking over can start at once; memory lanes
     // drain meanwhile.
+    // Their workers stop before the hand-over: what they still hold stays in the log for the
+    // next process, which must be the only one to deliver or dead-letter it.
     proxy.table.lanes(&mut |lane| lane.stop());
     let handover = deadline.min(Instant::now() + DURABLE_GRACE);
     wait_for_empty_lanes(&proxy, handover, true).await;
+    durable_workers.shutdown().await;
     proxy.hand_over();
     wait_for_empty_lanes(&proxy, deadline, false).await;
-    workers.shutdown().await;
+    memory_workers.shutdown().await;
     if let Some(reporter) = reporter {
         reporter.abort();
     }
@@ -307,25 +310,31 @@ async fn serve<T: RouteTable>(
     }
 }
 
-/// Spawns `concurrency` supervised delivery workers per lane.
-fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> JoinSet<()> {
-    let mut workers = JoinSet::new();
+/// Spawns `concurrency` supervised delivery workers per lane: those of durable lanes, and
+/// those of memory lanes.
+fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> (JoinSet<()>, JoinSet<()>) {
+    let (mut durable, mut memory) = (JoinSet::new(), JoinSet::new());
     proxy.table.lanes(&mut |lane| {
+        let workers = if lane.log().is_some() {
+            &mut durable
+        } else {
+            &mut memory
+        };
         for _ in 0..lane.spec.delivery.concurrency {
             let lane = lane.clone();
             workers.spawn(async move { delivery::supervise(&lane).await });
         }
     });
-    workers
+    (durable, memory)
 }
 
-/// Waits until no lane (only durable ones, if `durable`) has events a drain waits for, or
-/// the deadline.
+/// Waits until no durable lane (if `durable`, else no memory lane) has events a drain waits
+/// for, or the deadline.
 async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant, durable: bool) {
     let busy = || {
         let mut busy = false;
         proxy.table.lanes(&mut |lane| {
-            busy |= (!durable || lane.log().is_some()) && lane.undrained() > 0;
+            busy |= lane.log().is_some() == durable && lane.undrained() > 0;
         });
         busy
     };

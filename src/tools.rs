@@ -226,7 +226,9 @@ pub fn verify(data_dir: &Path) -> Result<(), StartupError> {
                 println!("  torn tail: segment {segment} from offset {offset}: {bytes} bytes of a record not whole (a crash mid-write, or a write under way; never acknowledged, cut at the next start)");
             } else {
                 damaged = true;
-                println!("  corrupt: segment {segment} from offset {offset}: {bytes} bytes unreadable");
+                println!(
+                    "  corrupt: segment {segment} from offset {offset}: {bytes} bytes unreadable"
+                );
             }
         }
     }
