@@ -15,8 +15,9 @@ mod common;
 #[path = "durable/ops_support.rs"]
 mod support;
 
+use common::blocking::{http_once, metric_blocking, FanoutAt, HttpAnswer};
 use common::process::FANOUT;
-use common::{http_once, metric_blocking, scratch_dir, FanoutAt, HttpAnswer, ReservedPort};
+use common::{scratch_dir, ReservedPort};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{http_once, read_answer, scratch_dir, write_request, HttpAnswer};
+use crate::common::blocking::{http_once, read_answer, write_request, HttpAnswer};
+use crate::common::scratch_dir;
 
 const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/durable/receiver.py");
 /// How long a test waits for deliveries.
