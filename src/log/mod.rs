@@ -4,10 +4,14 @@
 //! finished. Segments every lane has finished with are deleted.
 //!
 //! Writing is group commit: ingest appends the event's record to a shared buffer
-//! ([`Log::append`]) and awaits its [`Commit`]; the route's writer thread (`writer.rs`) writes
-//! everything buffered with one `write`, syncs it as `fsync` says, and completes every commit
-//! it covered at once. So 64 concurrent clients with `fsync: always` share one fsync instead of
-//! queueing for one each.
+//! ([`Log::append`]) and awaits its [`Commit`]. Whoever writes takes everything buffered and
+//! writes it with one `write`, then completes every commit it covered at once (`writer.rs`):
+//! - `fsync: always`: the route's writer thread, which syncs after each write, so 64
+//!   concurrent clients share one fsync instead of queueing for one each;
+//! - `never` or a period: the appending request itself when no write is under way (a
+//!   request arriving meanwhile adds to the next write, made by the same writer before it
+//!   lets go), so an event costs a `write` and no thread hop; the writer thread only syncs
+//!   every period.
 //!
 //! Positions are byte offsets in the route's whole log, across segments: a segment file is
 //! named after the position of its first byte, and a record never spans two. A lane's
@@ -27,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{watch, Notify};
 
 use crate::event::Event;
-use crate::spec::RouteSpec;
+use crate::spec::{Fsync, RouteSpec};
 use crate::startup::StartupError;
 
 /// The log of one durable route, shared by its lanes.
@@ -49,13 +53,15 @@ struct Open {
     pending: Mutex<Pending>,
     /// Wakes the writer thread.
     wake: Condvar,
+    /// The segment being written.
+    segment: Mutex<writer::Segment>,
     /// What is written (and synced as `fsync` says): readers read up to it.
     tail: watch::Sender<Tail>,
     /// Bases of the segments on disk, sorted.
     segments: Mutex<Vec<u64>>,
     /// Per lane, where it resumes: its persisted watermark and how many records precede it.
     starts: Vec<Tail>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A position in the log and how many records precede it (since the oldest segment kept at
@@ -66,12 +72,18 @@ pub struct Tail {
     pub records: u64,
 }
 
-/// Records appended and not yet taken by the writer.
+/// Records appended and not yet taken by a writer.
 struct Pending {
     bytes: Vec<u8>,
     records: u64,
     /// Completes when the writer has written what `bytes` holds.
     batch: Arc<Batch>,
+    /// The buffer of the last write, cleared, for the next one.
+    spare: Vec<u8>,
+    /// A request is writing (`never` or a period): appends leave the write to it.
+    writing: bool,
+    /// The writer thread waits for appends (`always`): the next append wakes it.
+    idle: bool,
     closing: bool,
 }
 
@@ -156,7 +168,10 @@ impl Log {
         let targets: Vec<&str> = self.route.targets.iter().map(|t| t.name).collect();
         let scan = recover::scan(dir, &targets, true).map_err(|e| fail("recover", e))?;
         scan.log(self.route.name);
-        let (tail, segments, starts) = (scan.tail, scan.segments, scan.starts);
+        let (tail, mut segments, starts) = (scan.tail, scan.segments, scan.starts);
+        if segments.is_empty() {
+            segments.push(tail.position);
+        }
         for (watermark, start) in self.watermarks.iter().zip(&starts) {
             watermark.store(start.position, Ordering::Relaxed);
         }
@@ -168,19 +183,25 @@ impl Log {
                 bytes: Vec::with_capacity(64 * 1024),
                 records: 0,
                 batch: Batch::new(),
+                spare: Vec::with_capacity(64 * 1024),
+                writing: false,
+                idle: false,
                 closing: false,
             }),
             wake: Condvar::new(),
+            segment: Mutex::new(
+                writer::Segment::open(dir, tail, &segments).map_err(|e| fail("write in", e))?,
+            ),
             tail: watch::channel(tail).0,
             segments: Mutex::new(segments),
             starts,
-            writer: Mutex::new(None),
+            thread: Mutex::new(None),
         };
         if self.open.set(open).is_err() {
             return Err(fail("open twice", std::io::ErrorKind::Other.into()));
         }
-        let writer = writer::start(self.clone()).map_err(|e| fail("write in", e))?;
-        *lock(&self.opened().writer) = Some(writer);
+        let thread = writer::start(self.clone()).map_err(|e| fail("write in", e))?;
+        *lock(&self.opened().thread) = Some(thread);
         self.opened.send_replace(true);
         Ok(())
     }
@@ -217,8 +238,16 @@ impl Log {
         record::encode(event, &mut pending.bytes);
         pending.records += 1;
         let commit = Commit(pending.batch.clone());
-        drop(pending);
-        open.wake.notify_one();
+        if self.route.disk.fsync == Fsync::Always {
+            let wake = std::mem::take(&mut pending.idle);
+            drop(pending);
+            if wake {
+                open.wake.notify_one();
+            }
+        } else if !std::mem::replace(&mut pending.writing, true) {
+            drop(pending);
+            writer::write_pending(self);
+        }
         Ok(commit)
     }
 
@@ -272,8 +301,8 @@ impl Log {
         };
         lock(&open.pending).closing = true;
         open.wake.notify_one();
-        if let Some(writer) = lock(&open.writer).take() {
-            let _ = writer.join();
+        if let Some(thread) = lock(&open.thread).take() {
+            let _ = thread.join();
         }
     }
 }
