@@ -12,7 +12,7 @@
 //! next start.
 
 use prometheus::IntGauge;
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,8 +41,8 @@ struct Cursor {
     started: bool,
     /// The position of the next record to read, and the records before it.
     next: Tail,
-    /// Positions taken and not yet finished.
-    inflight: BTreeSet<u64>,
+    /// Positions taken and not yet finished, in log order.
+    inflight: Taken,
     /// Positions given back by a worker that panicked, to read again first.
     redo: Vec<u64>,
     /// The segment being read: its base and file.
@@ -71,7 +71,9 @@ impl Disk {
 
     /// Waits for the next record and takes it: the event and its position.
     pub async fn take(&self) -> (Event, u64) {
-        self.log.ready().await;
+        if !self.log.is_open() {
+            self.log.ready().await;
+        }
         let mut tail = self.log.tail().expect("the log is open");
         loop {
             let written = *tail.borrow_and_update();
@@ -126,7 +128,7 @@ impl Disk {
             let size = event.body_len() + 1;
             if !batch.is_empty() && bytes + size > max_bytes {
                 // Not this one: give it back, to be read first next time.
-                cursor.inflight.remove(&position);
+                cursor.inflight.remove(position);
                 cursor.redo.push(position);
                 full = true;
                 break;
@@ -247,19 +249,21 @@ impl Disk {
         Ok(())
     }
 
+    /// The watermark: the lowest position taken and not finished, given back, or next to read.
     fn update_watermark(&self, cursor: &Cursor) {
         let watermark = cursor
             .inflight
             .first()
-            .copied()
-            .unwrap_or(cursor.next.position);
+            .into_iter()
+            .chain(cursor.redo.iter().copied())
+            .fold(cursor.next.position, u64::min);
         self.log.set_watermark(self.index, watermark);
     }
 
     /// The ack: the lane has finished with the records at `positions`.
     pub fn finish(&self, positions: &[u64]) {
         let mut cursor = self.lock();
-        for position in positions {
+        for &position in positions {
             cursor.inflight.remove(position);
         }
         self.update_watermark(&cursor);
@@ -268,9 +272,9 @@ impl Disk {
     /// Gives back the records at `positions`, taken by a worker that panicked.
     pub fn give_back(&self, positions: &[u64]) {
         let mut cursor = self.lock();
-        for position in positions {
+        for &position in positions {
             cursor.inflight.remove(position);
-            cursor.redo.push(*position);
+            cursor.redo.push(position);
         }
         self.update_watermark(&cursor);
     }
@@ -314,5 +318,60 @@ impl Disk {
     /// Takes no more events: at shutdown, what is left stays in the log.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The positions a lane has taken and not finished, in log order: taken ones are appended
+/// (a given-back one is inserted in its place), finished ones are marked and leave from the
+/// front, so the lowest is at hand without a tree.
+#[derive(Default)]
+struct Taken(VecDeque<(u64, bool)>);
+
+impl Taken {
+    fn insert(&mut self, position: u64) {
+        match self.0.back() {
+            Some(&(last, _)) if last > position => {
+                let at = self.0.partition_point(|&(p, _)| p < position);
+                self.0.insert(at, (position, false));
+            }
+            _ => self.0.push_back((position, false)),
+        }
+    }
+
+    /// Marks `position` finished.
+    fn remove(&mut self, position: u64) {
+        if let Ok(at) = self.0.binary_search_by_key(&position, |&(p, _)| p) {
+            self.0[at].1 = true;
+        }
+        while self.0.front().is_some_and(|&(_, done)| done) {
+            self.0.pop_front();
+        }
+    }
+
+    /// The lowest position not finished.
+    fn first(&self) -> Option<u64> {
+        self.0.front().map(|&(position, _)| position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lowest_unfinished_position_is_at_the_front() {
+        let mut taken = Taken::default();
+        for position in [10, 20, 30] {
+            taken.insert(position);
+        }
+        taken.remove(20);
+        assert_eq!(taken.first(), Some(10), "finished out of order: 10 still holds it");
+        taken.remove(10);
+        assert_eq!(taken.first(), Some(30), "10 and 20 leave together");
+        taken.insert(5);
+        assert_eq!(taken.first(), Some(5), "a given-back position goes in its place");
+        taken.remove(5);
+        taken.remove(30);
+        assert_eq!(taken.first(), None);
     }
 }

@@ -276,7 +276,9 @@ fn housekeep(log: &Log, persisted: &mut [u64]) {
         if watermark != persisted[index] {
             match persist_cursor(&open.dir, target.name, watermark) {
                 Ok(()) => persisted[index] = watermark,
-                Err(error) => tracing::warn!(route = log.route.name, target = target.name, %error, "cannot persist the lane's position"),
+                Err(error) => {
+                    tracing::warn!(route = log.route.name, target = target.name, %error, "cannot persist the lane's position")
+                }
             }
         }
     }

@@ -10,50 +10,19 @@ use super::*;
 pub struct FanoutAt {
     pub child: std::process::Child,
     pub addr: SocketAddr,
-    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+    logs: process::Logs,
 }
 
 impl FanoutAt {
     /// Starts the binary and waits for its `fanout ready` line.
     pub fn start(listen: &str, data_dir: &std::path::Path, env: &[(&str, &str)]) -> FanoutAt {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(process::FANOUT)
+        let mut command = std::process::Command::new(process::FANOUT);
+        command
             .envs(env.iter().copied())
             .args(["--listen", listen, "--log-format", "json", "--data-dir"])
-            .arg(data_dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start fanout");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if entry["fields"]["message"] == "fanout ready" {
-                    let listen = entry["fields"]["listen"].as_str().unwrap_or_default();
-                    let _ = ready_tx.send(listen.to_owned());
-                }
-                sink.lock().unwrap().push(entry);
-            }
-        });
-        let Ok(listen) = ready_rx.recv_timeout(PATIENCE) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("fanout did not get ready: {:?}", logs.lock().unwrap());
-        };
-        FanoutAt {
-            child,
-            addr: listen.parse().expect("the logged address parses"),
-            logs,
-        }
+            .arg(data_dir);
+        let (child, addr, logs) = process::spawn_logged(&mut command);
+        FanoutAt { child, addr, logs }
     }
 
     pub fn log_messages(&self) -> Vec<serde_json::Value> {
@@ -120,12 +89,7 @@ impl HttpAnswer {
 
     /// The id of a 202 `{"id":"..."}`.
     pub fn id(&self) -> String {
-        assert_eq!(self.status, 202, "expected 202, got {self:?}");
-        let json: serde_json::Value = serde_json::from_str(&self.body).expect("202 body is JSON");
-        json["id"]
-            .as_str()
-            .expect("202 body has a string id")
-            .to_owned()
+        receipt_id(self.status, &self.body, &self)
     }
 }
 

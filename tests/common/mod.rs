@@ -269,8 +269,16 @@ pub struct ReservedPort {
 
 impl ReservedPort {
     pub fn new() -> ReservedPort {
+        ReservedPort::bind(false)
+    }
+
+    /// The same, with SO_REUSEPORT if `shared`: another socket with it may listen there too.
+    pub fn bind(shared: bool) -> ReservedPort {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("a TCP socket");
+        if shared {
+            socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        }
         let any: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
         socket.bind(&any.into()).expect("bind an ephemeral port");
         let addr = socket
@@ -408,13 +416,18 @@ impl Answer {
 
     /// The id of a 202 `{"id":"..."}`.
     pub fn id(&self) -> String {
-        assert_eq!(self.status, 202, "expected 202, got {self:?}");
-        let json: serde_json::Value = serde_json::from_str(&self.body).expect("202 body is JSON");
-        json["id"]
-            .as_str()
-            .expect("202 body has a string id")
-            .to_owned()
+        receipt_id(self.status, &self.body, &self)
     }
+}
+
+/// The id of a 202 `{"id":"..."}` (`answer` is shown if it is something else).
+pub fn receipt_id(status: u16, body: &str, answer: &dyn std::fmt::Debug) -> String {
+    assert_eq!(status, 202, "expected 202, got {answer:?}");
+    let json: serde_json::Value = serde_json::from_str(body).expect("202 body is JSON");
+    json["id"]
+        .as_str()
+        .expect("202 body has a string id")
+        .to_owned()
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {

@@ -41,40 +41,16 @@ impl Fanout {
                 super::scratch_dir("data").display().to_string(),
             ]
         };
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(&data_dir)
-            .args(extra_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start fanout");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if entry["fields"]["message"] == "fanout ready" {
-                    let listen = entry["fields"]["listen"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = ready_tx.send(listen);
-                }
-                sink.lock().unwrap().push(entry);
-            }
-        });
-        let listen = ready_rx
-            .recv_timeout(super::PATIENCE)
-            .expect("fanout logs `fanout ready` with its address");
+            .args(extra_args);
+        let (child, addr, logs) = spawn_logged(&mut command);
         Fanout {
             child,
-            addr: listen.parse().expect("the logged address parses"),
+            addr,
             logs,
             _targets: None,
         }
@@ -198,32 +174,6 @@ pub fn accepted_id(answer: &std::io::Result<(u16, String)>) -> Option<String> {
     }
 }
 
-/// A port on 127.0.0.1 held with SO_REUSEPORT, bound and not listening: connections to it are
-/// refused while no [`PyTarget`] listens there too, and nothing outside the test takes it.
-pub struct SharedPort {
-    _socket: socket2::Socket,
-    pub addr: SocketAddr,
-}
-
-impl SharedPort {
-    pub fn new() -> SharedPort {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("a TCP socket");
-        socket.set_reuse_port(true).expect("SO_REUSEPORT");
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
-        socket.bind(&any.into()).expect("bind an ephemeral port");
-        let addr = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("a bound IPv4 socket has an address");
-        SharedPort {
-            _socket: socket,
-            addr,
-        }
-    }
-}
-
 /// One request a [`PyTarget`] received.
 #[derive(Clone, Debug)]
 pub struct Delivered {
@@ -238,7 +188,8 @@ pub struct Delivered {
 /// [`PyTarget::up`] and [`PyTarget::down`] (SIGKILL) flip it, as often as a test likes, on the
 /// same port; what every run received is kept.
 pub struct PyTarget {
-    port: SharedPort,
+    /// Held with SO_REUSEPORT: refused while the target is down, and nothing else takes it.
+    port: super::ReservedPort,
     child: Mutex<Option<Child>>,
     received: Arc<Mutex<Vec<Delivered>>>,
 }
@@ -297,7 +248,7 @@ impl PyTarget {
     /// A target that is down until [`PyTarget::up`].
     pub fn new() -> PyTarget {
         PyTarget {
-            port: SharedPort::new(),
+            port: super::ReservedPort::bind(true),
             child: Mutex::new(None),
             received: Arc::new(Mutex::new(Vec::new())),
         }
@@ -429,4 +380,44 @@ impl Drop for Hanging {
             let _ = thread.join();
         }
     }
+}
+
+/// Log lines of a process, as parsed JSON objects.
+pub type Logs = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// Spawns `command` (a `fanout` with `--log-format json`), collects its log lines, and waits
+/// for its `fanout ready` line: the child, the address it logged, its lines. A process that
+/// does not get ready is killed, and its lines shown.
+pub fn spawn_logged(command: &mut Command) -> (Child, SocketAddr, Logs) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fanout");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "fanout ready" {
+                let listen = entry["fields"]["listen"].as_str().unwrap_or_default();
+                let _ = ready_tx.send(listen.to_owned());
+            }
+            sink.lock().unwrap().push(entry);
+        }
+    });
+    let Ok(listen) = ready_rx.recv_timeout(super::PATIENCE) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "fanout did not log `fanout ready`: {:?}",
+            logs.lock().unwrap()
+        );
+    };
+    let addr = listen.parse().expect("the logged address parses");
+    (child, addr, logs)
 }
