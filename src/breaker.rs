@@ -1,7 +1,7 @@
 //! A lane's circuit breaker: after `failures` consecutive failed attempts the lane stops
 //! sending for a cool-down, then lets one probe through; a success closes the circuit, a
-//! failure doubles the cool-down (up to `max_cooldown`); each pause is jittered (half of the
-//! cool-down to all of it). While open, delivery workers sleep
+//! failure doubles the cool-down (up to `max_cooldown`); each pause is jittered (the
+//! cool-down and up to a quarter more). While open, delivery workers sleep
 //! instead of spending sockets and CPU on a dead target, and events wait in the lane.
 
 use std::sync::Mutex;
@@ -172,17 +172,30 @@ impl Drop for Attempt<'_> {
     }
 }
 
-/// The pause of an open circuit: a random time between half of `cooldown` and all of it, so
-/// that the probes of a doubling cool-down do not keep landing in the same phase of a target
-/// that flaps with a period dividing it (a target down every other second, cool-downs of
-/// 1, 2, 4 s...).
+/// The pause of an open circuit: `cooldown` and up to a quarter more, at random, so that the
+/// probes of a doubling cool-down do not keep landing in the same phase of a target that
+/// flaps with a period dividing it (a target down every other second, cool-downs of 1, 2,
+/// 4 s...). Never less than `cooldown`: the lane rests at least that long.
 fn jittered(cooldown: Duration) -> Duration {
-    cooldown.mul_f64(0.5 + fastrand::f64() / 2.0)
+    cooldown.mul_f64(1.0 + fastrand::f64() / 4.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits out a pause of `cooldown` (jittered up to a quarter more).
+    async fn rest(cooldown: Duration) {
+        tokio::time::advance(cooldown.mul_f64(1.25)).await;
+    }
+
+    #[test]
+    fn a_pause_is_the_cooldown_and_at_most_a_quarter_more() {
+        for _ in 0..100 {
+            let pause = jittered(Duration::from_secs(4));
+            assert!(pause >= Duration::from_secs(4) && pause <= Duration::from_secs(5));
+        }
+    }
 
     static POLICY: BreakerPolicy = BreakerPolicy {
         failures: 3,
@@ -203,7 +216,7 @@ mod tests {
         );
         assert!(matches!(breaker.permit(), Permit::WaitUntil(_)));
 
-        tokio::time::advance(Duration::from_secs(1)).await;
+        rest(Duration::from_secs(1)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
         assert!(
             matches!(breaker.permit(), Permit::WaitUntil(_)),
@@ -214,13 +227,13 @@ mod tests {
             Change::Opened(Duration::from_secs(2))
         );
 
-        tokio::time::advance(Duration::from_secs(2)).await;
+        rest(Duration::from_secs(2)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
         assert_eq!(
             breaker.record(Permit::Probe, false),
             Change::Opened(Duration::from_secs(4))
         );
-        tokio::time::advance(Duration::from_secs(4)).await;
+        rest(Duration::from_secs(4)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
         assert_eq!(
             breaker.record(Permit::Probe, false),
@@ -228,7 +241,7 @@ mod tests {
             "capped"
         );
 
-        tokio::time::advance(Duration::from_secs(4)).await;
+        rest(Duration::from_secs(4)).await;
         assert_eq!(breaker.permit(), Permit::Probe);
         assert_eq!(breaker.record(Permit::Probe, true), Change::Closed);
         assert_eq!(breaker.permit(), Permit::Send);
@@ -240,7 +253,7 @@ mod tests {
         for _ in 0..3 {
             breaker.record(Permit::Send, false);
         }
-        tokio::time::advance(Duration::from_secs(1)).await;
+        rest(Duration::from_secs(1)).await;
         let probe = breaker.attempt(breaker.permit());
         assert!(matches!(breaker.permit(), Permit::WaitUntil(_)));
         drop(probe); // its worker panicked

@@ -2,7 +2,9 @@
 //! `idempotency_window` gets the first event's id back with 202, and the event is not taken in
 //! twice.
 //!
-//! The keys of a route live in a map bounded by [`MAX_KEYS`] (past it, the oldest key is
+//! A retry that arrives while the first request is still under way (its event not yet
+//! written) gets `409` with `Retry-After: 1`: it cannot be told the id yet, since that event
+//! may still be refused. The keys of a route live in a map bounded by [`MAX_KEYS`] (past it, the oldest key is
 //! forgotten early) and expire after the window. A durable route also appends each key to
 //! `idempotency-keys` in its log directory before the 202, and reads that file back at start-up
 //! (keeping the keys still in their window), so a restart does not forget them; the file is
@@ -29,7 +31,9 @@ pub struct IdempotencyKeys {
 
 #[derive(Default)]
 struct Keys {
-    ids: HashMap<Box<[u8]>, [u8; 16]>,
+    /// Each key's event id, and whether that event was taken in (not yet while its request
+    /// is under way).
+    ids: HashMap<Box<[u8]>, ([u8; 16], bool)>,
     /// When each key expires (Unix milliseconds), oldest first.
     expiry: VecDeque<(u64, Box<[u8]>)>,
     /// The durable route's file, and the lines it holds.
@@ -43,6 +47,8 @@ pub enum Claim {
     New,
     /// Taken within the window by the event with this id.
     Seen([u8; 16]),
+    /// Taken by a request still under way.
+    InProgress,
 }
 
 impl IdempotencyKeys {
@@ -67,16 +73,27 @@ impl IdempotencyKeys {
         let now = unix_millis(SystemTime::now());
         let mut keys = self.lock();
         keys.expire(now);
-        if let Some(first) = keys.ids.get(key) {
-            return Claim::Seen(*first);
+        if let Some(&(first, taken)) = keys.ids.get(key) {
+            return if taken {
+                Claim::Seen(first)
+            } else {
+                Claim::InProgress
+            };
         }
         if keys.ids.len() >= MAX_KEYS {
             keys.forget_oldest();
         }
         let expires = now + self.window.as_millis() as u64;
-        keys.ids.insert(key.into(), id);
+        keys.ids.insert(key.into(), (id, false));
         keys.expiry.push_back((expires, key.into()));
         Claim::New
+    }
+
+    /// Marks `key`'s event taken in: a retry now gets its id.
+    pub fn taken(&self, key: &[u8]) {
+        if let Some(entry) = self.lock().ids.get_mut(key) {
+            entry.1 = true;
+        }
     }
 
     /// Gives `key` back: its event was not taken in after all.
@@ -118,7 +135,7 @@ impl IdempotencyKeys {
             }
             read.sort_by_key(|(expires, _, _)| *expires);
             for (expires, id, key) in read.into_iter().rev().take(MAX_KEYS).rev() {
-                keys.ids.insert(key.clone().into(), id);
+                keys.ids.insert(key.clone().into(), (id, true));
                 keys.expiry.push_back((expires, key.into()));
             }
         }
@@ -148,7 +165,7 @@ impl Keys {
         let temporary = path.with_extension("new");
         let mut text = String::new();
         for (expires, key) in &self.expiry {
-            if let Some(id) = self.ids.get(key) {
+            if let Some((id, true)) = self.ids.get(key) {
                 text.push_str(&line(*expires, id, key));
             }
         }
@@ -218,6 +235,8 @@ mod tests {
         };
         let keys = IdempotencyKeys::new(Box::leak(Box::new(route)));
         assert_eq!(keys.claim(b"k", [1; 16]), Claim::New);
+        assert_eq!(keys.claim(b"k", [2; 16]), Claim::InProgress);
+        keys.taken(b"k");
         assert_eq!(keys.claim(b"k", [2; 16]), Claim::Seen([1; 16]));
         keys.release(b"k");
         assert_eq!(keys.claim(b"k", [3; 16]), Claim::New);

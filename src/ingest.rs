@@ -142,6 +142,13 @@ async fn ingest<T: RouteTable>(
                     metrics.duplicates.inc();
                     return json(StatusCode::ACCEPTED, event::receipt_of(first));
                 }
+                Claim::InProgress => {
+                    metrics.duplicates.inc();
+                    return retry_later(
+                        StatusCode::CONFLICT,
+                        "a request with this Idempotency-Key is under way; retry to get its answer",
+                    );
+                }
                 Claim::New => Some(key.as_bytes()),
             }
         }
@@ -152,6 +159,7 @@ async fn ingest<T: RouteTable>(
     match admit(proxy, route, event).await {
         Ok(()) => {
             if let Some(key) = key {
+                keys.taken(key);
                 if let Err(e) = keys.persist(key, id) {
                     tracing::warn!(route = spec.name, error = %e, "cannot write an idempotency key");
                 }

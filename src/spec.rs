@@ -65,12 +65,20 @@ impl fmt::Display for Listing<'_> {
             for t in route.targets {
                 writeln!(f, "  target {}  {}", t.name, t.endpoint.address())?;
                 let (lane, delivery) = (&t.lane, &t.delivery);
+                if route.storage == Storage::Memory {
+                    write!(
+                        f,
+                        "    buffer={} buffer_bytes={} overflow={}",
+                        lane.buffer,
+                        lane.buffer_bytes,
+                        lane.overflow.as_str(),
+                    )?;
+                } else {
+                    write!(f, "   ")?;
+                }
                 writeln!(
                     f,
-                    "    buffer={} buffer_bytes={} overflow={} timeout={} concurrency={}",
-                    lane.buffer,
-                    lane.buffer_bytes,
-                    lane.overflow.as_str(),
+                    " timeout={} concurrency={}",
                     d(delivery.timeout),
                     delivery.concurrency,
                 )?;

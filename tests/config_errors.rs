@@ -186,6 +186,7 @@ build_fails! {
     zero_timeout: "zero-timeout",
     bad_fsync: "bad-fsync",
     disk_buffer_too_small: "disk-buffer-too-small",
+    lane_settings_on_durable_route: "lane-settings-on-durable-route",
     zero_retry_attempts: "zero-retry-attempts",
     backoff_above_max_backoff: "backoff-above-max-backoff",
     retry_on_non_http_status: "retry-on-non-http-status",

@@ -365,11 +365,19 @@ mod tests {
             taken.insert(position);
         }
         taken.remove(20);
-        assert_eq!(taken.first(), Some(10), "finished out of order: 10 still holds it");
+        assert_eq!(
+            taken.first(),
+            Some(10),
+            "finished out of order: 10 still holds it"
+        );
         taken.remove(10);
         assert_eq!(taken.first(), Some(30), "10 and 20 leave together");
         taken.insert(5);
-        assert_eq!(taken.first(), Some(5), "a given-back position goes in its place");
+        assert_eq!(
+            taken.first(),
+            Some(5),
+            "a given-back position goes in its place"
+        );
         taken.remove(5);
         taken.remove(30);
         assert_eq!(taken.first(), None);

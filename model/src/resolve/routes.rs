@@ -73,7 +73,16 @@ impl Checker<'_> {
         let mut targets = Vec::new();
         let name = leak_str(raw.name);
         for (t, value) in raw.targets.into_iter().enumerate() {
-            let target = self.target(&base, &context, name, t, value, defaults, max_body);
+            let durable = storage.value == Storage::Disk;
+            let target = self.target(
+                &base,
+                &context,
+                name,
+                t,
+                value,
+                defaults,
+                (max_body, durable),
+            );
             if let Some(target) = target {
                 targets.push((t, target));
             }
@@ -114,7 +123,7 @@ impl Checker<'_> {
         index: usize,
         value: Value,
         defaults: &Layered,
-        max_body: u64,
+        (max_body, durable): (u64, bool),
     ) -> Option<Target> {
         let base = format!("{route_base}.targets[{index}]");
         let context = match value.get("name").and_then(Value::as_str) {
@@ -154,6 +163,20 @@ impl Checker<'_> {
         }
         let policy = defaults.over(&raw.policy(), &base);
         self.check_policy(&policy, &base, &context);
+        if durable {
+            // A durable lane is a cursor over its route's log: bounded by `disk_buffer`,
+            // never dropping. Set in `defaults:`, these fields serve the memory routes.
+            for (field, set) in [
+                ("buffer", raw.buffer.is_some()),
+                ("buffer_bytes", raw.buffer_bytes.is_some()),
+                ("overflow", raw.overflow.is_some()),
+            ] {
+                if set {
+                    let message = "applies to memory routes only: a durable route (storage: disk) is bounded by its disk_buffer and never drops".into();
+                    self.report_field(&base, &context, field, message);
+                }
+            }
+        }
         if policy.buffer_bytes.value < max_body && policy.buffer_bytes.value > 0 {
             let message = format!(
                 "{} is less than the route's max_body ({max_body} bytes): an event that large could never wait in this lane",
