@@ -13,12 +13,16 @@
 //! - [`server`]: accept loop, connections ([`connection`]: protocol, idleness), shutdown and
 //!   drain.
 //! - [`ingest`]: one request → one [`event`] taken in by its route's mode, or an error answer.
-//! - [`lane`]: where a route-target pair's events wait (its storage), beside the target's
-//!   resolved endpoint, [`breaker`] and metrics.
+//! - [`lane`]: where a route-target pair's events wait (its storage: in memory, or a cursor
+//!   over its durable route's [`log`] on disk), beside the target's resolved endpoint,
+//!   [`breaker`] and metrics; [`idempotency`]: the keys a route remembers.
 //! - [`delivery`]: lane workers taking events and sending a [`parcel`] (one event, or a batch)
 //!   through a [`sink`] (one module per kind of target: [`sink::http`]), with retries.
 //! - [`metrics`]: counters and gauges; [`report`]: their Prometheus text and the periodic log
 //!   line.
+//! - [`dead_letter`]: where a lane puts what it gives up on; [`data_dir`]: the directory of
+//!   logs and dead letters, its lock and its hand-over on a restart; [`tools`]: the
+//!   `dead-letters` and `log verify` commands.
 //! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
 //!   process around it.
 
