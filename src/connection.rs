@@ -1,12 +1,61 @@
-//! What the server tracks about one client connection: which protocol its first bytes ask
-//! for, whether a request is under way (for `idle_timeout`), and the open-connections gauge.
+//! What the server tracks about one client connection: its socket options, which protocol
+//! its first bytes ask for (and the server configured for it), whether a request is under way
+//! (for `idle_timeout`), and the open-connections gauge.
 
 use prometheus::IntGauge;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+
+/// The two protocol servers, configured once; a connection gets the one its first bytes ask
+/// for.
+pub struct Builders {
+    pub http1: auto::Builder<TokioExecutor>,
+    pub http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    /// Servers bounding a request head by `header_read_timeout` and `max_header_bytes`, and an
+    /// h2c connection's streams by `http2_max_streams`.
+    pub fn new(
+        header_read_timeout: Duration,
+        max_header_bytes: usize,
+        http2_max_streams: u32,
+    ) -> Builders {
+        let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+        http1
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(max_header_bytes.max(8192))
+            .keep_alive(true);
+        let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        http2
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(http2_max_streams)
+            .max_header_list_size(max_header_bytes as u32)
+            .keep_alive_interval(header_read_timeout)
+            .keep_alive_timeout(header_read_timeout);
+        Builders { http1, http2 }
+    }
+}
+
+/// Sets an accepted connection's socket options: no Nagle delay, and TCP keepalive every
+/// `tcp_keepalive` (zero: off).
+pub fn configure(stream: &TcpStream, tcp_keepalive: Duration) {
+    let _ = stream.set_nodelay(true);
+    if !tcp_keepalive.is_zero() {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(tcp_keepalive)
+            .with_interval(tcp_keepalive / 4);
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    }
+}
 
 /// The client connection preface of HTTP/2 (RFC 9113 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

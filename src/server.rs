@@ -9,8 +9,7 @@
 //! and idle connections of both protocols.
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::connection::{self, Activity};
+use crate::connection::{self, Activity, Builders};
 use crate::delivery;
 use crate::proxy::Proxy;
 use crate::report;
@@ -101,7 +100,11 @@ pub async fn run<T: RouteTable>(
         })
     });
 
-    let builders = Arc::new(Builders::new(&options));
+    let builders = Arc::new(Builders::new(
+        options.header_read_timeout,
+        options.max_header_bytes,
+        options.http2_max_streams,
+    ));
     // One permit per open connection: a new connection without one is closed at once, and
     // shutdown waits until every permit is back (every connection closed).
     let slots = Arc::new(Semaphore::new(options.max_connections));
@@ -119,7 +122,7 @@ pub async fn run<T: RouteTable>(
                         tracing::debug!(limit = options.max_connections, "connection refused: max_connections open");
                         continue;
                     };
-                    configure(&stream, &options);
+                    connection::configure(&stream, options.tcp_keepalive);
                     let proxy = proxy.clone();
                     let builders = builders.clone();
                     let options = options.clone();
@@ -187,44 +190,6 @@ pub async fn run<T: RouteTable>(
         reporter.abort();
     }
     report_leftovers(&proxy);
-}
-
-/// The two protocol servers, configured once; a connection gets the one its first bytes ask
-/// for.
-struct Builders {
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
-}
-
-impl Builders {
-    fn new(options: &Options) -> Builders {
-        let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
-        http1
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .max_buf_size(options.max_header_bytes.max(8192))
-            .keep_alive(true);
-        let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-        http2
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(options.http2_max_streams)
-            .max_header_list_size(options.max_header_bytes as u32)
-            .keep_alive_interval(options.header_read_timeout)
-            .keep_alive_timeout(options.header_read_timeout);
-        Builders { http1, http2 }
-    }
-}
-
-fn configure(stream: &TcpStream, options: &Options) {
-    let _ = stream.set_nodelay(true);
-    if !options.tcp_keepalive.is_zero() {
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(options.tcp_keepalive)
-            .with_interval(options.tcp_keepalive / 4);
-        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
-    }
 }
 
 /// Serves one connection to its end: waits for its first bytes, picks HTTP/1.1 or h2c, and
@@ -362,7 +327,7 @@ fn hand_back_queue<T: RouteTable>(
             proxy.connections.refused.inc();
             continue;
         };
-        configure(&stream, options);
+        connection::configure(&stream, options.tcp_keepalive);
         let (proxy, builders, options) = (proxy.clone(), builders.clone(), options.clone());
         let closing = closing.clone();
         tokio::spawn(async move {

@@ -12,7 +12,6 @@
 //! next start.
 
 use prometheus::IntGauge;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::event::Event;
+use super::taken::Taken;
 use crate::log::{record, segment_path, Log, Tail};
 
 /// Bytes a lane reads from its segment at a time.
 const READ_AHEAD: usize = 256 * 1024;
+
+/// How long a lane waits before reading again after an I/O error.
+const RETRY_READ: Duration = Duration::from_millis(100);
 
 pub struct Disk {
     pub log: Arc<Log>,
@@ -81,11 +84,22 @@ impl Disk {
                 if let Some(taken) = self.try_take(written) {
                     return taken;
                 }
+                if self.behind(written) {
+                    // Written but not read: an I/O error (logged). Try again shortly.
+                    tokio::time::sleep(RETRY_READ).await;
+                    continue;
+                }
             }
             if tail.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Whether records below `tail` wait to be read (or read again).
+    fn behind(&self, tail: Tail) -> bool {
+        let cursor = self.lock();
+        !cursor.redo.is_empty() || (cursor.started && cursor.next.position < tail.position)
     }
 
     /// Takes the next record written, if there is one.
@@ -158,23 +172,29 @@ impl Disk {
             cursor.next = self.log.start(self.index);
             cursor.started = true;
         }
-        if let Some(position) = cursor.redo.pop() {
-            if let Some((event, _)) = self.read(cursor, position, tail.position) {
-                cursor.inflight.insert(position);
-                return Some((event, position));
+        if let Some(&position) = cursor.redo.last() {
+            match self.read(cursor, position, tail.position) {
+                Ok(Some((event, _))) => {
+                    cursor.redo.pop();
+                    cursor.inflight.insert(position);
+                    return Some((event, position));
+                }
+                // Read once already: not damage, so an error; it stays given back.
+                Ok(None) | Err(_) => return self.unreadable(position),
             }
         }
         while cursor.next.position < tail.position {
             let position = cursor.next.position;
             match self.read(cursor, position, tail.position) {
-                Some((event, size)) => {
+                Err(_) => return self.unreadable(position),
+                Ok(Some((event, size))) => {
                     cursor.next.position += size as u64;
                     cursor.next.records += 1;
                     cursor.inflight.insert(position);
                     self.update_watermark(cursor);
                     return Some((event, position));
                 }
-                None => {
+                Ok(None) => {
                     // No whole record here though the log is written past it: the rest of
                     // this segment was cut at recovery. Go on at the next segment.
                     let (_, following) = self.log.segment_of(position);
@@ -195,9 +215,25 @@ impl Disk {
         None
     }
 
+    /// Logs that the record at `position` cannot be read now (an I/O error): the lane keeps
+    /// its place and tries again ([`Disk::take`]), skipping nothing.
+    fn unreadable(&self, position: u64) -> Option<(Event, u64)> {
+        tracing::error!(
+            route = self.log.route.name,
+            position,
+            "log: cannot read a record; the lane tries again"
+        );
+        None
+    }
+
     /// Reads the record at `position` (below `tail`): its event and size. `None` if the file
-    /// holds no whole, intact record there.
-    fn read(&self, cursor: &mut Cursor, position: u64, tail: u64) -> Option<(Event, usize)> {
+    /// holds no whole, intact record there; an error if it could not be read.
+    fn read(
+        &self,
+        cursor: &mut Cursor,
+        position: u64,
+        tail: u64,
+    ) -> std::io::Result<Option<(Event, usize)>> {
         let max = self.log.max_record();
         let available = (tail - position) as usize;
         // Bytes last read at `position`; 0 before the first read.
@@ -208,18 +244,20 @@ impl Disk {
                 Some(offset) => match record::read(&cursor.buffer[offset..], max) {
                     record::Read::Record(size) => {
                         let event = record::decode(&cursor.buffer[offset..offset + size]);
-                        return Some((event, size));
+                        return Ok(Some((event, size)));
                     }
-                    record::Read::Corrupt => return None,
-                    record::Read::Partial(needed) if asked >= needed.min(available) => return None,
+                    record::Read::Corrupt => return Ok(None),
+                    record::Read::Partial(needed) if asked >= needed.min(available) => {
+                        return Ok(None)
+                    }
                     record::Read::Partial(needed) => {
                         asked = needed.max(READ_AHEAD).min(available);
                     }
                 },
-                None if asked > 0 => return None,
+                None if asked > 0 => return Ok(None),
                 None => asked = READ_AHEAD.min(available),
             }
-            self.fill(cursor, position, asked).ok()?;
+            self.fill(cursor, position, asked)?;
         }
     }
 
@@ -311,75 +349,14 @@ impl Disk {
         if position >= tail.position {
             return Duration::ZERO;
         }
-        self.read(&mut cursor, position, tail.position)
-            .map_or(Duration::ZERO, |(event, _)| event.age())
+        match self.read(&mut cursor, position, tail.position) {
+            Ok(Some((event, _))) => event.age(),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Takes no more events: at shutdown, what is left stays in the log.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The positions a lane has taken and not finished, in log order: taken ones are appended
-/// (a given-back one is inserted in its place), finished ones are marked and leave from the
-/// front, so the lowest is at hand without a tree.
-#[derive(Default)]
-struct Taken(VecDeque<(u64, bool)>);
-
-impl Taken {
-    fn insert(&mut self, position: u64) {
-        match self.0.back() {
-            Some(&(last, _)) if last > position => {
-                let at = self.0.partition_point(|&(p, _)| p < position);
-                self.0.insert(at, (position, false));
-            }
-            _ => self.0.push_back((position, false)),
-        }
-    }
-
-    /// Marks `position` finished.
-    fn remove(&mut self, position: u64) {
-        if let Ok(at) = self.0.binary_search_by_key(&position, |&(p, _)| p) {
-            self.0[at].1 = true;
-        }
-        while self.0.front().is_some_and(|&(_, done)| done) {
-            self.0.pop_front();
-        }
-    }
-
-    /// The lowest position not finished.
-    fn first(&self) -> Option<u64> {
-        self.0.front().map(|&(position, _)| position)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lowest_unfinished_position_is_at_the_front() {
-        let mut taken = Taken::default();
-        for position in [10, 20, 30] {
-            taken.insert(position);
-        }
-        taken.remove(20);
-        assert_eq!(
-            taken.first(),
-            Some(10),
-            "finished out of order: 10 still holds it"
-        );
-        taken.remove(10);
-        assert_eq!(taken.first(), Some(30), "10 and 20 leave together");
-        taken.insert(5);
-        assert_eq!(
-            taken.first(),
-            Some(5),
-            "a given-back position goes in its place"
-        );
-        taken.remove(5);
-        taken.remove(30);
-        assert_eq!(taken.first(), None);
     }
 }

@@ -17,6 +17,7 @@
 
 mod disk;
 mod memory;
+mod taken;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
