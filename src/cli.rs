@@ -39,6 +39,20 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
+    /// Serve the ingest listener over TLS with this PEM certificate chain (with --tls-key),
+    /// re-read on SIGHUP [default: server.tls.cert]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert [default: server.tls.key]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve /metrics and /healthz on this address instead of the ingest listener
+    /// [default: server.admin_listen]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Tokio worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

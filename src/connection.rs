@@ -1,15 +1,20 @@
-//! What the server tracks about one client connection: its socket options, which protocol
-//! its first bytes ask for (and the server configured for it), whether a request is under way
-//! (for `idle_timeout`), and the open-connections gauge.
+//! What the server tracks about one client connection: its socket options, its TLS handshake
+//! if the listener has one, which protocol it asks for (and the server configured for it),
+//! whether a request is under way (for `idle_timeout`), and the open-connections gauge.
 
-use prometheus::IntGauge;
-use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntGauge;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::tls::Certificates;
 
 /// The two protocol servers, configured once; a connection gets the one its first bytes ask
 /// for.
@@ -89,6 +94,89 @@ pub async fn detect(stream: &TcpStream) -> io::Result<Protocol> {
         }
         // A prefix of the preface: the socket stays readable, so wait a moment, not for it.
         tokio::time::sleep(PREFACE_POLL).await;
+    }
+}
+
+/// A client connection, cleartext or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Waits for a new connection's first bytes: for TLS the handshake, whose ALPN picks the
+/// protocol (none: HTTP/1.1); for cleartext the h2c preface or anything else ([`detect`]).
+/// The caller bounds the wait (`first_byte_timeout`).
+pub async fn hello(
+    stream: TcpStream,
+    tls: Option<&Certificates>,
+) -> io::Result<(Protocol, Stream)> {
+    let Some(tls) = tls else {
+        let protocol = detect(&stream).await?;
+        return Ok((protocol, Stream::Plain(stream)));
+    };
+    let stream = tls.acceptor().accept(stream).await?;
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    Ok((protocol, Stream::Tls(Box::new(stream))))
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
     }
 }
 

@@ -53,8 +53,13 @@ pub enum Claim {
 
 impl IdempotencyKeys {
     pub fn new(route: &RouteSpec) -> IdempotencyKeys {
+        IdempotencyKeys::with_window(route.idempotency_window)
+    }
+
+    /// Keys remembered for `window` (zero: none).
+    pub fn with_window(window: Duration) -> IdempotencyKeys {
         IdempotencyKeys {
-            window: route.idempotency_window,
+            window,
             keys: Mutex::new(Keys::default()),
         }
     }
@@ -231,6 +236,8 @@ mod tests {
                 fsync: crate::spec::Fsync::Always,
             },
             idempotency_window: Duration::from_secs(60),
+            auth: None,
+            rate_limit: None,
             targets: &[],
         };
         let keys = IdempotencyKeys::new(Box::leak(Box::new(route)));

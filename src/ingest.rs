@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -15,11 +16,13 @@ use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
 
 use crate::event::{self, Event};
-use crate::idempotency::{self, Claim};
+use crate::gate::Gate;
+use crate::idempotency::{self, Claim, IdempotencyKeys};
 use crate::lane::{Admission, Rejected};
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::proxy::Proxy;
@@ -37,29 +40,45 @@ pub async fn handle<T: RouteTable>(
     let response = match T::route(path) {
         Some(route) if request.method() == Method::POST => ingest(&proxy, route, request).await,
         Some(_) => method_not_allowed("POST"),
-        None => match (path, request.method()) {
-            (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => {
-                json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
-            }
-            (METRICS_PATH, &Method::GET) => {
-                let text = proxy.metrics.render(&proxy.table);
-                let mut response = Response::new(Full::new(Bytes::from(text)));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                response
-            }
-            (HEALTHZ_PATH, _) => method_not_allowed("GET, HEAD"),
-            (METRICS_PATH, _) => method_not_allowed("GET"),
-            _ => error(StatusCode::NOT_FOUND, "no route for this path"),
-        },
+        // With `admin_listen`, `/metrics` and `/healthz` are served there, not here.
+        None if proxy.admin_apart => not_found(),
+        None => own_endpoint(&proxy, path, request.method()),
     };
     // Handing over to a successor: every client is to reconnect, and reach the new process.
     if proxy.handing_over.load(Ordering::Relaxed) {
         return Ok(closing(response));
     }
     Ok(response)
+}
+
+/// `/healthz`, `/metrics`, or 404: what the proxy answers itself (on the ingest listener, or
+/// on `admin_listen`).
+pub fn own_endpoint<T: RouteTable>(
+    proxy: &Proxy<T>,
+    path: &str,
+    method: &Method,
+) -> Response<Full<Bytes>> {
+    match (path, method) {
+        (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => {
+            json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
+        }
+        (METRICS_PATH, &Method::GET) => {
+            let text = proxy.metrics.render(&proxy.table);
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (HEALTHZ_PATH, _) => method_not_allowed("GET, HEAD"),
+        (METRICS_PATH, _) => method_not_allowed("GET"),
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    error(StatusCode::NOT_FOUND, "no route for this path")
 }
 
 async fn ingest<T: RouteTable>(
@@ -79,6 +98,15 @@ async fn ingest<T: RouteTable>(
     if proxy.shutting_down.load(Ordering::Relaxed) {
         metrics.rejected(RejectReason::ShuttingDown).inc();
         return shutting_down();
+    }
+    let gate = proxy.table.gate(route);
+    if gate.check_head(request.headers()).is_err() {
+        metrics.rejected(RejectReason::Unauthorized).inc();
+        return unauthorized(gate);
+    }
+    if let Err(wait) = gate.take() {
+        metrics.rejected(RejectReason::RateLimited).inc();
+        return rate_limited(wait);
     }
     if declared.is_some_and(|length| length > spec.max_body) {
         metrics.rejected(RejectReason::BodyTooLarge).inc();
@@ -123,55 +151,101 @@ async fn ingest<T: RouteTable>(
         metrics.rejected(RejectReason::ShuttingDown).inc();
         return shutting_down();
     }
+    let Ok(webhook_id) = gate.check_body(&head.headers, &body) else {
+        metrics.rejected(RejectReason::Unauthorized).inc();
+        return unauthorized(gate);
+    };
     if event::held_bytes() + body.len() > budget {
         metrics.rejected(RejectReason::MemoryBudget).inc();
         return over_budget();
     }
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
-    let keys = proxy.table.keys(route);
-    let key = match head.headers.get(IDEMPOTENCY_KEY) {
-        Some(key) if keys.enabled() => {
-            if !idempotency::valid(key.as_bytes()) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                );
-            }
-            match keys.claim(key.as_bytes(), event.id_bytes()) {
-                Claim::Seen(first) => {
-                    metrics.duplicates.inc();
-                    return json(StatusCode::ACCEPTED, event::receipt_of(first));
-                }
-                Claim::InProgress => {
-                    metrics.duplicates.inc();
-                    return retry_later(
-                        StatusCode::CONFLICT,
-                        "a request with this Idempotency-Key is under way; retry to get its answer",
-                    );
-                }
-                Claim::New => Some(key.as_bytes()),
-            }
+    let mut claims = Claims::default();
+    if let Some(webhook_id) = webhook_id {
+        if let Some(answer) = claims.claim(&gate.replays, webhook_id, &event, metrics, "webhook-id")
+        {
+            return answer;
         }
-        _ => None,
-    };
+    }
+    let keys = proxy.table.keys(route);
+    if let Some(key) = head.headers.get(IDEMPOTENCY_KEY).filter(|_| keys.enabled()) {
+        if !idempotency::valid(key.as_bytes()) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            );
+        }
+        if let Some(answer) = claims.claim(keys, key.as_bytes(), &event, metrics, "Idempotency-Key")
+        {
+            return answer;
+        }
+    }
     let id = event.id_bytes();
     let receipt = event.receipt();
     match admit(proxy, route, event).await {
         Ok(()) => {
-            if let Some(key) = key {
-                keys.taken(key);
-                if let Err(e) = keys.persist(key, id) {
+            claims.taken();
+            if let Some(key) = head.headers.get(IDEMPOTENCY_KEY).filter(|_| keys.enabled()) {
+                if let Err(e) = keys.persist(key.as_bytes(), id) {
                     tracing::warn!(route = spec.name, error = %e, "cannot write an idempotency key");
                 }
             }
             metrics.accepted.inc();
             json(StatusCode::ACCEPTED, receipt)
         }
-        Err(rejected) => {
-            if let Some(key) = key {
-                keys.release(key);
+        // The claims are given back as they drop.
+        Err(rejected) => refused(proxy, metrics, spec, rejected),
+    }
+}
+
+/// The keys a request has claimed for its event (its `webhook-id`, its `Idempotency-Key`):
+/// marked taken once the event is in, given back if the request ends otherwise.
+#[derive(Default)]
+struct Claims<'a> {
+    held: Vec<(&'a IdempotencyKeys, &'a [u8])>,
+}
+
+impl<'a> Claims<'a> {
+    /// Claims `key` for `event`; a key already taken answers the request (202 with the first
+    /// id, or 409 while the first is under way), counted as a duplicate: that answer.
+    fn claim(
+        &mut self,
+        keys: &'a IdempotencyKeys,
+        key: &'a [u8],
+        event: &Event,
+        metrics: &RouteMetrics,
+        what: &str,
+    ) -> Option<Response<Full<Bytes>>> {
+        match keys.claim(key, event.id_bytes()) {
+            Claim::New => {
+                self.held.push((keys, key));
+                None
             }
-            refused(proxy, metrics, spec, rejected)
+            Claim::Seen(first) => {
+                metrics.duplicates.inc();
+                Some(json(StatusCode::ACCEPTED, event::receipt_of(first)))
+            }
+            Claim::InProgress => {
+                metrics.duplicates.inc();
+                let message =
+                    format!("a request with this {what} is under way; retry to get its answer");
+                Some(retry_later(StatusCode::CONFLICT, &message))
+            }
+        }
+    }
+
+    /// The event is in: a retry now gets its id.
+    fn taken(mut self) {
+        for (keys, key) in self.held.drain(..) {
+            keys.taken(key);
+        }
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        for (keys, key) in self.held.drain(..) {
+            keys.release(key);
         }
     }
 }
@@ -329,6 +403,27 @@ fn shutting_down() -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE,
         "shutting down; retry on another instance",
     ))
+}
+
+/// The same answer whatever was wrong: a missing or bad token, signature, id or timestamp.
+fn unauthorized(gate: &Gate) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
+    if let Some(challenge) = gate.challenge() {
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+fn rate_limited(wait: Duration) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "this route's rate limit is reached; retry later",
+    );
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }
 
 fn over_budget() -> Response<Full<Bytes>> {

@@ -28,6 +28,7 @@
 
 extern crate self as fanout;
 
+pub mod admin;
 pub mod breaker;
 pub mod cli;
 pub mod connection;
@@ -36,6 +37,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod gate;
 pub mod idempotency;
 pub mod ingest;
 pub mod lane;
@@ -43,14 +45,17 @@ pub mod log;
 pub mod metrics;
 pub mod parcel;
 pub mod proxy;
+pub mod rate_limit;
 pub mod report;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod signature;
 pub mod sink;
 pub mod spec;
 pub mod startup;
 pub mod table;
+pub mod tls;
 pub mod tools;
 
 /// Expands a routes file into a routing table; see the `fanout-macros` crate.
@@ -60,14 +65,16 @@ pub use fanout_macros::routes;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::event::Event;
+    pub use crate::gate::Gate;
     pub use crate::idempotency::IdempotencyKeys;
     pub use crate::lane::{Admission, Lane, Rejected};
     pub use crate::metrics::RouteMetrics;
     pub use crate::sink::Resolver;
     pub use crate::spec::{
-        BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Endpoint, Fsync, HttpEndpoint,
-        LanePolicy, Mode, Overflow, RetryPolicy, RouteSpec, ServerSpec, StatusSet, Storage,
-        TargetSpec,
+        Auth, BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Encoding, Endpoint, Fsync,
+        GithubAuth, HmacAuth, HttpEndpoint, LanePolicy, Mode, Overflow, RateLimit, RetryPolicy,
+        RouteSpec, ServerSpec, Signing, StandardWebhooksAuth, StatusSet, Storage, TargetSpec,
+        TlsFiles,
     };
     pub use crate::startup::StartupError;
     pub use crate::table::RouteTable;

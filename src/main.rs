@@ -13,7 +13,8 @@ use fanout::routes::{Route, Table, SERVER};
 use fanout::server::{self, Options};
 use fanout::spec::Listing;
 use fanout::startup::StartupError;
-use fanout::{data_dir, demo, shutdown, tools};
+use fanout::tls::Certificates;
+use fanout::{admin, data_dir, demo, shutdown, tools};
 use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: every event and every delivery allocates a few
@@ -67,7 +68,18 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         Some(Command::Log(LogCommand::Verify)) => return tools::verify(&data_dir?),
         _ => {}
     }
-    let proxy = Arc::new(Proxy::<Table>::new(&env)?);
+    let tls = tls(&cli, &env)?;
+    let admin_address = match cli.admin_listen {
+        Some(address) => Some(address),
+        None => SERVER.admin_listen.map(|address| {
+            address
+                .parse()
+                .expect("build.rs checked that server.admin_listen is an address")
+        }),
+    };
+    let mut proxy = Proxy::<Table>::new(&env)?;
+    proxy.admin_apart = admin_address.is_some();
+    let proxy = Arc::new(proxy);
     if matches!(cli.command, Some(Command::Demo)) {
         demo::start(&proxy).await?;
     }
@@ -80,13 +92,23 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     };
     let listener =
         listen(address).map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
+    if let Some(address) = admin_address {
+        let admin = listen(address)
+            .map_err(|e| StartupError(format!("cannot listen on {address} (admin_listen): {e}")))?;
+        tracing::info!(admin_listen = %address, "serving /metrics and /healthz there");
+        admin::spawn(admin, proxy.clone());
+    }
     open_data_dir(&proxy, data_dir)?;
     for route in Route::ALL {
         let spec = route.spec();
         let targets: Vec<&str> = spec.targets.iter().map(|t| t.endpoint.address()).collect();
         tracing::info!(route = spec.name, path = spec.path, targets = ?targets, "route");
     }
-    tracing::info!(listen = %listener.local_addr().unwrap_or(address), "fanout ready");
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(address),
+        tls = tls.is_some(),
+        "fanout ready"
+    );
     let mut options = Options::from_spec(&SERVER);
     if let Some(timeout) = cli.header_read_timeout {
         options.header_read_timeout = timeout;
@@ -94,10 +116,35 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     if let Some(timeout) = cli.drain_timeout {
         options.drain_timeout = timeout;
     }
+    if let Some(tls) = tls {
+        tls.reload_on_sighup();
+        options.tls = Some(tls);
+    }
     raise_open_files_limit(options.max_connections);
     server::run(listener, proxy, options, shutdown::signal_received()).await;
     tracing::info!("fanout stopped");
     Ok(())
+}
+
+/// The TLS listener's certificates: `--tls-cert`/`--tls-key`, else `server.tls` with its
+/// `${NAME}` resolved, read now; `None` for cleartext.
+fn tls(
+    cli: &Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<Certificates>>, StartupError> {
+    let (cert, key) = match (&cli.tls_cert, &cli.tls_key, &SERVER.tls) {
+        (Some(cert), Some(key), _) => (cert.clone(), key.clone()),
+        (_, _, Some(files)) => {
+            let path = |field: &str, written: &str| {
+                fanout::sink::substitute(written, env)
+                    .map(PathBuf::from)
+                    .map_err(|e| StartupError(format!("server.tls.{field}: {e}")))
+            };
+            (path("cert", files.cert)?, path("key", files.key)?)
+        }
+        _ => return Ok(None),
+    };
+    Certificates::load(cert, key).map(Some)
 }
 
 /// The data directory: `--data-dir`, else `server.data_dir` with its `${NAME}` resolved; an

@@ -35,10 +35,14 @@ pub enum RejectReason {
     DiskFull,
     /// A durable route's log could not be written, or is not open yet (503).
     DiskError,
+    /// The request's credentials (token or signature) were missing or wrong (401).
+    Unauthorized,
+    /// The route's `rate_limit` was used up (429).
+    RateLimited,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 8] = [
+    const ALL: [RejectReason; 10] = [
         RejectReason::LaneFull,
         RejectReason::BodyTooLarge,
         RejectReason::BodyUnreadable,
@@ -47,6 +51,8 @@ impl RejectReason {
         RejectReason::MemoryBudget,
         RejectReason::DiskFull,
         RejectReason::DiskError,
+        RejectReason::Unauthorized,
+        RejectReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +65,8 @@ impl RejectReason {
             RejectReason::MemoryBudget => "memory_budget",
             RejectReason::DiskFull => "disk_full",
             RejectReason::DiskError => "disk_error",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -67,9 +75,9 @@ impl RejectReason {
 pub struct RouteMetrics {
     pub accepted: IntCounter,
     /// One counter per [`RejectReason`], in `RejectReason::ALL` order.
-    rejected: [IntCounter; 8],
-    /// Requests whose `Idempotency-Key` was already taken: answered 202 with the first
-    /// event's id, not taken in again.
+    rejected: [IntCounter; RejectReason::ALL.len()],
+    /// Requests whose `Idempotency-Key` (or Standard Webhooks `webhook-id`) was already
+    /// taken: answered 202 with the first event's id, not taken in again.
     pub duplicates: IntCounter,
 }
 
@@ -83,7 +91,7 @@ impl RouteMetrics {
             )),
             duplicates: counter(opts(
                 "fanout_events_duplicate_total",
-                "Requests whose Idempotency-Key was already taken: answered 202 with the first event's id.",
+                "Requests whose Idempotency-Key or webhook-id was already taken: answered 202 with the first event's id.",
             )),
             rejected: RejectReason::ALL.map(|reason| {
                 counter(

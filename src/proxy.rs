@@ -27,6 +27,9 @@ pub struct Proxy<T: RouteTable> {
     /// Set when shutdown begins with a successor waiting for the data directory: requests on
     /// open connections are served, not refused, so a restart refuses nothing.
     pub handing_over: AtomicBool,
+    /// Whether `/metrics` and `/healthz` are served on `admin_listen` (and so not on the
+    /// ingest listener).
+    pub admin_apart: bool,
 }
 
 impl<T: RouteTable> Proxy<T> {
@@ -45,6 +48,7 @@ impl<T: RouteTable> Proxy<T> {
             shutting_down: AtomicBool::new(false),
             data_dir: Mutex::new(None),
             handing_over: AtomicBool::new(false),
+            admin_apart: false,
         })
     }
 

@@ -9,7 +9,8 @@
 //! and idle connections of both protocols.
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::proxy::Proxy;
 use crate::report;
 use crate::spec::ServerSpec;
 use crate::table::RouteTable;
+use crate::tls::Certificates;
 
 /// Start-up knobs: the compiled `server:` section, with the command line's overrides.
 #[derive(Clone, Debug)]
@@ -48,6 +50,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Period of the per-lane summary log line; zero disables it.
     pub metrics_log_interval: Duration,
+    /// Serve TLS with these certificates (ALPN picks HTTP/2 or HTTP/1.1), else cleartext.
+    pub tls: Option<Arc<Certificates>>,
 }
 
 impl Options {
@@ -63,6 +67,7 @@ impl Options {
             max_header_bytes: spec.max_header_bytes,
             drain_timeout: spec.drain_timeout,
             metrics_log_interval: spec.metrics_log_interval,
+            tls: None,
         }
     }
 }
@@ -203,8 +208,10 @@ async fn serve<T: RouteTable>(
 ) {
     let _open = connection::Open::count(&proxy.connections.open);
     let protocol = {
-        let first_bytes =
-            tokio::time::timeout(options.first_byte_timeout, connection::detect(&stream));
+        let first_bytes = tokio::time::timeout(
+            options.first_byte_timeout,
+            connection::hello(stream, options.tls.as_deref()),
+        );
         tokio::pin!(first_bytes);
         let early = tokio::select! {
             protocol = &mut first_bytes => Some(protocol),
@@ -218,15 +225,27 @@ async fn serve<T: RouteTable>(
             None => return,
         }
     };
-    let builder = match protocol {
-        Ok(Ok(connection::Protocol::Http1)) => &builders.http1,
-        Ok(Ok(connection::Protocol::Http2)) => &builders.http2,
-        Ok(Err(_)) => return,
-        Err(_) => {
-            proxy.connections.first_byte_timeouts.inc();
-            return;
+    match protocol {
+        Ok(Ok((connection::Protocol::Http1, io))) => {
+            serve_http(io, &builders.http1, proxy, options, closing).await
         }
-    };
+        Ok(Ok((connection::Protocol::Http2, io))) => {
+            serve_http(io, &builders.http2, proxy, options, closing).await
+        }
+        Ok(Err(_)) => {}
+        Err(_) => proxy.connections.first_byte_timeouts.inc(),
+    }
+}
+
+/// Serves HTTP on a connection whose protocol is known, until it ends, is idle for
+/// `idle_timeout`, or shutdown begins.
+async fn serve_http<T: RouteTable>(
+    io: connection::Stream,
+    builder: &auto::Builder<TokioExecutor>,
+    proxy: Arc<Proxy<T>>,
+    options: &Options,
+    mut closing: watch::Receiver<bool>,
+) {
     let idle_closed = proxy.connections.idle_closed.clone();
     let activity = Arc::new(Activity::default());
     let service = {
@@ -241,7 +260,7 @@ async fn serve<T: RouteTable>(
             }
         })
     };
-    let served = builder.serve_connection(TokioIo::new(stream), service);
+    let served = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
     let mut idle = tokio::time::interval(options.idle_timeout);
     idle.tick().await; // the first tick is now

@@ -44,6 +44,12 @@ impl fmt::Display for Listing<'_> {
         if let Some(data_dir) = s.data_dir {
             writeln!(f, "  data_dir={data_dir}")?;
         }
+        if let Some(tls) = &s.tls {
+            writeln!(f, "  tls: cert={} key={}", tls.cert, tls.key)?;
+        }
+        if let Some(admin) = s.admin_listen {
+            writeln!(f, "  admin_listen={admin}")?;
+        }
         for route in &self.routes {
             writeln!(
                 f,
@@ -62,6 +68,33 @@ impl fmt::Display for Listing<'_> {
                 )?;
             }
             writeln!(f, "  idempotency_window={}", d(route.idempotency_window))?;
+            match &route.auth {
+                // Secrets are shown as written: `${NAME}`, never a value.
+                Some(Auth::StandardWebhooks(scheme)) => writeln!(
+                    f,
+                    "  auth: standard_webhooks secrets={} tolerance={}",
+                    scheme.secrets.len(),
+                    d(scheme.tolerance)
+                )?,
+                Some(Auth::Hmac(scheme)) => writeln!(
+                    f,
+                    "  auth: hmac header={} encoding={} prefix={:?}",
+                    scheme.header,
+                    scheme.encoding.as_str(),
+                    scheme.prefix
+                )?,
+                Some(auth) => writeln!(f, "  auth: {}", auth.scheme())?,
+                None => {}
+            }
+            if let Some(limit) = &route.rate_limit {
+                writeln!(
+                    f,
+                    "  rate_limit: events={} per={} burst={}",
+                    limit.events,
+                    d(limit.per),
+                    limit.burst
+                )?;
+            }
             for t in route.targets {
                 writeln!(f, "  target {}  {}", t.name, t.endpoint.address())?;
                 let (lane, delivery) = (&t.lane, &t.delivery);
@@ -121,6 +154,9 @@ impl fmt::Display for Listing<'_> {
                         }
                         if let Some(ca_file) = http.ca_file {
                             writeln!(f, "    ca_file: {ca_file}")?;
+                        }
+                        if let Some(sign) = &http.sign {
+                            writeln!(f, "    sign: secrets={}", sign.secrets.len())?;
                         }
                     }
                 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::event::Event;
+use crate::gate::Gate;
 use crate::idempotency::IdempotencyKeys;
 use crate::lane::{Admission, Lane, Rejected};
 use crate::metrics::RouteMetrics;
@@ -33,6 +34,8 @@ pub trait RouteTable: Send + Sync + Sized + 'static {
     fn metrics(&self, route: Self::Route) -> &RouteMetrics;
     /// The route's remembered `Idempotency-Key`s.
     fn keys(&self, route: Self::Route) -> &IdempotencyKeys;
+    /// What a request to the route must pass: credentials and the rate limit.
+    fn gate(&self, route: Self::Route) -> &Gate;
     /// Calls `visit` with every lane of `route`, in the routes file's order.
     fn lanes_of(&self, route: Self::Route, visit: &mut dyn FnMut(&Arc<Lane>));
 

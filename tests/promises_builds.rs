@@ -1,16 +1,13 @@
 //! A `fanout` binary built with another routes file (`FANOUT_ROUTES`): start-up errors exit 2
 //! with a message naming route, target and field and never a substituted secret, and the
 //! binary never opens its routes file (it is deleted before the binary runs).
-//!
-//! The build shares `tests/config_errors.rs`'s target directory, so dependencies are compiled
-//! once; the binary is copied out of it at once, as another build may overwrite it.
 
 mod common;
 
 use common::process::Fanout;
 use common::{Reply, Target, PATIENCE};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -54,10 +51,6 @@ struct Built {
     dir: PathBuf,
 }
 
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Builds the binary once for every test of this file.
 fn built() -> &'static Built {
     static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
@@ -68,32 +61,12 @@ fn built() -> &'static Built {
 }
 
 fn build() -> Result<Built, String> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("promises-build");
-    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let routes = dir.join("routes.yaml");
-    fs::write(&routes, ROUTES).map_err(|e| format!("write {}: {e}", routes.display()))?;
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("routes-builds");
-    let output = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--bin", "fanout"])
-        .current_dir(manifest_dir())
-        .env("FANOUT_ROUTES", &routes)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("CARGO_TERM_COLOR", "never")
-        .output()
-        .map_err(|e| format!("run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "the build with {} failed:\n{}",
-            routes.display(),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let binary = dir.join(format!("fanout{}", std::env::consts::EXE_SUFFIX));
-    let built = target_dir
-        .join("debug")
-        .join(format!("fanout{}", std::env::consts::EXE_SUFFIX));
-    fs::copy(&built, &binary).map_err(|e| format!("copy {}: {e}", built.display()))?;
+    let (binary, routes) = common::built::fanout_with("promises-build", ROUTES)?;
     fs::remove_file(&routes).map_err(|e| format!("delete {}: {e}", routes.display()))?;
+    let dir = routes
+        .parent()
+        .expect("the routes file is in a directory")
+        .to_owned();
 
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
         .map_err(|e| format!("make a certificate: {e}"))?;

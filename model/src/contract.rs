@@ -39,6 +39,40 @@ pub const CONNECTION_HEADERS: &[&str] = &[
     "expect",
 ];
 
+/// The Standard Webhooks headers: what a signed delivery carries (a target that signs may not
+/// set them in `headers:`) and what a `standard_webhooks` route verifies.
+pub const WEBHOOK_ID: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+pub const SIGNATURE_HEADERS: &[&str] = &[WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE];
+
+/// The key of a Standard Webhooks secret: base64 (padded or not) after an optional `whsec_`,
+/// as the official libraries read it. `None` if it is not that, or decodes to nothing.
+pub fn whsec_key(secret: &str) -> Option<Vec<u8>> {
+    let text = secret.strip_prefix("whsec_").unwrap_or(secret);
+    let text = text.trim_end_matches('=');
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut key = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut bits, mut held) = (0u32, 0u32);
+    for c in text.bytes() {
+        bits = (bits << 6) | u32::from(value(c)?);
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            key.push((bits >> held) as u8);
+        }
+    }
+    // A lone sixth of a byte is no base64.
+    (held < 6 && !key.is_empty()).then_some(key)
+}
+
 /// Why a target may not configure the header `name` (any case), if it may not.
 pub fn reserved_header(name: &str) -> Option<&'static str> {
     let lower_eq = |reserved: &&str| name.eq_ignore_ascii_case(reserved);
@@ -57,6 +91,19 @@ pub fn reserved_header(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whsec_secrets_decode_as_the_official_libraries_do() {
+        // The Standard Webhooks test vector's secret.
+        let key = whsec_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(key.len(), 24);
+        assert_eq!(whsec_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), Some(key));
+        assert_eq!(whsec_key("whsec_aGk="), Some(b"hi".to_vec()));
+        assert_eq!(whsec_key("whsec_aGk"), Some(b"hi".to_vec()));
+        assert_eq!(whsec_key("whsec_"), None);
+        assert_eq!(whsec_key("whsec_not base64"), None);
+        assert_eq!(whsec_key("whsec_a"), None);
+    }
 
     #[test]
     fn every_fanout_header_is_reserved_in_any_case() {

@@ -5,7 +5,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use std::time::Duration;
 
-use crate::spec::{Endpoint, Fsync, StatusSet};
+use crate::spec::{Auth, Endpoint, Fsync, StatusSet};
 
 /// A value as the Rust expression that rebuilds it in a `static`.
 pub trait Emit {
@@ -103,6 +103,29 @@ impl Emit for Fsync {
             Fsync::Every(period) => {
                 let period = period.emit();
                 quote!(::fanout::__private::Fsync::Every(#period))
+            }
+        }
+    }
+}
+
+impl Emit for Auth {
+    fn emit(&self) -> TokenStream {
+        match self {
+            Auth::Bearer(tokens) => {
+                let tokens = tokens.emit();
+                quote!(::fanout::__private::Auth::Bearer(#tokens))
+            }
+            Auth::StandardWebhooks(scheme) => {
+                let scheme = scheme.emit();
+                quote!(::fanout::__private::Auth::StandardWebhooks(#scheme))
+            }
+            Auth::Github(scheme) => {
+                let scheme = scheme.emit();
+                quote!(::fanout::__private::Auth::Github(#scheme))
+            }
+            Auth::Hmac(scheme) => {
+                let scheme = scheme.emit();
+                quote!(::fanout::__private::Auth::Hmac(#scheme))
             }
         }
     }

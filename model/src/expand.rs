@@ -125,6 +125,12 @@ pub fn tokens(routes: &Routes) -> TokenStream {
                 }
             }
 
+            fn gate(&self, route: Route) -> &::fanout::__private::Gate {
+                match route {
+                    #( Route::#variants => &self.#modules.gate, )*
+                }
+            }
+
             fn lanes_of(
                 &self,
                 route: Route,
@@ -165,6 +171,7 @@ fn route_module(route: &Route) -> TokenStream {
     let (name, path, max_body) = (spec.name, spec.path, spec.max_body);
     let (mode, storage, disk) = (spec.mode.emit(), spec.storage.emit(), spec.disk.emit());
     let idempotency_window = spec.idempotency_window.emit();
+    let (auth, rate_limit) = (spec.auth.emit(), spec.rate_limit.emit());
     let statics: Vec<Ident> = route.targets.iter().map(target_static).collect();
     let fields: Vec<Ident> = route.targets.iter().map(|t| ident(&t.ident)).collect();
     let specs = route.targets.iter().map(|target| {
@@ -201,15 +208,18 @@ fn route_module(route: &Route) -> TokenStream {
                 storage: #storage,
                 disk: #disk,
                 idempotency_window: #idempotency_window,
+                auth: #auth,
+                rate_limit: #rate_limit,
                 targets: &[ #( &#statics, )* ],
             };
 
             #( #specs )*
 
-            /// The route's counters, remembered idempotency keys and lanes.
+            /// The route's counters, remembered idempotency keys, gate and lanes.
             pub struct Route {
                 pub metrics: ::fanout::__private::RouteMetrics,
                 pub keys: ::fanout::__private::IdempotencyKeys,
+                pub gate: ::fanout::__private::Gate,
                 pub lanes: Lanes,
             }
 
@@ -221,6 +231,7 @@ fn route_module(route: &Route) -> TokenStream {
                     ::core::result::Result::Ok(Route {
                         metrics: ::fanout::__private::RouteMetrics::new(&ROUTE),
                         keys: ::fanout::__private::IdempotencyKeys::new(&ROUTE),
+                        gate: ::fanout::__private::Gate::new(&ROUTE, resolver)?,
                         lanes: Lanes {
                             #( #fields: ::fanout::__private::Lane::new(&#statics, &ROUTE, resolver)?, )*
                         },

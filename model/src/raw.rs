@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::spec::{Fsync, Mode, Overflow, Spelled, Storage};
+use crate::spec::{Encoding, Fsync, Mode, Overflow, Spelled, Storage};
 use crate::units;
 
 #[derive(Deserialize)]
@@ -43,6 +43,105 @@ pub struct Server {
     pub max_header_bytes: Option<Size>,
     pub memory_budget: Option<Size>,
     pub data_dir: Option<String>,
+    pub tls: Option<Tls>,
+    pub admin_listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { cert: /etc/fanout/cert.pem, key: /etc/fanout/key.pem }"
+)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
+}
+
+/// `auth:` of a route or of `defaults:`: a mapping naming exactly one scheme, or `none` (a
+/// route that opts out of the defaults' scheme).
+#[derive(Clone)]
+pub enum AuthText {
+    None,
+    Schemes(Box<Auth>),
+}
+
+impl<'de> Deserialize<'de> for AuthText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(text) if text == "none" => Ok(AuthText::None),
+            value @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value(value)
+                .map(|auth| AuthText::Schemes(Box::new(auth)))
+                .map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "expected a mapping naming one scheme (bearer, standard_webhooks, github or hmac) or `none`, found {}",
+                describe(&other)
+            ))),
+        }
+    }
+}
+
+/// The schemes of `auth:`; exactly one must be set.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { bearer: [\"${TOKEN}\"] }"
+)]
+pub struct Auth {
+    pub bearer: Option<Vec<String>>,
+    pub standard_webhooks: Option<StandardWebhooks>,
+    pub github: Option<Github>,
+    pub hmac: Option<Hmac>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { secrets: [\"${WEBHOOK_SECRET}\"], tolerance: 5m }"
+)]
+pub struct StandardWebhooks {
+    pub secrets: Vec<String>,
+    pub tolerance: Option<Dur>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { secret: \"${GITHUB_SECRET}\" }"
+)]
+pub struct Github {
+    pub secret: String,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { header: X-Signature, secret: \"${SECRET}\", encoding: hex }"
+)]
+pub struct Hmac {
+    pub header: String,
+    pub secret: String,
+    pub encoding: Option<Named<Encoding>>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { events: 1000, per: 1s, burst: 2000 }"
+)]
+pub struct RateLimit {
+    pub events: u64,
+    pub per: Option<Dur>,
+    pub burst: Option<u64>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { secrets: [\"${SIGNING_SECRET}\"] }"
+)]
+pub struct Sign {
+    pub secrets: Vec<String>,
 }
 
 /// The fields of a lane and delivery policy, which `defaults:` and every target may set. The
@@ -74,6 +173,8 @@ macro_rules! with_policy_fields {
                     disk_buffer: None,
                     fsync: None,
                     idempotency_window: None,
+                    auth: None,
+                    rate_limit: None,
                     buffer: self.buffer,
                     buffer_bytes: self.buffer_bytes,
                     overflow: self.overflow,
@@ -104,6 +205,8 @@ with_policy_fields! {
         pub disk_buffer: Option<Size>,
         pub fsync: Option<FsyncText>,
         pub idempotency_window: Option<Dur>,
+        pub auth: Option<AuthText>,
+        pub rate_limit: Option<RateLimit>,
     }
 }
 
@@ -155,6 +258,8 @@ pub struct Route {
     pub disk_buffer: Option<Size>,
     pub fsync: Option<FsyncText>,
     pub idempotency_window: Option<Dur>,
+    pub auth: Option<AuthText>,
+    pub rate_limit: Option<RateLimit>,
     pub targets: Vec<serde_yaml::Value>,
 }
 
@@ -171,6 +276,7 @@ with_policy_fields! {
         #[serde(default)]
         pub headers: serde_yaml::Mapping,
         pub ca_file: Option<String>,
+        pub sign: Option<Sign>,
     }
     policy
 }

@@ -65,6 +65,23 @@ spec_struct! {
         /// Where durable routes keep their logs, and every lane its dead letters;
         /// `fanout --data-dir` overrides it. May hold `${NAME}` placeholders.
         pub data_dir: Option<&'static str>,
+        /// Serve the ingest listener over TLS with this certificate and key; `--tls-cert` and
+        /// `--tls-key` override it.
+        pub tls: Option<TlsFiles>,
+        /// Serve `/metrics` and `/healthz` on this address instead of the ingest listener;
+        /// `--admin-listen` overrides it.
+        pub admin_listen: Option<&'static str>,
+    }
+}
+
+spec_struct! {
+    /// The PEM files of a TLS listener: read at start-up and again on SIGHUP. Each may hold
+    /// `${NAME}` placeholders.
+    pub struct TlsFiles {
+        /// The certificate chain, leaf first.
+        pub cert: &'static str,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        pub key: &'static str,
     }
 }
 
@@ -81,7 +98,83 @@ pub struct RouteSpec {
     pub disk: DiskPolicy,
     /// How long an `Idempotency-Key` is remembered; zero turns the header off.
     pub idempotency_window: Duration,
+    /// How a client proves it may post to the route; `None`: anyone who reaches the port.
+    pub auth: Option<Auth>,
+    /// Events the route takes in at most, per period, beyond which it answers 429.
+    pub rate_limit: Option<RateLimit>,
     pub targets: &'static [&'static TargetSpec],
+}
+
+/// How a route's clients prove they may post to it: one scheme per route. Every secret and
+/// token is written as routes.yaml has it (`${NAME}` placeholders, resolved at start-up).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`, with any of these tokens (several during a rotation).
+    Bearer(&'static [&'static str]),
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks(StandardWebhooksAuth),
+    /// GitHub's `X-Hub-Signature-256: sha256=<hex>`.
+    Github(GithubAuth),
+    /// An HMAC-SHA256 of the body in a header of the route's choice.
+    Hmac(HmacAuth),
+}
+
+impl Auth {
+    /// The scheme's name in routes.yaml.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Auth::Bearer(_) => "bearer",
+            Auth::StandardWebhooks(_) => "standard_webhooks",
+            Auth::Github(_) => "github",
+            Auth::Hmac(_) => "hmac",
+        }
+    }
+}
+
+spec_struct! {
+    /// Standard Webhooks verification (<https://www.standardwebhooks.com>).
+    pub struct StandardWebhooksAuth {
+        /// `whsec_<base64>` secrets; a signature by any of them is accepted.
+        pub secrets: &'static [&'static str],
+        /// How far `webhook-timestamp` may be from now, either way; a `webhook-id` is
+        /// remembered for twice this, so a replay within it is not taken in again.
+        pub tolerance: Duration,
+    }
+}
+
+spec_struct! {
+    /// GitHub webhooks: `X-Hub-Signature-256: sha256=<hex of HMAC-SHA256(secret, body)>`.
+    pub struct GithubAuth {
+        pub secret: &'static str,
+    }
+}
+
+spec_struct! {
+    /// A generic HMAC-SHA256 of the body: `<header>: <prefix><signature>`.
+    pub struct HmacAuth {
+        pub header: &'static str,
+        pub secret: &'static str,
+        pub encoding: Encoding,
+        /// Text before the signature, such as `sha256=`; may be empty.
+        pub prefix: &'static str,
+    }
+}
+
+spec_struct! {
+    /// A token bucket: `burst` events at once, refilled at `events` per `per`.
+    pub struct RateLimit {
+        pub events: u64,
+        pub per: Duration,
+        pub burst: u64,
+    }
+}
+
+spec_struct! {
+    /// Standard Webhooks signatures on every delivery to an HTTP target.
+    pub struct Signing {
+        /// `whsec_<base64>` secrets; each delivery is signed with every one (a rotation).
+        pub secrets: &'static [&'static str],
+    }
 }
 
 spec_struct! {
@@ -156,6 +249,8 @@ spec_struct! {
         pub ca_file: Option<&'static str>,
         /// Speak HTTP/2 (h2c with prior knowledge for http://, ALPN for https://).
         pub http2: bool,
+        /// Sign every delivery with Standard Webhooks headers.
+        pub sign: Option<Signing>,
     }
 }
 
@@ -307,6 +402,14 @@ spec_enum! {
         DropNewest = "drop_newest",
         /// Refuse the whole event with 503: it is enqueued in no lane of the route.
         Reject = "reject",
+    }
+}
+
+spec_enum! {
+    /// How a signature is written in a header.
+    pub enum Encoding {
+        Hex = "hex",
+        Base64 = "base64",
     }
 }
 

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::event::Event;
 use super::taken::Taken;
+use crate::event::Event;
 use crate::log::{record, segment_path, Log, Tail};
 
 /// Bytes a lane reads from its segment at a time.

@@ -37,6 +37,11 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// The environment `${NAME}` placeholders are read from.
+    pub fn env(&self) -> &'a dyn Fn(&str) -> Option<String> {
+        self.env
+    }
+
     /// The log of durable route `route`, made on first use.
     pub fn log(&mut self, route: &'static RouteSpec) -> Arc<Log> {
         if let Some(log) = self.logs.iter().find(|l| std::ptr::eq(l.route, route)) {

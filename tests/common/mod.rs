@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod blocking;
+pub mod built;
 pub mod clock;
 pub mod process;
 pub mod raw;

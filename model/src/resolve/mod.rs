@@ -5,10 +5,12 @@
 //! - `server`: the `server:` section;
 //! - `routes`: each route and target, their names, paths, urls and headers;
 //! - `policy`: the layering of lane and delivery policies, and their checks;
+//! - `security`: `auth:`, `rate_limit:`, `sign:` and `server.tls`;
 //! - `unique`: the checks across routes and targets (names, paths, identifiers).
 
 mod policy;
 mod routes;
+mod security;
 mod server;
 mod unique;
 
@@ -65,8 +67,15 @@ pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
             .unwrap_or_default(),
         None => raw::Policy::default(),
     };
-    let defaults = Layered::builtin().over(&defaults_raw, "defaults");
-    cx.check_policy(&defaults, "defaults", "section \"defaults\"");
+    let mut defaults = Layered::builtin().over(&defaults_raw, "defaults");
+    const DEFAULTS: &str = "section \"defaults\"";
+    cx.check_policy(&defaults, "defaults", DEFAULTS);
+    if let Some(auth) = &defaults_raw.auth {
+        defaults.auth = cx.auth(auth, "defaults", DEFAULTS);
+    }
+    if let Some(limit) = &defaults_raw.rate_limit {
+        defaults.rate_limit = cx.rate_limit(limit, "defaults", DEFAULTS);
+    }
 
     if raw.routes.is_empty() {
         cx.report_field("", "", "routes", "must list at least one route".into());

@@ -8,8 +8,8 @@ use super::{with_field, Checker};
 use crate::model::{self, status_set, DEFAULT_RETRY_STATUSES};
 use crate::raw;
 use crate::spec::{
-    BatchPolicy, BreakerPolicy, DeliveryPolicy, Fsync, LanePolicy, Mode, Overflow, RetryPolicy,
-    Storage,
+    Auth, BatchPolicy, BreakerPolicy, DeliveryPolicy, Fsync, LanePolicy, Mode, Overflow, RateLimit,
+    RetryPolicy, Storage,
 };
 use crate::units;
 
@@ -139,6 +139,10 @@ pub(super) struct Layered {
     pub(super) fsync: Setting<Fsync>,
     /// `None` until set: the default depends on the route's storage.
     pub(super) idempotency_window: Setting<Option<Duration>>,
+    /// The `auth:` and `rate_limit:` of `defaults:`, checked there once (`Layered::over`
+    /// leaves them as they are: a route's own replace them in `Checker::route`).
+    pub(super) auth: Option<Auth>,
+    pub(super) rate_limit: Option<RateLimit>,
     pub(super) max_age: Setting<Option<Duration>>,
     pub(super) buffer: Setting<u64>,
     pub(super) buffer_bytes: Setting<u64>,
@@ -168,6 +172,8 @@ impl Layered {
             disk_buffer: Setting::builtin(1 << 30),
             fsync: Setting::builtin(Fsync::Always),
             idempotency_window: Setting::builtin(None),
+            auth: None,
+            rate_limit: None,
             max_age: Setting::builtin(None),
             buffer: Setting::builtin(10_000),
             buffer_bytes: Setting::builtin(64 << 20),
@@ -218,6 +224,8 @@ impl Layered {
                 raw.idempotency_window.map(|d| Some(d.0)),
                 at("idempotency_window"),
             ),
+            auth: self.auth,
+            rate_limit: self.rate_limit,
             max_age: self
                 .max_age
                 .over(raw.max_age.map(|d| Some(d.0)), at("max_age")),

@@ -51,6 +51,14 @@ impl Checker<'_> {
             raw.idempotency_window.map(|d| Some(d.0)),
             format!("{base}.idempotency_window"),
         );
+        let auth = match &raw.auth {
+            Some(auth) => self.auth(auth, &base, &context),
+            None => defaults.auth,
+        };
+        let rate_limit = match &raw.rate_limit {
+            Some(limit) => self.rate_limit(limit, &base, &context),
+            None => defaults.rate_limit,
+        };
         let max_body = raw.max_body.map_or(server.max_body, |s| s.0);
         if storage.value == Storage::Disk && disk_buffer.value < max_body + DISK_RECORD_SLACK {
             let message = format!(
@@ -103,6 +111,8 @@ impl Checker<'_> {
                 Storage::Disk => Duration::from_secs(24 * 3600),
                 Storage::Memory => Duration::from_secs(600),
             }),
+            auth,
+            rate_limit,
             targets: leak_slice(targets.iter().map(|target| target.spec).collect()),
         });
         Some(Route {
@@ -134,6 +144,10 @@ impl Checker<'_> {
         self.check_name(&base, &context, &raw.name);
         self.check_url(&base, &context, &raw.url);
         let headers = self.headers(&base, &context, &raw.headers);
+        let sign = raw
+            .sign
+            .as_ref()
+            .map(|sign| self.sign(sign, &headers, &base, &context));
         let authorization = headers
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
@@ -199,6 +213,7 @@ impl Checker<'_> {
             ),
             ca_file: raw.ca_file.map(leak_str),
             http2: policy.http2.value,
+            sign,
         });
         Some(Target {
             ident: ident::snake(name),

@@ -45,7 +45,24 @@ impl Checker<'_> {
             max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
             memory_budget: usize::try_from(memory_budget).unwrap_or(usize::MAX),
             data_dir: raw.data_dir.map(leak_str),
+            tls: raw.tls.as_ref().map(|tls| self.tls(tls, CONTEXT)),
+            admin_listen: raw.admin_listen.map(leak_str),
         };
+        if let Some(admin) = server.admin_listen {
+            let message = match admin.parse::<SocketAddr>() {
+                Err(_) => Some(format!(
+                    "\"{admin}\" is not an address: write IP:PORT, e.g. 127.0.0.1:9100"
+                )),
+                Ok(_) if admin == server.listen => Some(
+                    "must differ from listen: it moves /metrics and /healthz off the ingest port"
+                        .into(),
+                ),
+                Ok(_) => None,
+            };
+            if let Some(message) = message {
+                self.report_field("server", CONTEXT, "admin_listen", message);
+            }
+        }
         if let Some(dir) = server.data_dir {
             let problem = if dir.is_empty() {
                 Some("must name a directory".to_owned())

@@ -10,6 +10,7 @@
 
 mod client;
 mod link;
+mod sign;
 
 pub use client::Clients;
 
@@ -28,6 +29,7 @@ use crate::spec::{HttpEndpoint, TargetSpec};
 use crate::startup::StartupError;
 use client::HttpClient;
 use link::{Answer, Failure, Link};
+use sign::Signer;
 
 pub struct Endpoint {
     pub spec: &'static TargetSpec,
@@ -43,6 +45,8 @@ pub struct Endpoint {
     pub client: HttpClient,
     /// The endpoint as compiled in (`http2`, the url as written).
     pub http: &'static HttpEndpoint,
+    /// Signs every delivery, if the target has `sign:`.
+    signer: Option<Signer>,
 }
 
 impl Endpoint {
@@ -118,6 +122,11 @@ impl Endpoint {
         let client = clients
             .get(ca_file.as_deref(), http.http2)
             .map_err(|e| StartupError(format!("{place}: {e}")))?;
+        let signer = http
+            .sign
+            .as_ref()
+            .map(|sign| Signer::resolve(sign, &place, env))
+            .transpose()?;
         Ok(Endpoint {
             spec,
             uri,
@@ -126,6 +135,7 @@ impl Endpoint {
             headers,
             client,
             http,
+            signer,
         })
     }
 
@@ -164,6 +174,9 @@ impl Sink<'_> {
         }
         if let Some(content_type) = &parcel.content_type {
             headers.insert(CONTENT_TYPE, content_type.clone());
+        }
+        if let Some(signer) = &endpoint.signer {
+            signer.sign(parcel, headers);
         }
         let delivery = &endpoint.spec.delivery;
         let deadline = Instant::now() + delivery.timeout;

@@ -1,0 +1,56 @@
+//! The admin listener (`server.admin_listen` or `--admin-listen`): `/metrics` and `/healthz`
+//! on an address of their own, so they need not be exposed with the ingest port (which then
+//! answers 404 for them). HTTP/1.1 or h2c, cleartext; at most [`MAX_CONNECTIONS`] at once. It
+//! serves for the life of the process, the drain included, so a drain can be watched.
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::ingest::own_endpoint;
+use crate::proxy::Proxy;
+use crate::table::RouteTable;
+
+/// Admin connections open at most: scrapers and probes, not clients.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long an admin connection may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` for the life of the process.
+pub fn spawn<T: RouteTable>(listener: TcpListener, proxy: Arc<Proxy<T>>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
+            let (proxy, builder) = (proxy.clone(), builder.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let response = own_endpoint(&proxy, request.uri().path(), request.method());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                drop(slot);
+            });
+        }
+    });
+}

@@ -1,0 +1,39 @@
+//! A `fanout` binary built with another routes file (`FANOUT_ROUTES`), as a user builds one.
+//!
+//! Builds share `tests/config_errors.rs`'s target directory, so dependencies are compiled
+//! once; each binary is copied out of it at once, as the next build overwrites it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds fanout with `routes` (the text of a routes file) written to `<name>/routes.yaml`
+/// under the test target directory, and returns the binary's path and the routes file's.
+pub fn fanout_with(name: &str, routes: &str) -> Result<(PathBuf, PathBuf), String> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let routes_file = dir.join("routes.yaml");
+    fs::write(&routes_file, routes).map_err(|e| format!("write {}: {e}", routes_file.display()))?;
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("routes-builds");
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--bin", "fanout"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("FANOUT_ROUTES", &routes_file)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_TERM_COLOR", "never")
+        .output()
+        .map_err(|e| format!("run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the build with {} failed:\n{}",
+            routes_file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let binary = dir.join(format!("fanout{}", std::env::consts::EXE_SUFFIX));
+    let built = target_dir
+        .join("debug")
+        .join(format!("fanout{}", std::env::consts::EXE_SUFFIX));
+    fs::copy(&built, &binary).map_err(|e| format!("copy {}: {e}", built.display()))?;
+    Ok((binary, routes_file))
+}

@@ -1,0 +1,628 @@
+//! Authenticated ingest, signed deliveries, rate limits and the admin listener, through a
+//! `fanout` binary built with the routes of `ROUTES` (the contract's keys), against peers
+//! fanout did not write: requests are signed, and deliveries verified, by the official
+//! Standard Webhooks library for Python (`tests/security/webhooks.py`, installed by
+//! `.ci/run`); GitHub and generic HMAC signatures are computed by Python's own hmac module.
+
+mod common;
+
+use common::blocking::{http_once, metric_blocking, HttpAnswer};
+use common::process::Fanout;
+use common::{ReservedPort, PATIENCE};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ROUTES: &str = r#"# Written by tests/security.rs and built.
+server:
+  metrics_log_interval: 0s
+  admin_listen: 127.0.0.1:9100
+defaults:
+  timeout: 2s
+  retry: { attempts: 2, backoff: 10ms, max_backoff: 10ms }
+routes:
+  - name: orders
+    path: /orders
+    auth: { bearer: ["${ORDERS_TOKEN}", "${ORDERS_TOKEN_NEXT}"] }
+    targets:
+      - name: plain
+        url: http://${RECEIVER}/orders
+  - name: from-svix
+    path: /hooks/svix
+    auth: { standard_webhooks: { secrets: ["${SVIX_SECRET}"], tolerance: 5m } }
+    targets:
+      - name: plain
+        url: http://${RECEIVER}/svix
+  - name: from-github
+    path: /hooks/github
+    auth: { github: { secret: "${GITHUB_SECRET}" } }
+    targets:
+      - name: plain
+        url: http://${RECEIVER}/github
+  - name: custom
+    path: /hooks/custom
+    auth: { hmac: { header: X-Signature, secret: "${CUSTOM_SECRET}", encoding: hex, prefix: "sha256=" } }
+    rate_limit: { events: 5, per: 1s, burst: 10 }
+    targets:
+      - name: crm
+        url: http://${RECEIVER}/crm
+        sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
+  - name: signed
+    path: /signed
+    targets:
+      - name: rotating
+        url: http://${RECEIVER}/rotating
+        sign: { secrets: ["${OLD_SIGNING_SECRET}", "${CRM_SIGNING_SECRET}"] }
+      - name: batched
+        url: http://${RECEIVER}/batched
+        sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
+        batch: { max_events: 10, max_wait: 50ms }
+"#;
+
+const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CRM_SIGNING_SECRET: &str = "whsec_c2lnbmluZy1zZWNyZXQtZm9yLXRoZS1jcm0tdGFyZ2V0";
+const OLD_SIGNING_SECRET: &str = "whsec_b2xkLXNpZ25pbmctc2VjcmV0";
+const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+const CUSTOM_SECRET: &str = "custom-secret";
+const UNAUTHORIZED: &str = r#"{"error":"unauthorized"}"#;
+
+fn webhooks_py() -> String {
+    format!("{}/tests/security/webhooks.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn binary() -> &'static PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| common::built::fanout_with("security-build", ROUTES).map(|(b, _)| b))
+        .as_ref()
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// What the receiver got: the library's verdict and the request.
+#[derive(Clone, Debug)]
+struct Got {
+    path: String,
+    verified: bool,
+    error: Option<String>,
+    headers: serde_json::Map<String, Value>,
+    body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(Value::as_str)
+    }
+}
+
+/// `webhooks.py receiver`: the official library verifying every delivery with the CRM
+/// signing secret.
+struct Receiver {
+    child: Child,
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let mut child = Command::new("python3")
+            .args([&webhooks_py(), "receiver", CRM_SIGNING_SECRET])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let port = serde_json::from_str::<Value>(&first).expect("JSON")["port"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the receiver names its port; it said {first} (is the standardwebhooks package installed? .ci/run installs it)"));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let record: Value = serde_json::from_str(&line).expect("a JSON line");
+                sink.lock().unwrap().push(Got {
+                    path: record["path"].as_str().unwrap_or_default().to_owned(),
+                    verified: record["verified"].as_bool().unwrap_or(false),
+                    error: record["error"].as_str().map(str::to_owned),
+                    headers: record["headers"].as_object().cloned().unwrap_or_default(),
+                    body: record["body"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+        });
+        Receiver {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port as u16)),
+            got,
+        }
+    }
+
+    /// Waits until `n` requests to `path` arrived; returns them.
+    fn wait_for(&self, path: &str, n: usize) -> Vec<Got> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let got: Vec<Got> = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|g| g.path == path)
+                .cloned()
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} requests reached {path}",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The built binary with the receiver as every target, its admin listener on a port of its
+/// own.
+struct Setup {
+    fanout: Fanout,
+    admin: SocketAddr,
+    receiver: Receiver,
+    _admin_port: ReservedPort,
+}
+
+fn start() -> Setup {
+    let receiver = Receiver::start();
+    let admin_port = ReservedPort::bind(true);
+    let (receiver_addr, admin) = (receiver.addr.to_string(), admin_port.addr.to_string());
+    let env = [
+        ("RECEIVER", receiver_addr.as_str()),
+        ("ORDERS_TOKEN", "token-one"),
+        ("ORDERS_TOKEN_NEXT", "token-two"),
+        ("SVIX_SECRET", SVIX_SECRET),
+        ("GITHUB_SECRET", GITHUB_SECRET),
+        ("CUSTOM_SECRET", CUSTOM_SECRET),
+        ("CRM_SIGNING_SECRET", CRM_SIGNING_SECRET),
+        ("OLD_SIGNING_SECRET", OLD_SIGNING_SECRET),
+    ];
+    let binary = binary().display().to_string();
+    let fanout = Fanout::start_with(&binary, &["--admin-listen", &admin], &env);
+    Setup {
+        fanout,
+        admin: admin_port.addr,
+        receiver,
+        _admin_port: admin_port,
+    }
+}
+
+fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> HttpAnswer {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    http_once(addr, "POST", path, &all, body.as_bytes()).expect("fanout answers")
+}
+
+fn python(args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new("python3")
+        .arg(webhooks_py())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("python3 ends");
+    assert!(output.status.success(), "webhooks.py {args:?} failed");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// The library's signature of `body` as message `id` at `timestamp`.
+fn standard_signature(id: &str, timestamp: u64, body: &str) -> String {
+    python(&["sign", SVIX_SECRET, id, &timestamp.to_string()], body)
+}
+
+fn rejected(addr: SocketAddr, route: &str, reason: &str) -> f64 {
+    metric_blocking(
+        addr,
+        "fanout_events_rejected_total",
+        &[("route", route), ("reason", reason)],
+    )
+}
+
+fn assert_unauthorized(answer: &HttpAnswer, case: &str) {
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (401, UNAUTHORIZED),
+        "{case}: {answer:?}"
+    );
+}
+
+#[test]
+fn bearer_tokens_rotate_and_are_not_forwarded() {
+    let setup = start();
+    let addr = setup.fanout.addr;
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("no token", &[]),
+        ("a wrong token", &[("authorization", "Bearer token-three")]),
+        (
+            "a prefix of a token",
+            &[("authorization", "Bearer token-on")],
+        ),
+        (
+            "another scheme",
+            &[("authorization", "Basic dG9rZW4tb25lOg==")],
+        ),
+    ];
+    for (case, headers) in cases {
+        let answer = post(addr, "/orders", headers, r#"{"order":0}"#);
+        assert_unauthorized(&answer, case);
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some("Bearer realm=\"fanout\"")
+        );
+    }
+    assert_eq!(rejected(setup.admin, "orders", "unauthorized"), 4.0);
+    let old = post(
+        addr,
+        "/orders",
+        &[("authorization", "Bearer token-one")],
+        r#"{"order":1}"#,
+    )
+    .id();
+    let new = post(
+        addr,
+        "/orders",
+        &[("authorization", "bearer token-two")],
+        r#"{"order":2}"#,
+    )
+    .id();
+    let got = setup.receiver.wait_for("/orders", 2);
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|g| g.header("fanout-event-id"))
+        .collect();
+    assert!(
+        ids.contains(&old.as_str()) && ids.contains(&new.as_str()),
+        "{ids:?}"
+    );
+    assert!(
+        got.iter().all(|g| g.header("authorization").is_none()),
+        "the client's token stays with fanout"
+    );
+}
+
+#[test]
+fn standard_webhooks_signed_by_the_library_are_accepted_and_tampering_is_refused() {
+    let setup = start();
+    let addr = setup.fanout.addr;
+    let body = r#"{"type":"invoice.paid","n":1}"#;
+    let (id, ts) = ("msg_2b7Yx0", now());
+    let signature = standard_signature(id, ts, body);
+    let ts_text = ts.to_string();
+    let signed = |id: &'static str, ts: &str, signature: &str, body: &str| {
+        let headers = [
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", signature),
+        ];
+        post(addr, "/hooks/svix", &headers, body)
+    };
+    // Tampered: the body, the id, the timestamp, the signature; and a signature that is right
+    // for a timestamp outside the tolerance, either way.
+    let cases = [
+        (
+            "body",
+            signed(
+                "msg_2b7Yx0",
+                &ts_text,
+                &signature,
+                r#"{"type":"invoice.paid","n":2}"#,
+            ),
+        ),
+        ("id", signed("msg_2b7Yx1", &ts_text, &signature, body)),
+        (
+            "timestamp",
+            signed("msg_2b7Yx0", &(ts + 1).to_string(), &signature, body),
+        ),
+        (
+            "signature",
+            signed(
+                "msg_2b7Yx0",
+                &ts_text,
+                &signature.replacen("v1,", "v1,A", 1),
+                body,
+            ),
+        ),
+        (
+            "no signature",
+            post(
+                addr,
+                "/hooks/svix",
+                &[("webhook-id", id), ("webhook-timestamp", &ts_text)],
+                body,
+            ),
+        ),
+    ];
+    for (case, answer) in &cases {
+        assert_unauthorized(answer, case);
+    }
+    for stale in [ts - 600, ts + 600] {
+        let stale_signature = standard_signature("msg_stale", stale, body);
+        assert_unauthorized(
+            &signed("msg_stale", &stale.to_string(), &stale_signature, body),
+            "a timestamp 10 minutes off",
+        );
+    }
+    let first = signed("msg_2b7Yx0", &ts_text, &signature, body);
+    let first_id = first.id();
+    // A replay of the same message within the tolerance: the first event's id, not taken in
+    // again.
+    let replay = signed("msg_2b7Yx0", &ts_text, &signature, body);
+    assert_eq!(replay.id(), first_id, "{replay:?}");
+    // A signature among several (a sender rotating its secret) is enough.
+    let (other, other_ts) = ("msg_rotation", now());
+    let rotated = format!(
+        "v1,bm90LXRoZS1zaWduYXR1cmU= {}",
+        standard_signature(other, other_ts, body)
+    );
+    let second = signed("msg_rotation", &other_ts.to_string(), &rotated, body).id();
+    let got = setup.receiver.wait_for("/svix", 2);
+    assert_eq!(
+        metric_blocking(
+            setup.admin,
+            "fanout_events_accepted_total",
+            &[("route", "from-svix")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_blocking(
+            setup.admin,
+            "fanout_events_duplicate_total",
+            &[("route", "from-svix")]
+        ),
+        1.0
+    );
+    assert_eq!(rejected(setup.admin, "from-svix", "unauthorized"), 7.0);
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|g| g.header("fanout-event-id"))
+        .collect();
+    assert_eq!(ids.iter().filter(|i| **i == first_id).count(), 1, "{ids:?}");
+    assert!(ids.contains(&second.as_str()));
+    assert!(
+        got.iter()
+            .all(|g| g.body == body && g.header("webhook-signature").is_none()),
+        "the sender's signature is not forwarded: {got:?}"
+    );
+}
+
+#[test]
+fn github_and_generic_hmac_signatures_computed_elsewhere_are_accepted() {
+    let setup = start();
+    let addr = setup.fanout.addr;
+    let body = r#"{"action":"opened","number":7}"#;
+    let hex = python(&["hmac", GITHUB_SECRET, "hex"], body);
+    let github = format!("sha256={hex}");
+    let id = post(
+        addr,
+        "/hooks/github",
+        &[("x-hub-signature-256", &github)],
+        body,
+    )
+    .id();
+    for (case, header) in [
+        (
+            "a wrong signature",
+            format!("sha256={}", python(&["hmac", "other", "hex"], body)),
+        ),
+        ("no prefix", hex.clone()),
+        ("not hex", "sha256=zz".to_owned()),
+    ] {
+        assert_unauthorized(
+            &post(
+                addr,
+                "/hooks/github",
+                &[("x-hub-signature-256", &header)],
+                body,
+            ),
+            case,
+        );
+    }
+    assert_unauthorized(
+        &post(
+            addr,
+            "/hooks/github",
+            &[("x-hub-signature-256", &github)],
+            "{}",
+        ),
+        "another body",
+    );
+    let got = setup.receiver.wait_for("/github", 1);
+    assert_eq!(got[0].header("fanout-event-id"), Some(id.as_str()));
+    assert!(got[0].header("x-hub-signature-256").is_none());
+
+    let custom = format!("sha256={}", python(&["hmac", CUSTOM_SECRET, "hex"], body));
+    post(addr, "/hooks/custom", &[("X-Signature", &custom)], body).id();
+    assert_unauthorized(
+        &post(addr, "/hooks/custom", &[("X-Signature", &github)], body),
+        "another secret",
+    );
+}
+
+#[test]
+fn a_burst_beyond_the_rate_limit_gets_429_and_every_accepted_event_is_delivered_signed() {
+    let setup = start();
+    let addr = setup.fanout.addr;
+    let signed: Vec<(String, String)> = (0..30)
+        .map(|n| {
+            let body = format!(r#"{{"n":{n}}}"#);
+            let signature = format!("sha256={}", python(&["hmac", CUSTOM_SECRET, "hex"], &body));
+            (body, signature)
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut limited = 0;
+    for (body, signature) in &signed {
+        let answer = post(addr, "/hooks/custom", &[("x-signature", signature)], body);
+        match answer.status {
+            202 => accepted.push(answer.id()),
+            429 => {
+                limited += 1;
+                let wait: u64 = answer
+                    .header("retry-after")
+                    .expect("Retry-After")
+                    .parse()
+                    .expect("seconds");
+                assert!((1..=2).contains(&wait), "{answer:?}");
+            }
+            _ => panic!("{answer:?}"),
+        }
+    }
+    // A burst of 10, refilled at 5 a second: 30 requests in a few milliseconds.
+    assert!(
+        accepted.len() >= 10 && limited >= 10,
+        "{} accepted, {limited} limited",
+        accepted.len()
+    );
+    assert_eq!(
+        rejected(setup.admin, "custom", "rate_limited"),
+        limited as f64
+    );
+    let got = setup.receiver.wait_for("/crm", accepted.len());
+    for id in &accepted {
+        let delivery = got
+            .iter()
+            .find(|g| g.header("fanout-event-id") == Some(id.as_str()))
+            .expect("delivered");
+        assert!(
+            delivery.verified,
+            "the library refused a delivery: {delivery:?}"
+        );
+        assert_eq!(delivery.header("webhook-id"), Some(id.as_str()));
+    }
+}
+
+#[test]
+fn deliveries_signed_with_two_secrets_and_batches_verify_with_the_library() {
+    let setup = start();
+    let addr = setup.fanout.addr;
+    let ids: Vec<String> = (0..5)
+        .map(|n| post(addr, "/signed", &[], &format!(r#"{{"n":{n}}}"#)).id())
+        .collect();
+    let rotating = setup.receiver.wait_for("/rotating", 5);
+    for delivery in &rotating {
+        assert!(delivery.verified, "{delivery:?}");
+        let signatures = delivery.header("webhook-signature").unwrap_or_default();
+        assert_eq!(
+            signatures
+                .split(' ')
+                .filter(|s| s.starts_with("v1,"))
+                .count(),
+            2,
+            "{signatures}"
+        );
+        let timestamp: u64 = delivery
+            .header("webhook-timestamp")
+            .unwrap_or_default()
+            .parse()
+            .expect("seconds");
+        assert!(now().abs_diff(timestamp) < 60);
+    }
+    let batches = setup.receiver.wait_for("/batched", 1);
+    let mut batched: Vec<String> = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while batched.len() < ids.len() {
+        assert!(Instant::now() < deadline, "batched ids: {batched:?}");
+        batched = setup
+            .receiver
+            .wait_for("/batched", 1)
+            .iter()
+            .flat_map(|g| {
+                g.header("fanout-event-ids")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    }
+    for batch in &batches {
+        assert!(batch.verified, "{batch:?}");
+        assert!(
+            batch
+                .header("webhook-id")
+                .is_some_and(|id| id.starts_with("batch_")),
+            "{batch:?}"
+        );
+        assert!(batch.error.is_none());
+    }
+}
+
+#[test]
+fn metrics_and_health_move_to_the_admin_listener() {
+    let setup = start();
+    for path in ["/metrics", "/healthz"] {
+        let ingest = http_once(setup.fanout.addr, "GET", path, &[], b"").expect("answers");
+        assert_eq!(ingest.status, 404, "{path} on the ingest port: {ingest:?}");
+        let admin = http_once(setup.admin, "GET", path, &[], b"").expect("answers");
+        assert_eq!(admin.status, 200, "{path} on the admin port: {admin:?}");
+    }
+    let routes = Command::new(binary())
+        .arg("--routes")
+        .output()
+        .expect("run --routes");
+    let listing = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        listing.contains("admin_listen=127.0.0.1:9100") && listing.contains("auth: bearer"),
+        "{listing}"
+    );
+    assert!(!listing.contains("token-one"), "no secret is compiled in");
+}
+
+#[test]
+fn a_missing_secret_variable_stops_start_up_with_exit_code_2() {
+    let receiver = Receiver::start();
+    let output = Command::new(binary())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RECEIVER", receiver.addr.to_string())
+        .env("ORDERS_TOKEN", "token-one")
+        .env("ORDERS_TOKEN_NEXT", "token-two")
+        .env("SVIX_SECRET", "whsec_not base64")
+        .output()
+        .expect("run fanout");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("route \"from-svix\"") && stderr.contains("auth.standard_webhooks.secrets"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not base64"),
+        "the value is never shown: {stderr}"
+    );
+}
