@@ -6,6 +6,7 @@
 //! DIR/routes/<route>/<position>.seg          a durable route's log segments
 //! DIR/routes/<route>/cursors/<target>        each lane's persisted watermark
 //! DIR/routes/<route>/idempotency-keys        a durable route's remembered keys
+//! DIR/routes/<route>/webhook-ids             a durable route's remembered webhook-ids
 //! DIR/dead-letters/<route>/<target>.ndjson   each lane's dead letters
 //! ```
 //!
@@ -109,8 +110,8 @@ impl DataDir {
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
-    /// Opens what the proxy keeps here: dead letters for every lane, and the logs and
-    /// idempotency keys of durable routes (recovering them).
+    /// Opens what the proxy keeps here: dead letters for every lane, and the logs,
+    /// idempotency keys and Standard Webhooks ids of durable routes (recovering them).
     pub fn open<T: RouteTable>(&self, table: &T, logs: &[Arc<Log>]) -> Result<(), StartupError> {
         table.lanes(&mut |lane| {
             let _ = lane
@@ -122,9 +123,15 @@ impl DataDir {
         }
         for &route in T::ROUTES {
             let spec = T::spec(route);
-            let keys = table.keys(route);
-            if spec.storage == Storage::Disk && keys.enabled() {
-                let path = route_dir(&self.path, spec.name).join("idempotency-keys");
+            if spec.storage != Storage::Disk {
+                continue;
+            }
+            let remembered = [
+                (table.keys(route), "idempotency-keys"),
+                (&table.gate(route).replays, "webhook-ids"),
+            ];
+            for (keys, file) in remembered.into_iter().filter(|(keys, _)| keys.enabled()) {
+                let path = route_dir(&self.path, spec.name).join(file);
                 keys.open(&path).map_err(|e| {
                     StartupError(format!(
                         "route \"{}\": cannot read {}: {e}",

@@ -184,12 +184,7 @@ async fn ingest<T: RouteTable>(
     let receipt = event.receipt();
     match admit(proxy, route, event).await {
         Ok(()) => {
-            claims.taken();
-            if let Some(key) = head.headers.get(IDEMPOTENCY_KEY).filter(|_| keys.enabled()) {
-                if let Err(e) = keys.persist(key.as_bytes(), id) {
-                    tracing::warn!(route = spec.name, error = %e, "cannot write an idempotency key");
-                }
-            }
+            claims.taken(spec.name, id);
             metrics.accepted.inc();
             json(StatusCode::ACCEPTED, receipt)
         }
@@ -234,10 +229,14 @@ impl<'a> Claims<'a> {
         }
     }
 
-    /// The event is in: a retry now gets its id.
-    fn taken(mut self) {
+    /// The event `id` is in: a retry now gets its id (a durable route also writes the key to
+    /// its file, so a restart does not forget it).
+    fn taken(mut self, route: &str, id: [u8; 16]) {
         for (keys, key) in self.held.drain(..) {
             keys.taken(key);
+            if let Err(e) = keys.persist(key, id) {
+                tracing::warn!(route, error = %e, "cannot write a remembered key");
+            }
         }
     }
 }

@@ -159,6 +159,11 @@ macro_rules! build_fails {
 }
 
 build_fails! {
+    auth_two_schemes: "auth-two-schemes",
+    bad_rate_limit: "bad-rate-limit",
+    bad_signing: "bad-signing",
+    bad_webhook_auth: "bad-webhook-auth",
+    bad_admin_listen: "bad-admin-listen",
     yaml_syntax_error: "yaml-syntax-error",
     empty_file: "empty-file",
     unknown_top_level_field: "unknown-top-level-field",

@@ -123,7 +123,7 @@ impl Checker<'_> {
             let message = "must be longer than 0s".into();
             self.report_field(base, context, "rate_limit.per", message);
         }
-        if limit.burst == 0 {
+        if raw.burst == Some(0) {
             let message = "must be at least 1".into();
             self.report_field(base, context, "rate_limit.burst", message);
         }

@@ -1,0 +1,214 @@
+//! The TLS listener of the shipped binary (`--tls-cert`/`--tls-key`), with clients fanout did
+//! not write: curl over HTTP/2 and HTTP/1.1 (ALPN), and Python's http.client keeping one
+//! connection open while the certificate files are swapped and SIGHUP reloads them: new
+//! connections get the new certificate, the open one keeps working.
+
+mod common;
+
+use common::process::Fanout;
+use common::{scratch_dir, PATIENCE};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A fresh self-signed certificate for `localhost` in `dir`: (cert.pem, key.pem) contents.
+fn certificate() -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("make a certificate");
+    (certified.cert.pem(), certified.key_pair.serialize_pem())
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// POSTs to `/demo` over https with curl trusting `ca`: (exit code, "<http version> <status>").
+fn curl(fanout: &Fanout, ca: &Path, version: &str) -> (Option<i32>, String) {
+    let port = fanout.addr.port();
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            version,
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"over":"tls"}"#,
+        ])
+        .arg(format!("https://localhost:{port}/demo"))
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+struct Files {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn files(cert: &str, key: &str) -> Files {
+    let dir = scratch_dir("tls");
+    let files = Files {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        dir,
+    };
+    write(&files.cert, cert);
+    write(&files.key, key);
+    files
+}
+
+fn start(files: &Files) -> Fanout {
+    let (cert, key) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+    );
+    Fanout::start(&["--tls-cert", &cert, "--tls-key", &key])
+}
+
+#[test]
+fn curl_speaks_http2_and_http11_over_tls() {
+    let (cert, key) = certificate();
+    let files = files(&cert, &key);
+    let fanout = start(&files);
+    assert_eq!(
+        curl(&fanout, &files.cert, "--http2"),
+        (Some(0), "2 202".to_owned())
+    );
+    assert_eq!(
+        curl(&fanout, &files.cert, "--http1.1"),
+        (Some(0), "1.1 202".to_owned())
+    );
+    // Cleartext to a TLS listener gets no HTTP answer.
+    let answer =
+        common::process::raw_exchange(fanout.addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(!answer.contains("200"), "{answer}");
+}
+
+/// Python's http.client on one keep-alive https connection: each line on its stdin posts an
+/// event; it prints the status, its local port (the same port: the same connection) and the
+/// HTTP version.
+const PY_CLIENT: &str = r#"
+import http.client, ssl, sys
+context = ssl.create_default_context(cafile=sys.argv[1])
+connection = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[2]), context=context)
+context.check_hostname = False
+for line in sys.stdin:
+    connection.request("POST", "/demo", body=b'{"from":"python"}', headers={"content-type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    print(response.status, connection.sock.getsockname()[1], response.version, flush=True)
+"#;
+
+#[test]
+fn sighup_swaps_the_certificate_for_new_connections_and_keeps_open_ones() {
+    let (old_cert, old_key) = certificate();
+    let files = files(&old_cert, &old_key);
+    let old_ca = files.dir.join("old-ca.pem");
+    write(&old_ca, &old_cert);
+    let fanout = start(&files);
+
+    let mut python = Command::new("python3")
+        .args(["-c", PY_CLIENT])
+        .arg(&old_ca)
+        .arg(fanout.addr.port().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let mut input = python.stdin.take().expect("piped");
+    let mut output = BufReader::new(python.stdout.take().expect("piped")).lines();
+    let mut post = || {
+        writeln!(input, "post").expect("python reads");
+        output.next().expect("python answers").expect("a line")
+    };
+    let before = post();
+    assert!(
+        before.starts_with("202 ") && before.ends_with(" 11"),
+        "{before}"
+    );
+
+    let (new_cert, new_key) = certificate();
+    write(&files.cert, &new_cert);
+    write(&files.key, &new_key);
+    let pid = fanout.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + PATIENCE;
+    while !fanout
+        .log_messages()
+        .iter()
+        .any(|line| line["fields"]["message"] == "SIGHUP: TLS certificate reloaded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged: {:?}",
+            fanout.log_messages()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    assert_eq!(
+        curl(&fanout, &files.cert, "--http2"),
+        (Some(0), "2 202".to_owned()),
+        "new connections get the new certificate"
+    );
+    let (refused, _) = curl(&fanout, &old_ca, "--http1.1");
+    assert_eq!(
+        refused,
+        Some(60),
+        "the old certificate is no longer offered"
+    );
+    let after = post();
+    assert_eq!(
+        after, before,
+        "the connection open across the swap keeps working, on the same socket"
+    );
+    drop(input);
+    let _ = python.wait();
+}
+
+#[test]
+fn a_reload_that_fails_keeps_the_old_certificate() {
+    let (cert, key) = certificate();
+    let files = files(&cert, &key);
+    let fanout = start(&files);
+    write(&files.key, "not a key");
+    let pid = fanout.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + PATIENCE;
+    while !fanout.log_messages().iter().any(|line| {
+        line["fields"]["message"] == "SIGHUP: TLS certificate not reloaded; the old one stays"
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload logged: {:?}",
+            fanout.log_messages()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        curl(&fanout, &files.cert, "--http2"),
+        (Some(0), "2 202".to_owned())
+    );
+}
