@@ -213,6 +213,79 @@ impl Gate {
     }
 }
 
+/// The headers that authenticate a POST of `body` to `route` as its `auth` asks, made from the
+/// first secret of its scheme read from `env`, sent as message `id` now: what `fanout
+/// dead-letters replay --via` sends to a running fanout.
+pub fn credentials(
+    route: &RouteSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+    id: &str,
+    body: &[u8],
+) -> Result<Vec<(HeaderName, HeaderValue)>, StartupError> {
+    let secret = |written: &str| {
+        substitute(written, env)
+            .map_err(|e| StartupError(format!("route \"{}\", auth: {e}", route.name)))
+    };
+    let value = |text: String| {
+        HeaderValue::try_from(text).map_err(|_| {
+            StartupError(format!(
+                "route \"{}\", auth: not a header value",
+                route.name
+            ))
+        })
+    };
+    let hex = |tag: hmac::Tag| {
+        tag.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    Ok(match &route.auth {
+        None => Vec::new(),
+        Some(Auth::Bearer(tokens)) => {
+            let token = secret(tokens.first().copied().unwrap_or_default())?;
+            vec![(AUTHORIZATION, value(format!("Bearer {token}"))?)]
+        }
+        Some(Auth::StandardWebhooks(scheme)) => {
+            let written = scheme.secrets.first().copied().unwrap_or_default();
+            let key = signature::whsec(&secret(written)?).map_err(|why| {
+                StartupError(format!(
+                    "route \"{}\", auth: \"{written}\" {why}",
+                    route.name
+                ))
+            })?;
+            let timestamp = unix_now().to_string();
+            let signed =
+                signature::standard_header(&[key], id.as_bytes(), timestamp.as_bytes(), body);
+            vec![
+                (ID, value(id.to_owned())?),
+                (TIMESTAMP, value(timestamp)?),
+                (SIGNATURE, value(signed)?),
+            ]
+        }
+        Some(Auth::Github(scheme)) => {
+            let key = signature::key(secret(scheme.secret)?.as_bytes());
+            let signed = format!("sha256={}", hex(hmac::sign(&key, body)));
+            vec![(GITHUB_SIGNATURE, value(signed)?)]
+        }
+        Some(Auth::Hmac(scheme)) => {
+            let key = signature::key(secret(scheme.secret)?.as_bytes());
+            let tag = hmac::sign(&key, body);
+            let encoded = match scheme.encoding {
+                Encoding::Hex => hex(tag),
+                Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(tag.as_ref()),
+            };
+            let name = HeaderName::from_bytes(scheme.header.as_bytes()).map_err(|_| {
+                StartupError(format!(
+                    "route \"{}\", auth.hmac.header: not a header name",
+                    route.name
+                ))
+            })?;
+            vec![(name, value(format!("{}{encoded}", scheme.prefix))?)]
+        }
+    })
+}
+
 /// The token of `Bearer <token>` (the scheme in any case, RFC 9110 11.1).
 fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, token) = value.split_at_checked(7)?;

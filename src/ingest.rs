@@ -197,7 +197,8 @@ async fn ingest<T: RouteTable>(
 /// marked taken once the event is in, given back if the request ends otherwise.
 #[derive(Default)]
 struct Claims<'a> {
-    held: Vec<(&'a IdempotencyKeys, &'a [u8])>,
+    /// At most two (a `webhook-id` and an `Idempotency-Key`): no allocation.
+    held: [Option<(&'a IdempotencyKeys, &'a [u8])>; 2],
 }
 
 impl<'a> Claims<'a> {
@@ -213,7 +214,8 @@ impl<'a> Claims<'a> {
     ) -> Option<Response<Full<Bytes>>> {
         match keys.claim(key, event.id_bytes()) {
             Claim::New => {
-                self.held.push((keys, key));
+                let free = self.held.iter_mut().find(|slot| slot.is_none());
+                *free.expect("a request claims at most two keys") = Some((keys, key));
                 None
             }
             Claim::Seen(first) => {
@@ -232,7 +234,7 @@ impl<'a> Claims<'a> {
     /// The event `id` is in: a retry now gets its id (a durable route also writes the key to
     /// its file, so a restart does not forget it).
     fn taken(mut self, route: &str, id: [u8; 16]) {
-        for (keys, key) in self.held.drain(..) {
+        for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
             keys.taken(key);
             if let Err(e) = keys.persist(key, id) {
                 tracing::warn!(route, error = %e, "cannot write a remembered key");
@@ -243,7 +245,7 @@ impl<'a> Claims<'a> {
 
 impl Drop for Claims<'_> {
     fn drop(&mut self) {
-        for (keys, key) in self.held.drain(..) {
+        for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
             keys.release(key);
         }
     }

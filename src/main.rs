@@ -92,10 +92,11 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     };
     let listener =
         listen(address).map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
+    let mut admin_bound = None;
     if let Some(address) = admin_address {
         let admin = listen(address)
             .map_err(|e| StartupError(format!("cannot listen on {address} (admin_listen): {e}")))?;
-        tracing::info!(admin_listen = %address, "serving /metrics and /healthz there");
+        admin_bound = Some(admin.local_addr().unwrap_or(address));
         admin::spawn(admin, proxy.clone());
     }
     open_data_dir(&proxy, data_dir)?;
@@ -107,6 +108,7 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(address),
         tls = tls.is_some(),
+        admin_listen = admin_bound.map(|a| a.to_string()),
         "fanout ready"
     );
     let mut options = Options::from_spec(&SERVER);

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use crate::cli::DeadLetters;
 use crate::dead_letter::{self, Locked};
 use crate::event::Event;
+use crate::gate;
 use crate::log::{route_dir, scan};
 use crate::parcel::Parcel;
 use crate::routes::Route;
@@ -110,11 +111,12 @@ async fn replay(
     let mut sink = endpoint.connect();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
-    let route_path = Route::ALL
+    let route_spec = Route::ALL
         .iter()
-        .find(|r| r.spec().name == route)
-        .map(|r| r.spec().path)
-        .unwrap_or_default();
+        .map(|r| r.spec())
+        .find(|r| r.name == route)
+        .ok_or_else(|| StartupError(format!("no route \"{route}\"")))?;
+    let route_path = route_spec.path;
     let (mut sent, mut kept) = (0, String::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Some(event) = event_of(line) else {
@@ -133,6 +135,12 @@ async fn replay(
                 let mut request = hyper::Request::post(url.as_str());
                 if let Some(content_type) = event.content_type() {
                     request = request.header(CONTENT_TYPE, content_type);
+                }
+                // A route with `auth:` is posted to as its clients do, with its secrets.
+                let id = event.id();
+                let id = id.to_str().unwrap_or_default();
+                for (name, value) in gate::credentials(route_spec, &env, id, &event.body())? {
+                    request = request.header(name, value);
                 }
                 match request.body(Full::new(event.body())) {
                     Ok(request) => client

@@ -51,6 +51,20 @@ routes:
       - name: crm
         url: http://${RECEIVER}/crm
         sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
+  - name: durable-hooks
+    path: /hooks/durable
+    storage: disk
+    auth: { standard_webhooks: { secrets: ["${SVIX_SECRET}"] } }
+    targets:
+      - name: plain
+        url: http://${RECEIVER}/durable
+  - name: guarded
+    path: /guarded
+    auth: { bearer: ["${ORDERS_TOKEN}"] }
+    targets:
+      - name: dead
+        url: http://${DEAD}/in
+        retry: { attempts: 1 }
   - name: signed
     path: /signed
     targets:
@@ -178,30 +192,45 @@ struct Setup {
     fanout: Fanout,
     admin: SocketAddr,
     receiver: Receiver,
+    /// The environment it was started with.
+    env: Vec<(&'static str, String)>,
     _admin_port: ReservedPort,
+    /// Where the `guarded` route's target is: a port that refuses connections.
+    _dead: ReservedPort,
 }
 
 fn start() -> Setup {
+    start_in(&common::scratch_dir("security-data"))
+}
+
+/// The same, with `data_dir` as its data directory.
+fn start_in(data_dir: &std::path::Path) -> Setup {
     let receiver = Receiver::start();
-    let admin_port = ReservedPort::bind(true);
-    let (receiver_addr, admin) = (receiver.addr.to_string(), admin_port.addr.to_string());
-    let env = [
-        ("RECEIVER", receiver_addr.as_str()),
-        ("ORDERS_TOKEN", "token-one"),
-        ("ORDERS_TOKEN_NEXT", "token-two"),
-        ("SVIX_SECRET", SVIX_SECRET),
-        ("GITHUB_SECRET", GITHUB_SECRET),
-        ("CUSTOM_SECRET", CUSTOM_SECRET),
-        ("CRM_SIGNING_SECRET", CRM_SIGNING_SECRET),
-        ("OLD_SIGNING_SECRET", OLD_SIGNING_SECRET),
+    let (admin_port, dead) = (ReservedPort::bind(true), ReservedPort::new());
+    let admin = admin_port.addr.to_string();
+    let env = vec![
+        ("RECEIVER", receiver.addr.to_string()),
+        ("DEAD", dead.addr.to_string()),
+        ("ORDERS_TOKEN", "token-one".into()),
+        ("ORDERS_TOKEN_NEXT", "token-two".into()),
+        ("SVIX_SECRET", SVIX_SECRET.into()),
+        ("GITHUB_SECRET", GITHUB_SECRET.into()),
+        ("CUSTOM_SECRET", CUSTOM_SECRET.into()),
+        ("CRM_SIGNING_SECRET", CRM_SIGNING_SECRET.into()),
+        ("OLD_SIGNING_SECRET", OLD_SIGNING_SECRET.into()),
     ];
     let binary = binary().display().to_string();
-    let fanout = Fanout::start_with(&binary, &["--admin-listen", &admin], &env);
+    let data_dir = data_dir.display().to_string();
+    let args = ["--admin-listen", &admin, "--data-dir", &data_dir];
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fanout = Fanout::start_with(&binary, &args, &pairs);
     Setup {
         fanout,
         admin: admin_port.addr,
         receiver,
+        env,
         _admin_port: admin_port,
+        _dead: dead,
     }
 }
 
@@ -419,6 +448,79 @@ fn standard_webhooks_signed_by_the_library_are_accepted_and_tampering_is_refused
             .all(|g| g.body == body && g.header("webhook-signature").is_none()),
         "the sender's signature is not forwarded: {got:?}"
     );
+}
+
+#[test]
+fn a_durable_route_remembers_webhook_ids_across_a_restart() {
+    let data_dir = common::scratch_dir("security-restart");
+    let body = r#"{"type":"order.created"}"#;
+    let (id, ts) = ("msg_durable", now());
+    let signature = standard_signature(id, ts, body);
+    let ts = ts.to_string();
+    let headers = [
+        ("webhook-id", id),
+        ("webhook-timestamp", ts.as_str()),
+        ("webhook-signature", signature.as_str()),
+    ];
+    let mut first = start_in(&data_dir);
+    let event = post(first.fanout.addr, "/hooks/durable", &headers, body).id();
+    first.receiver.wait_for("/durable", 1);
+    assert!(first.fanout.terminate().success());
+    let second = start_in(&data_dir);
+    let replay = post(second.fanout.addr, "/hooks/durable", &headers, body);
+    assert_eq!(replay.id(), event, "{replay:?}");
+    let route = [("route", "durable-hooks")];
+    assert_eq!(
+        metric_blocking(second.admin, "fanout_events_accepted_total", &route),
+        0.0
+    );
+    assert_eq!(
+        metric_blocking(second.admin, "fanout_events_duplicate_total", &route),
+        1.0
+    );
+}
+
+#[test]
+fn dead_letters_replayed_through_a_guarded_route_authenticate_as_its_clients_do() {
+    let data_dir = common::scratch_dir("security-replay");
+    let setup = start_in(&data_dir);
+    let token = [("authorization", "Bearer token-one")];
+    post(setup.fanout.addr, "/guarded", &token, r#"{"lost":1}"#).id();
+    let dead = [("route", "guarded"), ("target", "dead")];
+    let deadline = Instant::now() + PATIENCE;
+    while metric_blocking(setup.admin, "fanout_lane_dead_letters_total", &dead) < 1.0 {
+        assert!(Instant::now() < deadline, "no dead letter");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let via = format!("http://{}", setup.fanout.addr);
+    let output = Command::new(binary())
+        .args([
+            "dead-letters",
+            "replay",
+            "--route",
+            "guarded",
+            "--target",
+            "dead",
+            "--via",
+            &via,
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .envs(setup.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run the replay");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 replayed, 0 left"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let route = [("route", "guarded")];
+    assert_eq!(
+        metric_blocking(setup.admin, "fanout_events_accepted_total", &route),
+        2.0
+    );
+    assert_eq!(rejected(setup.admin, "guarded", "unauthorized"), 0.0);
 }
 
 #[test]
