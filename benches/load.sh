@@ -9,18 +9,25 @@
 # one's median (a shared machine is noisy: one run says little). --only takes a
 # --fanout BIN measures that binary (built with benches/routes/load.yaml, e.g. from an older
 # commit) instead of building one. --only takes a
-# comma-separated subset of: baseline,down,ddown-always,ddown-10ms,ddown-never,reject2,disk2,
-# disk2-always,reject4,batch2,h2x2,memory,backlog,startup,rebuild,static.
+# comma-separated subset of: baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,
+# ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,memory,backlog,
+# startup,rebuild,static.
 #
 # Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
-# (installed with apt-get when missing and running as root). Builds, in target/load/:
+# (installed with apt-get when missing and running as root). Builds, in target/load/ (in
+# $CARGO_TARGET_DIR/load/ when that is set):
 # the rig's baseline and sink, and fanout with benches/routes/load.yaml compiled in
 # (`--release`, the build users ship). Scenarios, each a rig run (wrk -t1 -c64, SUT pinned to CPU 0, load
 # and sinks to CPU 1):
 #   baseline  bare hyper server answering 202: the physical limit of the ingest path
 #   down      fanout, every target refusing connections, drop_oldest lanes
+#   auth-hmac   `down` with `auth: hmac` (HMAC-SHA256 of the raw body verified before the 202;
+#               wrk sends the body's precomputed X-Signature); auth-bearer: with `auth: bearer`
 #   reject2/4 fanout, reject lanes to 2 / 4 counting sinks: the sustained no-loss rate
-#   batch2    reject lanes to 2 sinks, NDJSON batches
+#   sign2     `reject2` with `sign:` on both targets (Standard Webhooks headers on every
+#             delivery: one HMAC per event per target)
+#   batch2    reject lanes to 2 sinks, NDJSON batches; sign-batch2: the same, signed (one HMAC
+#             per batch)
 #   h2x2      reject lanes to 2 sinks, HTTP/2
 #   ddown-*   a durable route (storage: disk) with fsync always / 10ms / never, targets down:
 #             durable ingest, to compare with `down`
@@ -34,7 +41,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT="" FANOUT=""
-ONLY=baseline,down,ddown-always,ddown-10ms,ddown-never,reject2,disk2,disk2-always,reject4,batch2,h2x2,memory,backlog,startup,rebuild,static
+ONLY=baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,memory,backlog,startup,rebuild,static
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
@@ -60,13 +67,14 @@ wanted() { [[ ,$ONLY, == *,$1,* ]]; }
 
 # ---- builds ----------------------------------------------------------------------------
 log "building the rig and fanout (release, LTO): a few minutes the first time"
-(cd "$RIG/baseline" && CARGO_TARGET_DIR=$ROOT/target/load/rig cargo build --release -q)
-export SINK_BIN=$ROOT/target/load/rig/release/sink
-BASELINE=$ROOT/target/load/rig/release/baseline
+BUILD=${CARGO_TARGET_DIR:-$ROOT/target}/load
+(cd "$RIG/baseline" && CARGO_TARGET_DIR=$BUILD/rig cargo build --release -q)
+export SINK_BIN=$BUILD/rig/release/sink
+BASELINE=$BUILD/rig/release/baseline
 if [[ -z $FANOUT ]]; then
-  (cd "$ROOT" && FANOUT_ROUTES=$ROOT/benches/routes/load.yaml CARGO_TARGET_DIR=$ROOT/target/load/fanout \
+  (cd "$ROOT" && FANOUT_ROUTES=$ROOT/benches/routes/load.yaml CARGO_TARGET_DIR=$BUILD/fanout \
     cargo build --release -q --bin fanout)
-  FANOUT=$ROOT/target/load/fanout/release/fanout
+  FANOUT=$BUILD/fanout/release/fanout
 fi
 
 # ---- throughput scenarios ----------------------------------------------------------------
@@ -78,6 +86,25 @@ rig() { # label path targets sut
   "$RIG/rig.sh" --sut "$sut" --port 8080 --path "$path" "${args[@]}" --pin --duration "$DURATION" \
     --label "$label" --out "$OUT/$label-$round" 2>"$OUT/$label-$round.log" | tee -a "$RESULTS"
 }
+# The authenticated scenarios: rig.sh always runs the post.lua beside it, so they run it from
+# a directory of links whose post.lua (benches/post-auth.lua) is the rig's plus one header.
+# The body is the rig's 200-byte event, written to a file so that its signature is computed
+# over exactly the bytes wrk sends; the secrets are load.yaml's defaults.
+AUTH_RIG=$OUT/rig-auth BODY=$OUT/event.json
+mkdir -p "$AUTH_RIG"
+ln -sfn "$RIG/rig.sh" "$AUTH_RIG/rig.sh"; ln -sfn "$RIG/baseline" "$AUTH_RIG/baseline"
+ln -sfn "$ROOT/benches/post-auth.lua" "$AUTH_RIG/post.lua"
+printf '%s' '{"type":"page_view","user_id":"u-4f9c2a71","session_id":"s-8d1e5b3c0a7f",' \
+  '"ts":1718000000123,"props":{"path":"/pricing","referrer":"newsletter",' \
+  '"ua":"Mozilla/5.0 (X11; Linux x86_64)","n":42},"v":"1.0"}' >"$BODY"
+HMAC_SIG=sha256=$(python3 -c 'import hashlib, hmac, sys
+print(hmac.new(sys.argv[1].encode(), open(sys.argv[2], "rb").read(), hashlib.sha256).hexdigest())' \
+  "${LOAD_HMAC_SECRET:-load-bench-hmac-secret}" "$BODY")
+rig_auth() { # label path header: `rig` with the header, on a route whose targets are down
+  wanted "$1" || return 0
+  (export LOAD_RIG_POST=$RIG/post.lua LOAD_HEADER=$3 RIG_BODY_FILE=$BODY; RIG=$AUTH_RIG
+   rig "$1" "$2" "" "$F")
+}
 # A drain longer than the rig's 5 s grace would get fanout killed mid-drain.
 F="$FANOUT --workers 1 --drain-timeout 2s"
 # The durable routes' data directory (load.yaml's server.data_dir), emptied before each of
@@ -87,14 +114,18 @@ D=$F
 for round in $(seq "$ROUNDS"); do
   rig baseline /demo "" "$BASELINE --port 8080 --workers 1"
   rig down /down "" "$F"
+  rig_auth auth-hmac /auth-hmac "X-Signature: $HMAC_SIG"
+  rig_auth auth-bearer /auth-bearer "Authorization: Bearer ${LOAD_TOKEN:-load-bench-token}"
   for policy in always 10ms never; do
     rm -rf "$OUT/data"; rig "ddown-$policy" "/ddown-$policy" "" "$D"
   done
   rig reject2 /reject2 8101,8102 "$F"
+  rig sign2 /sign2 8101,8102 "$F"
   rm -rf "$OUT/data"; rig disk2 /disk2 8101,8102 "$D"
   rm -rf "$OUT/data"; rig disk2-always /disk2-always 8101,8102 "$D"
   rig reject4 /reject4 8101,8102,8103,8104 "$F"
   rig batch2 /batch2 8101,8102 "$F"
+  rig sign-batch2 /sign-batch2 8101,8102 "$F"
   rig h2x2 /h2x2 8101,8102 "$F"
 done
 

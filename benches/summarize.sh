@@ -3,7 +3,9 @@
 # baseline of the same run. With several rounds a figure is the median of the scenario's runs
 # ("runs" says how many); "missing" and "foreign CPU %" are the worst run's. "accepted/s"
 # counts 202s only (the sustained no-loss rate for reject lanes); "CPU µs/event" is the SUT's
-# CPU time per accepted event, every target included.
+# CPU time per accepted event, every target included. A second table puts each scenario that
+# has a twin in the run (the same route but for one setting) as a ratio to it: the cost of
+# that setting (authentication, signing, storage on disk).
 set -euo pipefail
 awk '
 function median(list,    v, k, i, j, t) {
@@ -38,6 +40,15 @@ END {
     printf "| %s | %d | %.0f | %.2f | %.0f | %.3f | %.2f | %.2f | %.2f | %s | %s | %s |\n", l, runs[l], OK[l],
       OK[b] ? OK[l] / OK[b] : 0, median(refused[l]), P99[l], P99[b] ? P99[l] / P99[b] : 0, US[l],
       US[b] ? US[l] / US[b] : 0, lost[l], median(rss[l]), foreign[l]
+  }
+  split("auth-hmac=down auth-bearer=down ddown-always=down ddown-10ms=down ddown-never=down sign2=reject2 disk2=reject2 disk2-always=reject2 sign-batch2=batch2", pairs, " ")
+  for (i in pairs) { split(pairs[i], kv, "="); twin[kv[1]] = kv[2] }
+  header = "\n| scenario | twin | accepted/s x twin | CPU µs/event x twin | p99 x twin |\n|---|---|---|---|---|"
+  for (i = 1; i <= n; i++) {
+    l = order[i]; t = twin[l]
+    if (t == "" || !(t in OK) || !OK[t]) continue
+    if (header != "") { print header; header = "" }
+    printf "| %s | %s | %.2f | %.2f | %.2f |\n", l, t, OK[l] / OK[t], US[t] ? US[l] / US[t] : 0, P99[t] ? P99[l] / P99[t] : 0
   }
   for (i = 1; i <= m; i++) print "\n" extra[i]
 }' "$1"
