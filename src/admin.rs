@@ -1,11 +1,13 @@
 //! The admin listener (`server.admin_listen` or `--admin-listen`): `/metrics` and `/healthz`
 //! on an address of their own, so they need not be exposed with the ingest port (which then
-//! answers 404 for them). HTTP/1.1 or h2c, cleartext; at most [`MAX_CONNECTIONS`] at once. It
-//! serves for the life of the process, the drain included, so a drain can be watched.
+//! answers 404 for them). HTTP/1.1, cleartext; at most [`MAX_CONNECTIONS`] at once, each sending
+//! its request heads within [`HEADER_READ_TIMEOUT`] and closed after [`LIFETIME`], so silent
+//! connections cannot keep a scraper or a probe out. It serves for the life of the process,
+//! the drain included, so a drain can be watched.
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,15 +21,17 @@ use crate::table::RouteTable;
 /// Admin connections open at most: scrapers and probes, not clients.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// How long an admin connection may take to send a request's headers.
+/// How long an admin connection may take to send a request's headers (the first one included).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an admin connection lives at most: a keep-alive scraper reconnects after it.
+const LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves `listener` for the life of the process.
 pub fn spawn<T: RouteTable>(listener: TcpListener, proxy: Arc<Proxy<T>>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
@@ -46,9 +50,8 @@ pub fn spawn<T: RouteTable>(listener: TcpListener, proxy: Arc<Proxy<T>>) {
                     let response = own_endpoint(&proxy, request.uri().path(), request.method());
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let served = builder.serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(LIFETIME, served).await;
                 drop(slot);
             });
         }

@@ -83,6 +83,13 @@ impl Gate {
                 let mut tags = Vec::new();
                 for written in tokens.iter() {
                     let token = secret("auth.bearer", written)?;
+                    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                        let message = format!(
+                            "{}: \"{written}\" holds a space or a control character once substituted (a trailing newline?): no client could send it",
+                            field("auth.bearer")
+                        );
+                        return Err(StartupError(message));
+                    }
                     tags.push(hmac::sign(&key, token.as_bytes()));
                 }
                 Some(Verifier::Bearer { key, tokens: tags })
@@ -90,14 +97,16 @@ impl Gate {
             Some(Auth::StandardWebhooks(scheme)) => {
                 let place = "auth.standard_webhooks.secrets";
                 let mut keys = Vec::new();
-                for written in scheme.secrets {
+                for (n, written) in scheme.secrets.iter().enumerate() {
                     let value = secret(place, written)?;
                     let key = signature::whsec(&value).map_err(|why| {
-                        StartupError(format!("{}: \"{written}\" {why}", field(place)))
+                        StartupError(format!("{}: secret {} {why}", field(place), n + 1))
                     })?;
                     keys.push(key);
                 }
-                window = scheme.tolerance * 2;
+                // Timestamps are whole seconds, compared inclusively: an id outlives the last
+                // second its timestamp is accepted in.
+                window = scheme.tolerance * 2 + Duration::from_secs(1);
                 Some(Verifier::StandardWebhooks {
                     keys,
                     tolerance: scheme.tolerance.as_secs(),
@@ -135,9 +144,10 @@ impl Gate {
                     .get(AUTHORIZATION)
                     .and_then(|value| bearer_token(value.as_bytes()))
                     .ok_or(Unauthorized)?;
+                let presented = hmac::sign(key, presented);
                 let mut matched = false;
                 for token in tokens {
-                    matched |= hmac::verify(key, presented, token.as_ref()).is_ok();
+                    matched |= signature::same(presented.as_ref(), token.as_ref());
                 }
                 matched.then_some(()).ok_or(Unauthorized)
             }
@@ -199,9 +209,9 @@ impl Gate {
                     Encoding::Base64 => signature::BASE64.decode(encoded).ok(),
                 };
                 let decoded = decoded.ok_or(Unauthorized)?;
-                signature::verify_body(key, body, &decoded)
-                    .then_some(None)
-                    .ok_or(Unauthorized)
+                hmac::verify(key, body, &decoded)
+                    .map(|()| None)
+                    .map_err(|_| Unauthorized)
             }
         }
     }
@@ -234,12 +244,7 @@ pub fn credentials(
             ))
         })
     };
-    let hex = |tag: hmac::Tag| {
-        tag.as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let hex = |tag: hmac::Tag| signature::hex(tag.as_ref());
     Ok(match &route.auth {
         None => Vec::new(),
         Some(Auth::Bearer(tokens)) => {
@@ -249,10 +254,7 @@ pub fn credentials(
         Some(Auth::StandardWebhooks(scheme)) => {
             let written = scheme.secrets.first().copied().unwrap_or_default();
             let key = signature::whsec(&secret(written)?).map_err(|why| {
-                StartupError(format!(
-                    "route \"{}\", auth: \"{written}\" {why}",
-                    route.name
-                ))
+                StartupError(format!("route \"{}\", auth: secret 1 {why}", route.name))
             })?;
             let timestamp = unix_now().to_string();
             let signed =

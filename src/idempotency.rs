@@ -14,9 +14,10 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::signature;
 use crate::spec::RouteSpec;
 
 /// Keys a route remembers at most.
@@ -24,17 +25,20 @@ pub const MAX_KEYS: usize = 100_000;
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// A route's remembered keys; a clone shares them (a request's claims hold one).
+#[derive(Clone)]
 pub struct IdempotencyKeys {
     window: Duration,
-    keys: Mutex<Keys>,
+    keys: Arc<Mutex<Keys>>,
 }
 
 #[derive(Default)]
 struct Keys {
-    /// Each key's event id, and whether that event was taken in (not yet while its request
-    /// is under way).
-    ids: HashMap<Box<[u8]>, ([u8; 16], bool)>,
-    /// When each key expires (Unix milliseconds), oldest first.
+    /// Each key's event id, whether that event was taken in (not yet while its request is
+    /// under way), and when the key expires (Unix milliseconds).
+    ids: HashMap<Box<[u8]>, ([u8; 16], bool, u64)>,
+    /// When each key expires, oldest first. A key given back and claimed again is here twice:
+    /// only the entry whose time its `ids` entry holds forgets it.
     expiry: VecDeque<(u64, Box<[u8]>)>,
     /// The durable route's file, and the lines it holds.
     file: Option<(PathBuf, File, usize)>,
@@ -60,7 +64,7 @@ impl IdempotencyKeys {
     pub fn with_window(window: Duration) -> IdempotencyKeys {
         IdempotencyKeys {
             window,
-            keys: Mutex::new(Keys::default()),
+            keys: Arc::new(Mutex::new(Keys::default())),
         }
     }
 
@@ -75,10 +79,14 @@ impl IdempotencyKeys {
 
     /// Takes `key` for the event `id`, unless it is taken already.
     pub fn claim(&self, key: &[u8], id: [u8; 16]) -> Claim {
-        let now = unix_millis(SystemTime::now());
+        self.claim_at(key, id, unix_millis(SystemTime::now()))
+    }
+
+    /// [`IdempotencyKeys::claim`] at `now` (Unix milliseconds).
+    fn claim_at(&self, key: &[u8], id: [u8; 16], now: u64) -> Claim {
         let mut keys = self.lock();
         keys.expire(now);
-        if let Some(&(first, taken)) = keys.ids.get(key) {
+        if let Some(&(first, taken, _)) = keys.ids.get(key) {
             return if taken {
                 Claim::Seen(first)
             } else {
@@ -89,7 +97,7 @@ impl IdempotencyKeys {
             keys.forget_oldest();
         }
         let expires = now + self.window.as_millis() as u64;
-        keys.ids.insert(key.into(), (id, false));
+        keys.ids.insert(key.into(), (id, false, expires));
         keys.expiry.push_back((expires, key.into()));
         Claim::New
     }
@@ -140,7 +148,7 @@ impl IdempotencyKeys {
             }
             read.sort_by_key(|(expires, _, _)| *expires);
             for (expires, id, key) in read.into_iter().rev().take(MAX_KEYS).rev() {
-                keys.ids.insert(key.clone().into(), (id, true));
+                keys.ids.insert(key.clone().into(), (id, true, expires));
                 keys.expiry.push_back((expires, key.into()));
             }
         }
@@ -155,14 +163,26 @@ impl Keys {
             .front()
             .is_some_and(|(expires, _)| *expires <= now)
         {
-            self.forget_oldest();
+            self.pop_front();
         }
     }
 
+    /// Forgets the key that expires first.
     fn forget_oldest(&mut self) {
-        if let Some((_, key)) = self.expiry.pop_front() {
+        while !self.expiry.is_empty() && !self.pop_front() {}
+    }
+
+    /// Takes the first expiry entry, forgetting its key unless the key was claimed again
+    /// since (a later entry holds it then); whether it forgot one.
+    fn pop_front(&mut self) -> bool {
+        let Some((expires, key)) = self.expiry.pop_front() else {
+            return false;
+        };
+        let live = self.ids.get(&key).is_some_and(|entry| entry.2 == expires);
+        if live {
             self.ids.remove(&key);
         }
+        live
     }
 
     /// Replaces `path` with the live keys, and appends to it from now on.
@@ -170,8 +190,10 @@ impl Keys {
         let temporary = path.with_extension("new");
         let mut text = String::new();
         for (expires, key) in &self.expiry {
-            if let Some((id, true)) = self.ids.get(key) {
-                text.push_str(&line(*expires, id, key));
+            if let Some((id, true, live)) = self.ids.get(key) {
+                if live == expires {
+                    text.push_str(&line(*expires, id, key));
+                }
             }
         }
         std::fs::write(&temporary, &text)?;
@@ -184,29 +206,17 @@ impl Keys {
 
 /// `<expires, Unix ms> <id, 32 hex> <key, hex>\n`.
 fn line(expires: u64, id: &[u8; 16], key: &[u8]) -> String {
-    format!("{expires} {} {}\n", hex(id), hex(key))
+    format!("{expires} {} {}\n", signature::hex(id), signature::hex(key))
 }
 
 fn parse(line: &str) -> Option<(u64, [u8; 16], Vec<u8>)> {
     let mut fields = line.split(' ');
     let expires = fields.next()?.parse().ok()?;
-    let id = unhex(fields.next()?)?.try_into().ok()?;
-    let key = unhex(fields.next()?)?;
+    let id = signature::unhex(fields.next()?.as_bytes())?
+        .try_into()
+        .ok()?;
+    let key = signature::unhex(fields.next()?.as_bytes())?;
     Some((expires, id, key))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn unix_millis(time: SystemTime) -> u64 {
@@ -247,6 +257,16 @@ mod tests {
         assert_eq!(keys.claim(b"k", [2; 16]), Claim::Seen([1; 16]));
         keys.release(b"k");
         assert_eq!(keys.claim(b"k", [3; 16]), Claim::New);
+
+        // Given back at 0 and claimed again at 30 s: the first claim's expiry (60 s) does not
+        // forget the second's (90 s).
+        let keys = IdempotencyKeys::with_window(Duration::from_secs(60));
+        assert_eq!(keys.claim_at(b"k", [4; 16], 0), Claim::New);
+        keys.release(b"k");
+        assert_eq!(keys.claim_at(b"k", [5; 16], 30_000), Claim::New);
+        keys.taken(b"k");
+        assert_eq!(keys.claim_at(b"k", [6; 16], 60_000), Claim::Seen([5; 16]));
+        assert_eq!(keys.claim_at(b"k", [6; 16], 90_000), Claim::New);
         assert_eq!(
             parse(line(5, &[7; 16], b"a b").trim_end()),
             Some((5, [7; 16], b"a b".to_vec()))

@@ -160,10 +160,9 @@ async fn ingest<T: RouteTable>(
         return over_budget();
     }
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
-    let mut claims = Claims::default();
+    let mut claims = Claims::new(spec.name, event.id_bytes());
     if let Some(webhook_id) = webhook_id {
-        if let Some(answer) = claims.claim(&gate.replays, webhook_id, &event, metrics, "webhook-id")
-        {
+        if let Some(answer) = claims.claim(&gate.replays, webhook_id, metrics, "webhook-id") {
             return answer;
         }
     }
@@ -175,47 +174,78 @@ async fn ingest<T: RouteTable>(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             );
         }
-        if let Some(answer) = claims.claim(keys, key.as_bytes(), &event, metrics, "Idempotency-Key")
-        {
+        if let Some(answer) = claims.claim(keys, key.as_bytes(), metrics, "Idempotency-Key") {
             return answer;
         }
     }
-    let id = event.id_bytes();
     let receipt = event.receipt();
-    match admit(proxy, route, event).await {
+    let admitted = match admit(proxy, route, event).await {
+        Ok(Admission::Queued) => {
+            claims.settle(true);
+            Ok(())
+        }
+        Ok(Admission::Logged(commit)) if claims.is_empty() => {
+            commit.written().await.map_err(Rejected::from)
+        }
+        // From here the record is written or refused whether or not this request is still
+        // there to see it (a client gone, a connection closed): the claims are settled by a
+        // task of their own, as the outcome says, so a retry is never taken in twice.
+        Ok(Admission::Logged(commit)) => tokio::spawn(async move {
+            let written = commit.written().await.map_err(Rejected::from);
+            claims.settle(written.is_ok());
+            written
+        })
+        .await
+        .unwrap_or(Err(Rejected::DiskError)),
+        Err(rejected) => Err(rejected),
+    };
+    match admitted {
         Ok(()) => {
-            claims.taken(spec.name, id);
             metrics.accepted.inc();
             json(StatusCode::ACCEPTED, receipt)
         }
-        // The claims are given back as they drop.
         Err(rejected) => refused(proxy, metrics, spec, rejected),
     }
 }
 
 /// The keys a request has claimed for its event (its `webhook-id`, its `Idempotency-Key`):
-/// marked taken once the event is in, given back if the request ends otherwise.
-#[derive(Default)]
-struct Claims<'a> {
-    /// At most two (a `webhook-id` and an `Idempotency-Key`): no allocation.
-    held: [Option<(&'a IdempotencyKeys, &'a [u8])>; 2],
+/// taken once the event is in (and written to a durable route's file), given back if the
+/// request ends otherwise. Owned, so that a durable route's commit can settle them after the
+/// request is gone.
+struct Claims {
+    route: &'static str,
+    id: [u8; 16],
+    /// At most two (a `webhook-id` and an `Idempotency-Key`).
+    held: [Option<(IdempotencyKeys, Box<[u8]>)>; 2],
 }
 
-impl<'a> Claims<'a> {
-    /// Claims `key` for `event`; a key already taken answers the request (202 with the first
-    /// id, or 409 while the first is under way), counted as a duplicate: that answer.
+impl Claims {
+    fn new(route: &'static str, id: [u8; 16]) -> Claims {
+        Claims {
+            route,
+            id,
+            held: [None, None],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.iter().all(Option::is_none)
+    }
+
+    /// Claims `key` for the event; a key already taken answers the request (202 with the
+    /// first id, or 409 while the first is under way), counted as a duplicate: that answer.
     fn claim(
         &mut self,
-        keys: &'a IdempotencyKeys,
-        key: &'a [u8],
-        event: &Event,
+        keys: &IdempotencyKeys,
+        key: &[u8],
         metrics: &RouteMetrics,
         what: &str,
     ) -> Option<Response<Full<Bytes>>> {
-        match keys.claim(key, event.id_bytes()) {
+        match keys.claim(key, self.id) {
             Claim::New => {
                 let free = self.held.iter_mut().find(|slot| slot.is_none());
-                *free.expect("a request claims at most two keys") = Some((keys, key));
+                *free.expect("a request claims at most two keys") =
+                    Some((keys.clone(), key.into()));
                 None
             }
             Claim::Seen(first) => {
@@ -231,23 +261,25 @@ impl<'a> Claims<'a> {
         }
     }
 
-    /// The event `id` is in: a retry now gets its id (a durable route also writes the key to
-    /// its file, so a restart does not forget it).
-    fn taken(mut self, route: &str, id: [u8; 16]) {
+    /// The event is in (`taken`): a retry now gets its id; else the keys are given back.
+    fn settle(&mut self, taken: bool) {
         for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
-            keys.taken(key);
-            if let Err(e) = keys.persist(key, id) {
-                tracing::warn!(route, error = %e, "cannot write a remembered key");
+            if !taken {
+                keys.release(&key);
+                continue;
+            }
+            keys.taken(&key);
+            if let Err(e) = keys.persist(&key, self.id) {
+                tracing::warn!(route = self.route, error = %e, "cannot write a remembered key");
             }
         }
     }
 }
 
-impl Drop for Claims<'_> {
+impl Drop for Claims {
+    /// A request that ends before its event is in gives its keys back.
     fn drop(&mut self) {
-        for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
-            keys.release(key);
-        }
+        self.settle(false);
     }
 }
 
@@ -300,7 +332,7 @@ fn refused<T: RouteTable>(
 /// before it is refused.
 const ADMISSION_TURNS: usize = 8;
 
-/// Dispatches `event` to its route, and for a durable route waits until its log has it.
+/// Dispatches `event` to its route: for a durable route, the commit to await.
 ///
 /// If a reject lane is full, yields a few scheduler turns to the delivery workers
 /// (microseconds: the client is not queued) and tries again before refusing. Under a flood,
@@ -312,12 +344,11 @@ async fn admit<T: RouteTable>(
     proxy: &Proxy<T>,
     route: T::Route,
     event: Event,
-) -> Result<(), Rejected> {
+) -> Result<Admission, Rejected> {
     let mut turns = 0;
     loop {
         match proxy.table.accept(route, event.clone()) {
-            Ok(Admission::Queued) => return Ok(()),
-            Ok(Admission::Logged(commit)) => return commit.written().await.map_err(Rejected::from),
+            Ok(admission) => return Ok(admission),
             Err(Rejected::LaneFull(_)) if turns < ADMISSION_TURNS => {
                 turns += 1;
                 tokio::task::yield_now().await;

@@ -94,6 +94,17 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         listen(address).map_err(|e| StartupError(format!("cannot listen on {address}: {e}")))?;
     let mut admin_bound = None;
     if let Some(address) = admin_address {
+        // SO_REUSEPORT would let both bind one port, and the kernel split connections between
+        // them: refuse instead.
+        let ingest = listener.local_addr().unwrap_or(address);
+        let same_ip = ingest.ip() == address.ip()
+            || ingest.ip().is_unspecified()
+            || address.ip().is_unspecified();
+        if ingest.port() == address.port() && same_ip {
+            return Err(StartupError(format!(
+                "admin_listen {address} is the ingest listener's address: give it a port of its own"
+            )));
+        }
         let admin = listen(address)
             .map_err(|e| StartupError(format!("cannot listen on {address} (admin_listen): {e}")))?;
         admin_bound = Some(admin.local_addr().unwrap_or(address));

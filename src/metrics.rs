@@ -243,6 +243,8 @@ pub struct ConnectionMetrics {
     pub first_byte_timeouts: IntCounter,
     /// Connections closed after `idle_timeout` with no request under way.
     pub idle_closed: IntCounter,
+    /// TLS connections whose handshake failed (or that closed before finishing it).
+    pub tls_failures: IntCounter,
     /// Bytes of event bodies held in memory; set at scrape time.
     pub(crate) held_bytes: IntGauge,
 }
@@ -266,6 +268,7 @@ impl Default for ConnectionMetrics {
             refused: closed("max_connections"),
             first_byte_timeouts: closed("first_byte_timeout"),
             idle_closed: closed("idle_timeout"),
+            tls_failures: closed("tls_handshake"),
             held_bytes: gauge(Opts::new(
                 "fanout_memory_held_bytes",
                 "Bytes of event bodies held in memory (counted against server.memory_budget).",
@@ -280,6 +283,7 @@ impl ConnectionMetrics {
         register(registry, &self.refused);
         register(registry, &self.first_byte_timeouts);
         register(registry, &self.idle_closed);
+        register(registry, &self.tls_failures);
         register(registry, &self.held_bytes);
     }
 }

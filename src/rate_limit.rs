@@ -20,7 +20,8 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(limit: &RateLimit) -> Limiter {
-        let interval = (limit.per.as_nanos() / u128::from(limit.events.max(1))).max(1) as u64;
+        let interval = limit.per.as_nanos() / u128::from(limit.events.max(1));
+        let interval = u64::try_from(interval).unwrap_or(u64::MAX).max(1);
         Limiter {
             interval,
             tolerance: interval.saturating_mul(limit.burst.saturating_sub(1)),
@@ -40,7 +41,7 @@ impl Limiter {
             }
             match self.full_at.compare_exchange_weak(
                 full_at,
-                from + self.interval,
+                from.saturating_add(self.interval),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {

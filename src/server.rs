@@ -232,6 +232,10 @@ async fn serve<T: RouteTable>(
         Ok(Ok((connection::Protocol::Http2, io))) => {
             serve_http(io, &builders.http2, proxy, options, closing).await
         }
+        Ok(Err(error)) if options.tls.is_some() => {
+            proxy.connections.tls_failures.inc();
+            tracing::debug!(%error, "TLS handshake failed");
+        }
         Ok(Err(_)) => {}
         Err(_) => proxy.connections.first_byte_timeouts.inc(),
     }

@@ -39,11 +39,6 @@ pub fn standard(key: &hmac::Key, id: &[u8], timestamp: &[u8], body: &[u8]) -> hm
     context.sign()
 }
 
-/// Whether `signature` (raw bytes) is `key`'s HMAC of `body`, in constant time.
-pub fn verify_body(key: &hmac::Key, body: &[u8], signature: &[u8]) -> bool {
-    hmac::verify(key, body, signature).is_ok()
-}
-
 /// Whether any `v1,<base64>` of a `webhook-signature` header (space-separated) is a Standard
 /// Webhooks signature of `body` by any of `keys`. Every pair is tried, so the time taken does
 /// not tell which key or which signature matched.
@@ -103,6 +98,17 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 15)] as char);
+    }
+    text
+}
+
 /// `text` as hex (either case), if it is.
 pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
@@ -151,5 +157,6 @@ mod tests {
         assert_eq!(unhex(b"0aFf"), Some(vec![0x0a, 0xff]));
         assert_eq!(unhex(b"0g"), None);
         assert_eq!(unhex(b"abc"), None);
+        assert_eq!(hex(&[0x0a, 0xff]), "0aff");
     }
 }

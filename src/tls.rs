@@ -22,7 +22,8 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct Certificates {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
+    /// What new handshakes get; shared with the config's resolver, swapped by a reload.
+    current: Arc<Current>,
     acceptor: TlsAcceptor,
 }
 
@@ -35,29 +36,32 @@ impl fmt::Debug for Certificates {
     }
 }
 
+/// Hands every handshake the certificate read last.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
 impl Certificates {
     /// Reads `cert` and `key`; an error names the file and what is wrong with it.
     pub fn load(cert: PathBuf, key: PathBuf) -> Result<Arc<Certificates>, StartupError> {
-        let current = read(&cert, &key)?;
-        // The config's resolver reads the holder that owns the config: a weak reference, so
-        // the two do not keep each other alive.
-        let holder = Arc::new_cyclic(|weak: &std::sync::Weak<Certificates>| {
-            let resolver = Arc::new(Resolver(weak.clone()));
-            let mut config =
-                rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports TLS 1.2 and 1.3")
-                    .with_no_client_auth()
-                    .with_cert_resolver(resolver);
-            config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-            Certificates {
-                cert,
-                key,
-                current: RwLock::new(current),
-                acceptor: TlsAcceptor::from(Arc::new(config)),
-            }
-        });
-        Ok(holder)
+        let current = Arc::new(Current(RwLock::new(read(&cert, &key)?)));
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(Certificates {
+            cert,
+            key,
+            current,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        }))
     }
 
     pub fn acceptor(&self) -> &TlsAcceptor {
@@ -68,11 +72,12 @@ impl Certificates {
     /// theirs. On failure the old one stays.
     pub fn reload(&self) -> Result<(), StartupError> {
         let fresh = read(&self.cert, &self.key)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 
-    /// Reloads on every SIGHUP, for the life of the process.
+    /// Reloads on every SIGHUP, for the life of the process (reading the files off the
+    /// runtime's workers).
     pub fn reload_on_sighup(self: &Arc<Self>) {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangup) = signal(SignalKind::hangup()) else {
@@ -82,9 +87,14 @@ impl Certificates {
         let certificates = self.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                match certificates.reload() {
-                    Ok(()) => {
+                let reloading = certificates.clone();
+                let reloaded = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                match reloaded {
+                    Ok(Ok(())) => {
                         tracing::info!(cert = %certificates.cert.display(), "SIGHUP: TLS certificate reloaded")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays")
                     }
                     Err(error) => {
                         tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays")
@@ -92,19 +102,6 @@ impl Certificates {
                 }
             }
         });
-    }
-}
-
-/// Hands every handshake the certificate read last, from the holder (which owns the config
-/// that owns this).
-#[derive(Debug)]
-struct Resolver(std::sync::Weak<Certificates>);
-
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let holder = self.0.upgrade()?;
-        let current = holder.current.read().unwrap_or_else(|p| p.into_inner());
-        Some(current.clone())
     }
 }
 

@@ -28,6 +28,7 @@ routes:
   - name: orders
     path: /orders
     auth: { bearer: ["${ORDERS_TOKEN}", "${ORDERS_TOKEN_NEXT}"] }
+    rate_limit: { events: 1, per: 1h, burst: 3 }
     targets:
       - name: plain
         url: http://${RECEIVER}/orders
@@ -51,6 +52,12 @@ routes:
       - name: crm
         url: http://${RECEIVER}/crm
         sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
+  - name: custom64
+    path: /hooks/custom64
+    auth: { hmac: { header: X-Payload-Signature, secret: "${CUSTOM_SECRET}", encoding: base64 } }
+    targets:
+      - name: plain
+        url: http://${RECEIVER}/custom64
   - name: durable-hooks
     path: /hooks/durable
     storage: disk
@@ -291,7 +298,7 @@ fn assert_unauthorized(answer: &HttpAnswer, case: &str) {
 }
 
 #[test]
-fn bearer_tokens_rotate_and_are_not_forwarded() {
+fn bearer_tokens_rotate_are_not_forwarded_and_bad_ones_spend_no_rate_limit() {
     let setup = start();
     let addr = setup.fanout.addr;
     let cases: [(&str, &[(&str, &str)]); 4] = [
@@ -329,7 +336,28 @@ fn bearer_tokens_rotate_and_are_not_forwarded() {
         r#"{"order":2}"#,
     )
     .id();
-    let got = setup.receiver.wait_for("/orders", 2);
+    // The burst is 3: the bad tokens spent none of it.
+    post(
+        addr,
+        "/orders",
+        &[("authorization", "Bearer token-one")],
+        r#"{"order":3}"#,
+    )
+    .id();
+    let limited = post(
+        addr,
+        "/orders",
+        &[("authorization", "Bearer token-one")],
+        r#"{"order":4}"#,
+    );
+    assert_eq!(limited.status, 429, "{limited:?}");
+    let wait = limited
+        .header("retry-after")
+        .and_then(|s| s.parse::<u64>().ok());
+    assert!(wait.is_some_and(|s| s > 1000), "{limited:?}");
+    let logs = serde_json::to_string(&setup.fanout.log_messages()).expect("JSON");
+    assert!(!logs.contains("token-"), "no token is logged: {logs}");
+    let got = setup.receiver.wait_for("/orders", 3);
     let ids: Vec<&str> = got
         .iter()
         .filter_map(|g| g.header("fanout-event-id"))
@@ -574,6 +602,27 @@ fn github_and_generic_hmac_signatures_computed_elsewhere_are_accepted() {
         &post(addr, "/hooks/custom", &[("X-Signature", &github)], body),
         "another secret",
     );
+    let base64 = python(&["hmac", CUSTOM_SECRET, "base64"], body);
+    post(
+        addr,
+        "/hooks/custom64",
+        &[("x-payload-signature", &base64)],
+        body,
+    )
+    .id();
+    let unpadded = base64.trim_end_matches('=');
+    post(
+        addr,
+        "/hooks/custom64",
+        &[("x-payload-signature", unpadded)],
+        body,
+    )
+    .id();
+    let hexed = [("x-payload-signature", hex.as_str())];
+    assert_unauthorized(
+        &post(addr, "/hooks/custom64", &hexed, body),
+        "hex where base64 is due",
+    );
 }
 
 #[test]
@@ -605,6 +654,18 @@ fn a_burst_beyond_the_rate_limit_gets_429_and_every_accepted_event_is_delivered_
             _ => panic!("{answer:?}"),
         }
     }
+    // Refused before the body is read: the head alone (a body announced, never sent) gets it.
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("a timeout");
+    let head = "POST /hooks/custom HTTP/1.1\r\nhost: x\r\nx-signature: sha256=00\r\ncontent-length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut answer = [0u8; 64];
+    let n = std::io::Read::read(&mut stream, &mut answer).expect("an answer without the body");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 429"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
     // A burst of 10, refilled at 5 a second: 30 requests in a few milliseconds.
     assert!(
         accepted.len() >= 10 && limited >= 10,
@@ -613,7 +674,8 @@ fn a_burst_beyond_the_rate_limit_gets_429_and_every_accepted_event_is_delivered_
     );
     assert_eq!(
         rejected(setup.admin, "custom", "rate_limited"),
-        limited as f64
+        limited as f64 + 1.0,
+        "the loop's and the head's"
     );
     let got = setup.receiver.wait_for("/crm", accepted.len());
     for id in &accepted {
@@ -706,19 +768,60 @@ fn metrics_and_health_move_to_the_admin_listener() {
     assert!(!listing.contains("token-one"), "no secret is compiled in");
 }
 
-#[test]
-fn a_missing_secret_variable_stops_start_up_with_exit_code_2() {
+/// Runs the binary with every variable `start` sets but `without` (and with `changed`); it
+/// must stop at once: its exit code and stderr.
+fn start_up(without: &str, changed: &[(&str, &str)]) -> (Option<i32>, String) {
     let receiver = Receiver::start();
-    let output = Command::new(binary())
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RECEIVER", receiver.addr.to_string())
-        .env("ORDERS_TOKEN", "token-one")
-        .env("ORDERS_TOKEN_NEXT", "token-two")
-        .env("SVIX_SECRET", "whsec_not base64")
+    let mut env = vec![
+        ("RECEIVER", receiver.addr.to_string()),
+        ("DEAD", "127.0.0.1:9".to_owned()),
+        ("ORDERS_TOKEN", "token-one".into()),
+        ("ORDERS_TOKEN_NEXT", "token-two".into()),
+        ("SVIX_SECRET", SVIX_SECRET.into()),
+        ("GITHUB_SECRET", GITHUB_SECRET.into()),
+        ("CUSTOM_SECRET", CUSTOM_SECRET.into()),
+        ("CRM_SIGNING_SECRET", CRM_SIGNING_SECRET.into()),
+        ("OLD_SIGNING_SECRET", OLD_SIGNING_SECRET.into()),
+    ];
+    env.retain(|(name, _)| *name != without && !changed.iter().any(|(c, _)| c == name));
+    env.extend(
+        changed
+            .iter()
+            .map(|(name, value)| (*name, value.to_string())),
+    );
+    let mut command = Command::new(binary());
+    if !without.is_empty() {
+        command.env_remove(without);
+    }
+    let output = command
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .envs(env)
         .output()
         .expect("run fanout");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_or_bad_secret_stops_start_up_with_exit_code_2_and_is_never_shown() {
+    let (code, stderr) = start_up("GITHUB_SECRET", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("route \"from-github\"") && stderr.contains("GITHUB_SECRET is not set"),
+        "{stderr}"
+    );
+    let (code, stderr) = start_up("CRM_SIGNING_SECRET", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("target \"crm\"")
+            && stderr.contains("sign.secrets")
+            && stderr.contains("CRM_SIGNING_SECRET"),
+        "{stderr}"
+    );
+    let (code, stderr) = start_up("", &[("SVIX_SECRET", "whsec_not base64")]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("route \"from-svix\"") && stderr.contains("auth.standard_webhooks.secrets"),
         "{stderr}"
@@ -726,5 +829,11 @@ fn a_missing_secret_variable_stops_start_up_with_exit_code_2() {
     assert!(
         !stderr.contains("not base64"),
         "the value is never shown: {stderr}"
+    );
+    let (code, stderr) = start_up("", &[("ORDERS_TOKEN", "token-one\n")]);
+    assert_eq!(code, Some(2), "a token no client can send: {stderr}");
+    assert!(
+        stderr.contains("auth.bearer") && !stderr.contains("token-one"),
+        "{stderr}"
     );
 }

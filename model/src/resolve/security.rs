@@ -52,9 +52,10 @@ impl Checker<'_> {
                 self.check_whsec(base, context, field, secret);
             }
             let tolerance = scheme.tolerance.map_or(DEFAULT_TOLERANCE, |d| d.0);
-            if tolerance.is_zero() {
+            if tolerance < Duration::from_secs(1) {
                 let field = "auth.standard_webhooks.tolerance";
-                self.report_field(base, context, field, "must be longer than 0s".into());
+                let message = "must be at least 1s (timestamps are whole seconds)".into();
+                self.report_field(base, context, field, message);
             }
             Auth::StandardWebhooks(StandardWebhooksAuth {
                 secrets: strings(&scheme.secrets),
@@ -182,10 +183,13 @@ impl Checker<'_> {
             self.report_field(base, context, field, message);
         }
         for secret in list {
+            // The message never shows the value: it may be a secret written in by mistake.
             let problem = if secret.is_empty() {
                 Some(format!("a {what} must not be empty"))
             } else {
-                check_placeholders(secret).err()
+                check_placeholders(secret)
+                    .err()
+                    .map(|_| format!("a {what} holds a malformed ${{NAME}}: write ${{NAME}} or ${{NAME:-default}}"))
             };
             if let Some(message) = problem {
                 self.report_field(base, context, field, message);

@@ -11,7 +11,7 @@ use ring::{digest, hmac};
 use fanout_model::contract::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 use super::super::substitute;
-use crate::parcel::Parcel;
+use crate::parcel::{Parcel, EVENT_IDS};
 use crate::signature;
 use crate::spec::Signing;
 use crate::startup::StartupError;
@@ -32,11 +32,11 @@ impl Signer {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Signer, StartupError> {
         let mut keys = Vec::with_capacity(sign.secrets.len());
-        for written in sign.secrets {
+        for (n, written) in sign.secrets.iter().enumerate() {
             let bad = |why: &str| StartupError(format!("{place}, field \"sign.secrets\": {why}"));
             let secret = substitute(written, env).map_err(|e| bad(&e))?;
             let key =
-                signature::whsec(&secret).map_err(|why| bad(&format!("\"{written}\" {why}")))?;
+                signature::whsec(&secret).map_err(|why| bad(&format!("secret {} {why}", n + 1)))?;
             keys.push(key);
         }
         Ok(Signer { keys })
@@ -44,9 +44,10 @@ impl Signer {
 
     /// Adds the signature headers of `parcel`, sent now, to `headers`.
     pub fn sign(&self, parcel: &Parcel, headers: &mut HeaderMap) {
-        let id = match parcel.count {
-            1 => parcel.ids.1.clone(),
-            _ => batch_id(parcel.ids.1.as_bytes()),
+        let id = if parcel.ids.0 == EVENT_IDS {
+            batch_id(parcel.ids.1.as_bytes())
+        } else {
+            parcel.ids.1.clone()
         };
         let timestamp = HeaderValue::from(signature::unix_now());
         let value = signature::standard_header(
@@ -66,10 +67,6 @@ impl Signer {
 /// The same batch sent again (a retry) has the same id; a batch of other events has another.
 fn batch_id(ids: &[u8]) -> HeaderValue {
     let hash = digest::digest(&digest::SHA256, ids);
-    let mut text = String::with_capacity(6 + 32);
-    text.push_str("batch_");
-    for byte in &hash.as_ref()[..16] {
-        text.push_str(&format!("{byte:02x}"));
-    }
+    let text = format!("batch_{}", signature::hex(&hash.as_ref()[..16]));
     HeaderValue::try_from(text).expect("hex is a valid header value")
 }
