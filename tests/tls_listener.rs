@@ -26,6 +26,11 @@ fn write(path: &Path, text: &str) {
 /// POSTs to `/demo` over https with curl trusting `ca`: (exit code, "<http version> <status>").
 fn curl(fanout: &Fanout, ca: &Path, version: &str) -> (Option<i32>, String) {
     let port = fanout.addr.port();
+    // `--tls-max` stands for a client of TLS 1.1 at most.
+    let version: &[&str] = match version {
+        "--tls-max" => &["--tlsv1.0", "--tls-max", "1.1"],
+        other => &[other],
+    };
     let output = Command::new("curl")
         .args([
             "-sS",
@@ -33,8 +38,8 @@ fn curl(fanout: &Fanout, ca: &Path, version: &str) -> (Option<i32>, String) {
             "/dev/null",
             "-w",
             "%{http_version} %{http_code}",
-            version,
         ])
+        .args(version)
         .arg("--cacert")
         .arg(ca)
         .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
@@ -92,6 +97,9 @@ fn curl_speaks_http2_and_http11_over_tls() {
         curl(&fanout, &files.cert, "--http1.1"),
         (Some(0), "1.1 202".to_owned())
     );
+    // TLS 1.2 at least: a client of TLS 1.1 at most is refused.
+    let (refused, _) = curl(&fanout, &files.cert, "--tls-max");
+    assert_ne!(refused, Some(0));
     // Cleartext to a TLS listener gets no HTTP answer.
     let answer =
         common::process::raw_exchange(fanout.addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
