@@ -322,34 +322,12 @@ fn bearer_tokens_rotate_are_not_forwarded_and_bad_ones_spend_no_rate_limit() {
         );
     }
     assert_eq!(rejected(setup.admin, "orders", "unauthorized"), 4.0);
-    let old = post(
-        addr,
-        "/orders",
-        &[("authorization", "Bearer token-one")],
-        r#"{"order":1}"#,
-    )
-    .id();
-    let new = post(
-        addr,
-        "/orders",
-        &[("authorization", "bearer token-two")],
-        r#"{"order":2}"#,
-    )
-    .id();
+    let bearer = |token: &str, body: &str| post(addr, "/orders", &[("authorization", token)], body);
+    let old = bearer("Bearer token-one", r#"{"order":1}"#).id();
+    let new = bearer("bearer token-two", r#"{"order":2}"#).id();
     // The burst is 3: the bad tokens spent none of it.
-    post(
-        addr,
-        "/orders",
-        &[("authorization", "Bearer token-one")],
-        r#"{"order":3}"#,
-    )
-    .id();
-    let limited = post(
-        addr,
-        "/orders",
-        &[("authorization", "Bearer token-one")],
-        r#"{"order":4}"#,
-    );
+    bearer("Bearer token-one", r#"{"order":3}"#).id();
+    let limited = bearer("Bearer token-one", r#"{"order":4}"#);
     assert_eq!(limited.status, 429, "{limited:?}");
     let wait = limited
         .header("retry-after")

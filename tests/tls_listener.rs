@@ -76,6 +76,26 @@ fn files(cert: &str, key: &str) -> Files {
     files
 }
 
+/// Sends SIGHUP and waits until fanout logs `message`.
+fn hang_up(fanout: &Fanout, message: &str) {
+    let pid = fanout.child.id().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status();
+    assert!(sent.expect("kill").success());
+    let deadline = Instant::now() + PATIENCE;
+    while !fanout
+        .log_messages()
+        .iter()
+        .any(|line| line["fields"]["message"] == message)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no `{message}`: {:?}",
+            fanout.log_messages()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn start(files: &Files) -> Fanout {
     let (cert, key) = (
         files.cert.display().to_string(),
@@ -152,25 +172,7 @@ fn sighup_swaps_the_certificate_for_new_connections_and_keeps_open_ones() {
     let (new_cert, new_key) = certificate();
     write(&files.cert, &new_cert);
     write(&files.key, &new_key);
-    let pid = fanout.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let deadline = Instant::now() + PATIENCE;
-    while !fanout
-        .log_messages()
-        .iter()
-        .any(|line| line["fields"]["message"] == "SIGHUP: TLS certificate reloaded")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no reload logged: {:?}",
-            fanout.log_messages()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    hang_up(&fanout, "SIGHUP: TLS certificate reloaded");
 
     assert_eq!(
         curl(&fanout, &files.cert, "--http2"),
@@ -198,23 +200,10 @@ fn a_reload_that_fails_keeps_the_old_certificate() {
     let files = files(&cert, &key);
     let fanout = start(&files);
     write(&files.key, "not a key");
-    let pid = fanout.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let deadline = Instant::now() + PATIENCE;
-    while !fanout.log_messages().iter().any(|line| {
-        line["fields"]["message"] == "SIGHUP: TLS certificate not reloaded; the old one stays"
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "no failed reload logged: {:?}",
-            fanout.log_messages()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    hang_up(
+        &fanout,
+        "SIGHUP: TLS certificate not reloaded; the old one stays",
+    );
     assert_eq!(
         curl(&fanout, &files.cert, "--http2"),
         (Some(0), "2 202".to_owned())
