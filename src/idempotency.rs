@@ -1,6 +1,7 @@
-//! `Idempotency-Key`: a client that retries a POST with the same key within the route's
-//! `idempotency_window` gets the first event's id back with 202, and the event is not taken in
-//! twice.
+//! Remembered keys: a client that retries a POST with the same `Idempotency-Key` within the
+//! route's `idempotency_window` (or the same Standard Webhooks `webhook-id` within twice its
+//! tolerance, `gate`) gets the first event's id back with 202, and the event is not taken in
+//! twice. A request holds what it claimed in [`Claims`] until its event is in or refused.
 //!
 //! A retry that arrives while the first request is still under way (its event not yet
 //! written) gets `409` with `Retry-After: 1`: it cannot be told the id yet, since that event
@@ -202,6 +203,74 @@ impl Keys {
         self.file = Some((path.to_owned(), file, self.ids.len()));
         Ok(())
     }
+}
+
+/// The keys one request has claimed for its event (its `webhook-id`, its `Idempotency-Key`):
+/// taken once the event is in (and written to a durable route's file), given back if the
+/// request ends otherwise. Owned, so that a durable route's commit can settle them after the
+/// request is gone.
+pub struct Claims {
+    route: &'static str,
+    id: [u8; 16],
+    /// At most two (a `webhook-id` and an `Idempotency-Key`).
+    held: [Option<(IdempotencyKeys, Box<[u8]>)>; 2],
+}
+
+impl Claims {
+    pub fn new(route: &'static str, id: [u8; 16]) -> Claims {
+        Claims {
+            route,
+            id,
+            held: [None, None],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.iter().all(Option::is_none)
+    }
+
+    /// Claims `key` for the event, unless it is taken already.
+    pub fn claim(&mut self, keys: &IdempotencyKeys, key: &[u8]) -> Result<(), Duplicate> {
+        match keys.claim(key, self.id) {
+            Claim::New => {
+                let free = self.held.iter_mut().find(|slot| slot.is_none());
+                *free.expect("a request claims at most two keys") =
+                    Some((keys.clone(), key.into()));
+                Ok(())
+            }
+            Claim::Seen(first) => Err(Duplicate::Seen(first)),
+            Claim::InProgress => Err(Duplicate::InProgress),
+        }
+    }
+
+    /// The event is in (`taken`): a retry now gets its id; else the keys are given back.
+    pub fn settle(&mut self, taken: bool) {
+        for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
+            if !taken {
+                keys.release(&key);
+                continue;
+            }
+            keys.taken(&key);
+            if let Err(e) = keys.persist(&key, self.id) {
+                tracing::warn!(route = self.route, error = %e, "cannot write a remembered key");
+            }
+        }
+    }
+}
+
+impl Drop for Claims {
+    /// A request that ends before its event is in gives its keys back.
+    fn drop(&mut self) {
+        self.settle(false);
+    }
+}
+
+/// Why a key could not be claimed: taken by an event already in (its id), or by a request
+/// still under way.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Duplicate {
+    Seen([u8; 16]),
+    InProgress,
 }
 
 /// `<expires, Unix ms> <id, 32 hex> <key, hex>\n`.

@@ -1,41 +1,39 @@
-//! The hot path: match the path against the compiled routes, read the body within the
-//! route's limit, give the event an id, hand it to every lane of the route, answer 202.
-//! Also the proxy's own endpoints, `/healthz` and `/metrics`, and every error answer, each a
-//! short JSON `{"error": "..."}`.
+//! The hot path: match the path against the compiled routes, pass the route's gate, read the
+//! body within the route's limit, give the event an id, claim its keys, hand it to every lane
+//! of the route, answer 202 (or one of `answer`'s refusals). Also the proxy's own endpoints,
+//! `/healthz` and `/metrics`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
-    WWW_AUTHENTICATE,
-};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
 
+use crate::answer::{
+    closing, error, json, method_not_allowed, not_found, over_budget, rate_limited, retry_later,
+    shutting_down, too_large, unauthorized, Answer,
+};
 use crate::event::{self, Event};
-use crate::gate::Gate;
-use crate::idempotency::{self, Claim, IdempotencyKeys};
+use crate::idempotency::{self, Claims, Duplicate};
 use crate::lane::{Admission, Rejected};
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::proxy::Proxy;
 use crate::spec::RouteSpec;
 use crate::table::RouteTable;
 
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 pub async fn handle<T: RouteTable>(
     proxy: Arc<Proxy<T>>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Answer, Infallible> {
     let path = request.uri().path();
     let response = match T::route(path) {
         Some(route) if request.method() == Method::POST => ingest(&proxy, route, request).await,
@@ -53,11 +51,7 @@ pub async fn handle<T: RouteTable>(
 
 /// `/healthz`, `/metrics`, or 404: what the proxy answers itself (on the ingest listener, or
 /// on `admin_listen`).
-pub fn own_endpoint<T: RouteTable>(
-    proxy: &Proxy<T>,
-    path: &str,
-    method: &Method,
-) -> Response<Full<Bytes>> {
+pub fn own_endpoint<T: RouteTable>(proxy: &Proxy<T>, path: &str, method: &Method) -> Answer {
     match (path, method) {
         (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => {
             json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
@@ -77,15 +71,11 @@ pub fn own_endpoint<T: RouteTable>(
     }
 }
 
-fn not_found() -> Response<Full<Bytes>> {
-    error(StatusCode::NOT_FOUND, "no route for this path")
-}
-
 async fn ingest<T: RouteTable>(
     proxy: &Proxy<T>,
     route: T::Route,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Answer {
     let spec = T::spec(route);
     let metrics = proxy.table.metrics(route);
     let declared = request
@@ -162,8 +152,8 @@ async fn ingest<T: RouteTable>(
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
     let mut claims = Claims::new(spec.name, event.id_bytes());
     if let Some(webhook_id) = webhook_id {
-        if let Some(answer) = claims.claim(&gate.replays, webhook_id, metrics, "webhook-id") {
-            return answer;
+        if let Err(duplicate) = claims.claim(&gate.replays, webhook_id) {
+            return duplicate_answer(duplicate, metrics, "webhook-id");
         }
     }
     let keys = proxy.table.keys(route);
@@ -174,8 +164,8 @@ async fn ingest<T: RouteTable>(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             );
         }
-        if let Some(answer) = claims.claim(keys, key.as_bytes(), metrics, "Idempotency-Key") {
-            return answer;
+        if let Err(duplicate) = claims.claim(keys, key.as_bytes()) {
+            return duplicate_answer(duplicate, metrics, "Idempotency-Key");
         }
     }
     let receipt = event.receipt();
@@ -208,78 +198,17 @@ async fn ingest<T: RouteTable>(
     }
 }
 
-/// The keys a request has claimed for its event (its `webhook-id`, its `Idempotency-Key`):
-/// taken once the event is in (and written to a durable route's file), given back if the
-/// request ends otherwise. Owned, so that a durable route's commit can settle them after the
-/// request is gone.
-struct Claims {
-    route: &'static str,
-    id: [u8; 16],
-    /// At most two (a `webhook-id` and an `Idempotency-Key`).
-    held: [Option<(IdempotencyKeys, Box<[u8]>)>; 2],
-}
-
-impl Claims {
-    fn new(route: &'static str, id: [u8; 16]) -> Claims {
-        Claims {
-            route,
-            id,
-            held: [None, None],
+/// The answer to a request whose key (`what`) was taken already, counted as a duplicate: 202
+/// with the first event's id, or 409 while the first is under way.
+fn duplicate_answer(duplicate: Duplicate, metrics: &RouteMetrics, what: &str) -> Answer {
+    metrics.duplicates.inc();
+    match duplicate {
+        Duplicate::Seen(first) => json(StatusCode::ACCEPTED, event::receipt_of(first)),
+        Duplicate::InProgress => {
+            let message =
+                format!("a request with this {what} is under way; retry to get its answer");
+            retry_later(StatusCode::CONFLICT, &message)
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.held.iter().all(Option::is_none)
-    }
-
-    /// Claims `key` for the event; a key already taken answers the request (202 with the
-    /// first id, or 409 while the first is under way), counted as a duplicate: that answer.
-    fn claim(
-        &mut self,
-        keys: &IdempotencyKeys,
-        key: &[u8],
-        metrics: &RouteMetrics,
-        what: &str,
-    ) -> Option<Response<Full<Bytes>>> {
-        match keys.claim(key, self.id) {
-            Claim::New => {
-                let free = self.held.iter_mut().find(|slot| slot.is_none());
-                *free.expect("a request claims at most two keys") =
-                    Some((keys.clone(), key.into()));
-                None
-            }
-            Claim::Seen(first) => {
-                metrics.duplicates.inc();
-                Some(json(StatusCode::ACCEPTED, event::receipt_of(first)))
-            }
-            Claim::InProgress => {
-                metrics.duplicates.inc();
-                let message =
-                    format!("a request with this {what} is under way; retry to get its answer");
-                Some(retry_later(StatusCode::CONFLICT, &message))
-            }
-        }
-    }
-
-    /// The event is in (`taken`): a retry now gets its id; else the keys are given back.
-    fn settle(&mut self, taken: bool) {
-        for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
-            if !taken {
-                keys.release(&key);
-                continue;
-            }
-            keys.taken(&key);
-            if let Err(e) = keys.persist(&key, self.id) {
-                tracing::warn!(route = self.route, error = %e, "cannot write a remembered key");
-            }
-        }
-    }
-}
-
-impl Drop for Claims {
-    /// A request that ends before its event is in gives its keys back.
-    fn drop(&mut self) {
-        self.settle(false);
     }
 }
 
@@ -289,7 +218,7 @@ fn refused<T: RouteTable>(
     metrics: &RouteMetrics,
     spec: &RouteSpec,
     rejected: Rejected,
-) -> Response<Full<Bytes>> {
+) -> Answer {
     let (reason, message) = match rejected {
         Rejected::LaneFull(target) => (
             RejectReason::LaneFull,
@@ -370,97 +299,4 @@ async fn admit<T: RouteTable>(
             Err(rejected) => return Err(rejected),
         }
     }
-}
-
-fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, JSON);
-    response
-}
-
-/// `{"error":"<message>"}`.
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let mut body = String::with_capacity(message.len() + 12);
-    body.push_str("{\"error\":\"");
-    for c in message.chars() {
-        match c {
-            '"' => body.push_str("\\\""),
-            '\\' => body.push_str("\\\\"),
-            c if c.is_control() => body.push_str(&format!("\\u{:04x}", c as u32)),
-            c => body.push(c),
-        }
-    }
-    body.push_str("\"}");
-    json(status, Bytes::from(body))
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method not allowed; use {allow}"),
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-fn too_large(limit: u64) -> Response<Full<Bytes>> {
-    let response = error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("the body is over this route's limit of {limit} bytes"),
-    );
-    // The rest of the body is not read, so the connection cannot carry another request.
-    closing(response)
-}
-
-fn closing(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-fn retry_later(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let mut response = error(status, message);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-fn shutting_down() -> Response<Full<Bytes>> {
-    closing(retry_later(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "shutting down; retry on another instance",
-    ))
-}
-
-/// The same answer whatever was wrong: a missing or bad token, signature, id or timestamp.
-fn unauthorized(gate: &Gate) -> Response<Full<Bytes>> {
-    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
-    if let Some(challenge) = gate.challenge() {
-        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
-    }
-    response
-}
-
-fn rate_limited(wait: Duration) -> Response<Full<Bytes>> {
-    let mut response = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "this route's rate limit is reached; retry later",
-    );
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    response
-}
-
-fn over_budget() -> Response<Full<Bytes>> {
-    retry_later(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "fanout holds as many events as its memory budget allows; retry later",
-    )
 }

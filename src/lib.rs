@@ -31,6 +31,7 @@
 extern crate self as fanout;
 
 pub mod admin;
+pub mod answer;
 pub mod breaker;
 pub mod cli;
 pub mod connection;
