@@ -1,7 +1,8 @@
 //! The TLS listener of the shipped binary (`--tls-cert`/`--tls-key`), with clients fanout did
 //! not write: curl over HTTP/2 and HTTP/1.1 (ALPN), and Python's http.client keeping one
 //! connection open while the certificate files are swapped and SIGHUP reloads them: new
-//! connections get the new certificate, the open one keeps working.
+//! connections get the new certificate, the open one keeps working. And `server.tls` in a
+//! routes file, its paths read from the environment.
 
 mod common;
 
@@ -207,5 +208,55 @@ fn a_reload_that_fails_keeps_the_old_certificate() {
     assert_eq!(
         curl(&fanout, &files.cert, "--http2"),
         (Some(0), "2 202".to_owned())
+    );
+}
+
+/// A binary whose routes.yaml has `server.tls` with `${NAME}` paths, as the README shows.
+const TLS_ROUTES: &str = r#"# Written by tests/tls_listener.rs and built.
+server:
+  tls: { cert: "${TLS_CERT}", key: "${TLS_KEY}" }
+routes:
+  - name: demo
+    path: /demo
+    targets:
+      - name: a
+        url: http://${TARGET}/in
+"#;
+
+#[test]
+fn server_tls_in_routes_yaml_reads_its_files_from_the_environment() {
+    let (binary, _) =
+        common::built::fanout_with("tls-build", TLS_ROUTES).unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = certificate();
+    let files = files(&cert, &key);
+    let dead = common::ReservedPort::new();
+    let (cert_path, key_path, target) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+        dead.addr.to_string(),
+    );
+    let env = [
+        ("TLS_CERT", cert_path.as_str()),
+        ("TLS_KEY", key_path.as_str()),
+        ("TARGET", target.as_str()),
+    ];
+    let fanout = Fanout::start_with(&binary.display().to_string(), &[], &env);
+    assert_eq!(
+        curl(&fanout, &files.cert, "--http2"),
+        (Some(0), "2 202".to_owned())
+    );
+
+    let output = Command::new(&binary)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TLS_CERT", &cert_path)
+        .env_remove("TLS_KEY")
+        .env("TARGET", &target)
+        .output()
+        .expect("run fanout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("server.tls.key") && stderr.contains("TLS_KEY is not set"),
+        "{stderr}"
     );
 }
