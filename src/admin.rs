@@ -51,7 +51,15 @@ pub fn spawn<T: RouteTable>(listener: TcpListener, proxy: Arc<Proxy<T>>) {
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let served = builder.serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(LIFETIME, served).await;
+                tokio::pin!(served);
+                if tokio::time::timeout(LIFETIME, served.as_mut())
+                    .await
+                    .is_err()
+                {
+                    // Old enough: finish the answer under way, then close.
+                    served.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, served).await;
+                }
                 drop(slot);
             });
         }

@@ -118,9 +118,6 @@ impl DataDir {
                 .dead_letters
                 .set(DeadLetters::new(&self.path, lane.spec));
         });
-        for log in logs {
-            log.open(&route_dir(&self.path, log.route.name))?;
-        }
         for &route in T::ROUTES {
             let spec = T::spec(route);
             if spec.storage != Storage::Disk {
@@ -131,7 +128,16 @@ impl DataDir {
                 (&table.gate(route).replays, "webhook-ids"),
             ];
             for (keys, file) in remembered.into_iter().filter(|(keys, _)| keys.enabled()) {
-                let path = route_dir(&self.path, spec.name).join(file);
+                let dir = route_dir(&self.path, spec.name);
+                let path = dir.join(file);
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    let message = format!(
+                        "route \"{}\": cannot create {}: {e}",
+                        spec.name,
+                        dir.display()
+                    );
+                    return Err(StartupError(message));
+                }
                 keys.open(&path).map_err(|e| {
                     StartupError(format!(
                         "route \"{}\": cannot read {}: {e}",
@@ -140,6 +146,11 @@ impl DataDir {
                     ))
                 })?;
             }
+        }
+        // Last: a log once open lets the requests waiting for it in, and those claim keys,
+        // which must be loaded by then.
+        for log in logs {
+            log.open(&route_dir(&self.path, log.route.name))?;
         }
         tracing::info!(data_dir = %self.path.display(), "data directory open");
         Ok(())

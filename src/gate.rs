@@ -7,8 +7,8 @@
 //! limit, so a flood of bad tokens does not use up the legitimate clients' budget); a
 //! signature scheme checks from the head that its headers are there (and, for Standard
 //! Webhooks, that the timestamp is within the tolerance), and verifies the signature once the
-//! body is read. A Standard Webhooks `webhook-id` is remembered for twice the tolerance, so a
-//! replay is answered with the first event's id and not taken in again.
+//! body is read. A Standard Webhooks `webhook-id` is remembered for twice the tolerance and a
+//! second, so a replay is answered with the first event's id and not taken in again.
 
 use base64::Engine;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};

@@ -1,7 +1,7 @@
 //! Remembered keys: a client that retries a POST with the same `Idempotency-Key` within the
 //! route's `idempotency_window` (or the same Standard Webhooks `webhook-id` within twice its
-//! tolerance, `gate`) gets the first event's id back with 202, and the event is not taken in
-//! twice. A request holds what it claimed in [`Claims`] until its event is in or refused.
+//! tolerance and a second, `gate`) gets the first event's id back with 202, and the event is
+//! not taken in twice. A request holds what it claimed in [`Claims`] until its event is in or refused.
 //!
 //! A retry that arrives while the first request is still under way (its event not yet
 //! written) gets `409` with `Retry-After: 1`: it cannot be told the id yet, since that event
@@ -97,6 +97,11 @@ impl IdempotencyKeys {
         if keys.ids.len() >= MAX_KEYS {
             keys.forget_oldest();
         }
+        // Keys given back leave their expiry entries behind: drop them once they are many.
+        if keys.expiry.len() > 2 * keys.ids.len() + 1024 {
+            let Keys { ids, expiry, .. } = &mut *keys;
+            expiry.retain(|(expires, key)| ids.get(key).is_some_and(|entry| entry.2 == *expires));
+        }
         let expires = now + self.window.as_millis() as u64;
         keys.ids.insert(key.into(), (id, false, expires));
         keys.expiry.push_back((expires, key.into()));
@@ -104,16 +109,24 @@ impl IdempotencyKeys {
     }
 
     /// Marks `key`'s event taken in: a retry now gets its id.
-    pub fn taken(&self, key: &[u8]) {
-        if let Some(entry) = self.lock().ids.get_mut(key) {
+    /// (Only if the claim is still the one made for the event `id`: a claim that expired
+    /// under a slow request may have been made again by another.)
+    pub fn taken(&self, key: &[u8], id: [u8; 16]) {
+        if let Some(entry) = self.lock().ids.get_mut(key).filter(|entry| entry.0 == id) {
             entry.1 = true;
         }
     }
 
-    /// Gives `key` back: its event was not taken in after all.
-    pub fn release(&self, key: &[u8]) {
+    /// Gives `key` back: the event `id` was not taken in after all.
+    pub fn release(&self, key: &[u8], id: [u8; 16]) {
         let mut keys = self.lock();
-        keys.ids.remove(key);
+        if keys
+            .ids
+            .get(key)
+            .is_some_and(|entry| entry.0 == id && !entry.1)
+        {
+            keys.ids.remove(key);
+        }
     }
 
     /// Writes `key` to the durable route's file, if it has one.
@@ -247,10 +260,10 @@ impl Claims {
     pub fn settle(&mut self, taken: bool) {
         for (keys, key) in self.held.iter_mut().filter_map(Option::take) {
             if !taken {
-                keys.release(&key);
+                keys.release(&key, self.id);
                 continue;
             }
-            keys.taken(&key);
+            keys.taken(&key, self.id);
             if let Err(e) = keys.persist(&key, self.id) {
                 tracing::warn!(route = self.route, error = %e, "cannot write a remembered key");
             }
@@ -322,18 +335,31 @@ mod tests {
         let keys = IdempotencyKeys::new(Box::leak(Box::new(route)));
         assert_eq!(keys.claim(b"k", [1; 16]), Claim::New);
         assert_eq!(keys.claim(b"k", [2; 16]), Claim::InProgress);
-        keys.taken(b"k");
+        keys.taken(b"k", [1; 16]);
         assert_eq!(keys.claim(b"k", [2; 16]), Claim::Seen([1; 16]));
-        keys.release(b"k");
-        assert_eq!(keys.claim(b"k", [3; 16]), Claim::New);
+        keys.release(b"k", [1; 16]);
+        assert_eq!(
+            keys.claim(b"k", [2; 16]),
+            Claim::Seen([1; 16]),
+            "taken: not given back"
+        );
+        assert_eq!(keys.claim(b"j", [3; 16]), Claim::New);
+        keys.release(b"j", [9; 16]);
+        assert_eq!(
+            keys.claim(b"j", [4; 16]),
+            Claim::InProgress,
+            "only its own claim is given back"
+        );
+        keys.release(b"j", [3; 16]);
+        assert_eq!(keys.claim(b"j", [4; 16]), Claim::New);
 
         // Given back at 0 and claimed again at 30 s: the first claim's expiry (60 s) does not
         // forget the second's (90 s).
         let keys = IdempotencyKeys::with_window(Duration::from_secs(60));
         assert_eq!(keys.claim_at(b"k", [4; 16], 0), Claim::New);
-        keys.release(b"k");
+        keys.release(b"k", [4; 16]);
         assert_eq!(keys.claim_at(b"k", [5; 16], 30_000), Claim::New);
-        keys.taken(b"k");
+        keys.taken(b"k", [5; 16]);
         assert_eq!(keys.claim_at(b"k", [6; 16], 60_000), Claim::Seen([5; 16]));
         assert_eq!(keys.claim_at(b"k", [6; 16], 90_000), Claim::New);
         assert_eq!(

@@ -25,7 +25,7 @@ use crate::idempotency::{self, Claims, Duplicate};
 use crate::lane::{Admission, Rejected};
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::proxy::Proxy;
-use crate::spec::RouteSpec;
+use crate::spec::{RouteSpec, Storage};
 use crate::table::RouteTable;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -149,6 +149,10 @@ async fn ingest<T: RouteTable>(
         metrics.rejected(RejectReason::MemoryBudget).inc();
         return over_budget();
     }
+    // A durable route's remembered keys are loaded before its log opens: claim none before.
+    if spec.storage == Storage::Disk && !log_open(proxy, route).await {
+        return refused(proxy, metrics, spec, Rejected::NotOpen);
+    }
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
     let mut claims = Claims::new(spec.name, event.id_bytes());
     if let Some(webhook_id) = webhook_id {
@@ -159,6 +163,7 @@ async fn ingest<T: RouteTable>(
     let keys = proxy.table.keys(route);
     if let Some(key) = head.headers.get(IDEMPOTENCY_KEY).filter(|_| keys.enabled()) {
         if !idempotency::valid(key.as_bytes()) {
+            metrics.rejected(RejectReason::BadIdempotencyKey).inc();
             return error(
                 StatusCode::BAD_REQUEST,
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
@@ -172,28 +177,31 @@ async fn ingest<T: RouteTable>(
     let admitted = match admit(proxy, route, event).await {
         Ok(Admission::Queued) => {
             claims.settle(true);
+            metrics.accepted.inc();
             Ok(())
         }
-        Ok(Admission::Logged(commit)) if claims.is_empty() => {
-            commit.written().await.map_err(Rejected::from)
-        }
         // From here the record is written or refused whether or not this request is still
-        // there to see it (a client gone, a connection closed): the claims are settled by a
-        // task of their own, as the outcome says, so a retry is never taken in twice.
-        Ok(Admission::Logged(commit)) => tokio::spawn(async move {
-            let written = commit.written().await.map_err(Rejected::from);
-            claims.settle(written.is_ok());
-            written
-        })
-        .await
-        .unwrap_or(Err(Rejected::DiskError)),
+        // there to see it (a client gone, a connection closed): a task of its own settles the
+        // keys and the count as the outcome says, so a retry is never taken in twice and
+        // every event in the log is counted.
+        Ok(Admission::Logged(commit)) => {
+            let (accepted, settlement) = (metrics.accepted.clone(), proxy.settling.begin());
+            tokio::spawn(async move {
+                let written = commit.written().await.map_err(Rejected::from);
+                claims.settle(written.is_ok());
+                if written.is_ok() {
+                    accepted.inc();
+                }
+                drop(settlement);
+                written
+            })
+            .await
+            .unwrap_or(Err(Rejected::DiskError))
+        }
         Err(rejected) => Err(rejected),
     };
     match admitted {
-        Ok(()) => {
-            metrics.accepted.inc();
-            json(StatusCode::ACCEPTED, receipt)
-        }
+        Ok(()) => json(StatusCode::ACCEPTED, receipt),
         Err(rejected) => refused(proxy, metrics, spec, rejected),
     }
 }
@@ -261,14 +269,29 @@ fn refused<T: RouteTable>(
 /// before it is refused.
 const ADMISSION_TURNS: usize = 8;
 
+/// Whether the log of durable route `route` is open, waiting up to `body_read_timeout` if it
+/// is not yet (a restart: the process handing its data directory over still has it).
+async fn log_open<T: RouteTable>(proxy: &Proxy<T>, route: T::Route) -> bool {
+    let mut waiting = None;
+    proxy.table.lanes_of(route, &mut |lane| {
+        if waiting.is_none() {
+            waiting = lane.log().filter(|log| !log.is_open()).cloned();
+        }
+    });
+    match waiting {
+        None => true,
+        Some(log) => tokio::time::timeout(T::SERVER.body_read_timeout, log.ready())
+            .await
+            .is_ok(),
+    }
+}
+
 /// Dispatches `event` to its route: for a durable route, the commit to await.
 ///
 /// If a reject lane is full, yields a few scheduler turns to the delivery workers
 /// (microseconds: the client is not queued) and tries again before refusing. Under a flood,
 /// this gives draining priority over taking in events that would only be refused: in a
-/// closed-loop load run it turned most 503s into 202s. If a durable route's log is not open
-/// yet (another process is handing the data directory over), waits for it up to
-/// `body_read_timeout`.
+/// closed-loop load run it turned most 503s into 202s.
 async fn admit<T: RouteTable>(
     proxy: &Proxy<T>,
     route: T::Route,
@@ -281,20 +304,6 @@ async fn admit<T: RouteTable>(
             Err(Rejected::LaneFull(_)) if turns < ADMISSION_TURNS => {
                 turns += 1;
                 tokio::task::yield_now().await;
-            }
-            Err(Rejected::NotOpen) if turns == 0 => {
-                turns += 1;
-                let mut log = None;
-                proxy.table.lanes_of(route, &mut |lane| {
-                    log = log.take().or_else(|| lane.log().cloned());
-                });
-                let Some(log) = log.filter(|log| !log.is_open()) else {
-                    return Err(Rejected::NotOpen);
-                };
-                let wait = T::SERVER.body_read_timeout;
-                if tokio::time::timeout(wait, log.ready()).await.is_err() {
-                    return Err(Rejected::NotOpen);
-                }
             }
             Err(rejected) => return Err(rejected),
         }

@@ -97,7 +97,7 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         // SO_REUSEPORT would let both bind one port, and the kernel split connections between
         // them: refuse instead.
         let ingest = listener.local_addr().unwrap_or(address);
-        let same_ip = ingest.ip() == address.ip()
+        let same_ip = ingest.ip().to_canonical() == address.ip().to_canonical()
             || ingest.ip().is_unspecified()
             || address.ip().is_unspecified();
         if ingest.port() == address.port() && same_ip {
@@ -111,6 +111,12 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         admin::spawn(admin, proxy.clone());
     }
     open_data_dir(&proxy, data_dir)?;
+    // SIGHUP reloads the TLS certificate; without one it is logged and ignored, never the
+    // default (which would end the process and its memory lanes).
+    match &tls {
+        Some(tls) => tls.reload_on_sighup(),
+        None => shutdown::ignore_hangup(),
+    }
     for route in Route::ALL {
         let spec = route.spec();
         let targets: Vec<&str> = spec.targets.iter().map(|t| t.endpoint.address()).collect();
@@ -129,10 +135,7 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     if let Some(timeout) = cli.drain_timeout {
         options.drain_timeout = timeout;
     }
-    if let Some(tls) = tls {
-        tls.reload_on_sighup();
-        options.tls = Some(tls);
-    }
+    options.tls = tls;
     raise_open_files_limit(options.max_connections);
     server::run(listener, proxy, options, shutdown::signal_received()).await;
     tracing::info!("fanout stopped");

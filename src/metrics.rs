@@ -39,10 +39,12 @@ pub enum RejectReason {
     Unauthorized,
     /// The route's `rate_limit` was used up (429).
     RateLimited,
+    /// The `Idempotency-Key` was not 1 to 255 visible ASCII characters (400).
+    BadIdempotencyKey,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 10] = [
+    const ALL: [RejectReason; 11] = [
         RejectReason::LaneFull,
         RejectReason::BodyTooLarge,
         RejectReason::BodyUnreadable,
@@ -53,6 +55,7 @@ impl RejectReason {
         RejectReason::DiskError,
         RejectReason::Unauthorized,
         RejectReason::RateLimited,
+        RejectReason::BadIdempotencyKey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl RejectReason {
             RejectReason::DiskError => "disk_error",
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::RateLimited => "rate_limited",
+            RejectReason::BadIdempotencyKey => "bad_idempotency_key",
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The state one running proxy shares between ingest, delivery and `/metrics`: the compiled
 //! routing table (routes, their counters, their lanes with resolved targets) and the metrics.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::data_dir::DataDir;
 use crate::log::Log;
@@ -30,6 +31,37 @@ pub struct Proxy<T: RouteTable> {
     /// Whether `/metrics` and `/healthz` are served on `admin_listen` (and so not on the
     /// ingest listener).
     pub admin_apart: bool,
+    /// Tasks settling a durable request's keys and count once its commit is written: the
+    /// data directory is not handed over before they are done.
+    pub settling: Settling,
+}
+
+/// Counts tasks under way; see [`Proxy::settling`].
+#[derive(Default)]
+pub struct Settling(Arc<AtomicUsize>);
+
+/// One task under way while it lives.
+pub struct Settlement(Arc<AtomicUsize>);
+
+impl Settling {
+    pub fn begin(&self) -> Settlement {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Settlement(self.0.clone())
+    }
+
+    /// Waits until no task is under way, for `patience` at most.
+    async fn done(&self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.0.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl<T: RouteTable> Proxy<T> {
@@ -49,6 +81,7 @@ impl<T: RouteTable> Proxy<T> {
             data_dir: Mutex::new(None),
             handing_over: AtomicBool::new(false),
             admin_apart: false,
+            settling: Settling::default(),
         })
     }
 
@@ -65,12 +98,14 @@ impl<T: RouteTable> Proxy<T> {
         data_dir.as_ref().is_some_and(DataDir::successor_waiting)
     }
 
-    /// At shutdown, once the durable lanes have stopped: writes, syncs and closes every log
-    /// and releases the data directory, for a process taking over.
-    pub fn hand_over(&self) {
+    /// At shutdown, once the durable lanes have stopped: writes, syncs and closes every log,
+    /// lets the requests it completed settle their keys (for 1 s at most), and releases the
+    /// data directory, for a process taking over.
+    pub async fn hand_over(&self) {
         for log in &self.logs {
             log.close();
         }
+        self.settling.done(Duration::from_secs(1)).await;
         if let Some(data_dir) = self
             .data_dir
             .lock()

@@ -188,7 +188,7 @@ pub async fn run<T: RouteTable>(
     let handover = deadline.min(Instant::now() + DURABLE_GRACE);
     wait_for_empty_lanes(&proxy, handover, true).await;
     durable_workers.shutdown().await;
-    proxy.hand_over();
+    proxy.hand_over().await;
     wait_for_empty_lanes(&proxy, deadline, false).await;
     memory_workers.shutdown().await;
     if let Some(reporter) = reporter {

@@ -1,5 +1,5 @@
 //! The shutdown signal of the real process: the first SIGTERM or SIGINT. Tests pass their own
-//! future to [`crate::server::run`] instead.
+//! future to [`crate::server::run`] instead. SIGHUP never stops fanout.
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -17,4 +17,16 @@ pub async fn signal_received() {
         signal = name,
         "shutting down: no new connections, draining lanes"
     );
+}
+
+/// Logs and ignores every SIGHUP (a process with no TLS certificate to reload).
+pub fn ignore_hangup() {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: nothing to reload (no TLS listener); ignored");
+        }
+    });
 }

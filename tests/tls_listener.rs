@@ -260,3 +260,18 @@ fn server_tls_in_routes_yaml_reads_its_files_from_the_environment() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sighup_without_tls_is_logged_and_ignored() {
+    let mut fanout = Fanout::start(&[]);
+    hang_up(
+        &fanout,
+        "SIGHUP: nothing to reload (no TLS listener); ignored",
+    );
+    assert!(
+        fanout.child.try_wait().expect("wait").is_none(),
+        "fanout still runs"
+    );
+    let health = common::blocking::http_once(fanout.addr, "GET", "/healthz", &[], b"");
+    assert_eq!(health.expect("answers").status, 200);
+}

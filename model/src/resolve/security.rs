@@ -14,6 +14,9 @@ use crate::spec::{
     Auth, Encoding, GithubAuth, HmacAuth, RateLimit, Signing, StandardWebhooksAuth, TlsFiles,
 };
 
+/// Beyond this a token bucket's arithmetic (nanoseconds in 64 bits) would overflow.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Standard Webhooks' default timestamp tolerance, as its libraries have it.
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
@@ -127,6 +130,11 @@ impl Checker<'_> {
         if raw.burst == Some(0) {
             let message = "must be at least 1".into();
             self.report_field(base, context, "rate_limit.burst", message);
+        }
+        let refill = limit.per.as_secs_f64() / limit.events.max(1) as f64;
+        if refill * limit.burst.saturating_sub(1) as f64 > CENTURY.as_secs_f64() {
+            let message = "a full bucket takes over 100 years to refill at this rate: lower burst";
+            self.report_field(base, context, "rate_limit.burst", message.into());
         }
         (self.errors.len() == before).then_some(limit)
     }

@@ -36,7 +36,7 @@ spec_struct! {
         /// `whsec_<base64>` secrets; a signature by any of them is accepted.
         pub secrets: &'static [&'static str],
         /// How far `webhook-timestamp` may be from now, either way; a `webhook-id` is
-        /// remembered for twice this, so a replay within it is not taken in again.
+        /// remembered for twice this and a second, so a replay within it is not taken in again.
         pub tolerance: Duration,
     }
 }
