@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
+use prometheus::IntCounter;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering;
@@ -23,8 +24,10 @@ use crate::answer::{
 use crate::event::{self, Event};
 use crate::idempotency::{self, Claims, Duplicate};
 use crate::lane::{Admission, Rejected};
+use crate::log::Commit;
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::proxy::Proxy;
+use crate::proxy::Settling;
 use crate::spec::{RouteSpec, Storage};
 use crate::table::RouteTable;
 
@@ -181,28 +184,64 @@ async fn ingest<T: RouteTable>(
             Ok(())
         }
         // From here the record is written or refused whether or not this request is still
-        // there to see it (a client gone, a connection closed): a task of its own settles the
-        // keys and the count as the outcome says, so a retry is never taken in twice and
-        // every event in the log is counted.
+        // there to see it: `Settle` settles the keys and the count as the outcome says.
         Ok(Admission::Logged(commit)) => {
-            let (accepted, settlement) = (metrics.accepted.clone(), proxy.settling.begin());
-            tokio::spawn(async move {
-                let written = commit.written().await.map_err(Rejected::from);
-                claims.settle(written.is_ok());
-                if written.is_ok() {
-                    accepted.inc();
-                }
-                drop(settlement);
-                written
-            })
-            .await
-            .unwrap_or(Err(Rejected::DiskError))
+            let settle = Settle {
+                commit: Some(commit),
+                claims: Some(claims),
+                accepted: &metrics.accepted,
+                settling: &proxy.settling,
+            };
+            settle.written().await
         }
         Err(rejected) => Err(rejected),
     };
     match admitted {
         Ok(()) => json(StatusCode::ACCEPTED, receipt),
         Err(rejected) => refused(proxy, metrics, spec, rejected),
+    }
+}
+
+/// A durable request's commit and what its outcome settles (the claimed keys, the accepted
+/// count): awaited by the request, or, if the request is dropped first (a client gone, a
+/// connection closed), by a task of its own, so a retry is never taken in twice and every
+/// event in the log is counted.
+struct Settle<'a> {
+    commit: Option<Commit>,
+    claims: Option<Claims>,
+    accepted: &'a IntCounter,
+    settling: &'a Settling,
+}
+
+impl Settle<'_> {
+    async fn written(mut self) -> Result<(), Rejected> {
+        let commit = self.commit.clone().expect("a new Settle holds its commit");
+        let written = commit.written().await.map_err(Rejected::from);
+        self.commit = None;
+        if let Some(mut claims) = self.claims.take() {
+            claims.settle(written.is_ok());
+        }
+        if written.is_ok() {
+            self.accepted.inc();
+        }
+        written
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let (Some(commit), Some(mut claims)) = (self.commit.take(), self.claims.take()) else {
+            return;
+        };
+        let (accepted, settlement) = (self.accepted.clone(), self.settling.begin());
+        tokio::spawn(async move {
+            let written = commit.written().await.is_ok();
+            claims.settle(written);
+            if written {
+                accepted.inc();
+            }
+            drop(settlement);
+        });
     }
 }
 

@@ -123,8 +123,9 @@ pub enum Refused {
     Failed,
 }
 
-/// An event appended to the log, to await before answering 202.
+/// An event appended to the log, to await before answering 202 (a clone awaits the same).
 #[must_use]
+#[derive(Clone)]
 pub struct Commit(Arc<Batch>);
 
 impl Commit {
