@@ -343,9 +343,14 @@ fn url_userinfo(url: &str) -> Option<&str> {
     authority.rsplit_once('@').map(|(userinfo, _)| userinfo)
 }
 
-fn check_header(name: &str, value: &str) -> Result<(), String> {
+/// Whether `name` is an HTTP field name (a token, RFC 9110 5.1).
+pub(super) fn is_header_name(name: &str) -> bool {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    !name.is_empty() && name.bytes().all(token)
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    if !is_header_name(name) {
         return Err(format!("\"{name}\" is not a valid header name"));
     }
     if let Some(why) = crate::contract::reserved_header(name) {
