@@ -216,76 +216,71 @@ impl Gate {
         }
     }
 
+    /// The headers that authenticate a POST of `body` to the route as its `auth` asks, sent
+    /// as message `id` now: what `fanout dead-letters replay --via` sends to a running fanout.
+    /// Signatures use the gate's first key; a bearer token (kept only as an HMAC here) is
+    /// read again from `env`, as `route` writes it.
+    pub fn credentials(
+        &self,
+        route: &RouteSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+        id: &str,
+        body: &[u8],
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, StartupError> {
+        let value = |text: String| {
+            HeaderValue::try_from(text).map_err(|_| {
+                StartupError(format!(
+                    "route \"{}\", auth: not a header value",
+                    route.name
+                ))
+            })
+        };
+        Ok(match (&self.verifier, &route.auth) {
+            (None, _) => Vec::new(),
+            (Some(Verifier::Bearer { .. }), Some(Auth::Bearer(tokens))) => {
+                let written = tokens.first().copied().unwrap_or_default();
+                let token = substitute(written, env)
+                    .map_err(|e| StartupError(format!("route \"{}\", auth: {e}", route.name)))?;
+                vec![(AUTHORIZATION, value(format!("Bearer {token}"))?)]
+            }
+            (Some(Verifier::Bearer { .. }), _) => Vec::new(),
+            (Some(Verifier::StandardWebhooks { keys, .. }), _) => {
+                let timestamp = unix_now().to_string();
+                let first = &keys[..keys.len().min(1)];
+                let signed =
+                    signature::standard_header(first, id.as_bytes(), timestamp.as_bytes(), body);
+                vec![
+                    (ID, value(id.to_owned())?),
+                    (TIMESTAMP, value(timestamp)?),
+                    (SIGNATURE, value(signed)?),
+                ]
+            }
+            (
+                Some(Verifier::Body {
+                    header,
+                    key,
+                    encoding,
+                    prefix,
+                }),
+                _,
+            ) => {
+                let tag = hmac::sign(key, body);
+                let encoded = match encoding {
+                    Encoding::Hex => signature::hex(tag.as_ref()),
+                    Encoding::Base64 => {
+                        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+                    }
+                };
+                vec![(header.clone(), value(format!("{prefix}{encoded}"))?)]
+            }
+        })
+    }
+
     /// What a 401 tells the client to send (RFC 6750 for bearer routes).
     pub fn challenge(&self) -> Option<HeaderValue> {
         matches!(self.verifier, Some(Verifier::Bearer { .. }))
             .then(|| HeaderValue::from_static("Bearer realm=\"fanout\""))
     }
-}
-
-/// The headers that authenticate a POST of `body` to `route` as its `auth` asks, made from the
-/// first secret of its scheme read from `env`, sent as message `id` now: what `fanout
-/// dead-letters replay --via` sends to a running fanout.
-pub fn credentials(
-    route: &RouteSpec,
-    env: &dyn Fn(&str) -> Option<String>,
-    id: &str,
-    body: &[u8],
-) -> Result<Vec<(HeaderName, HeaderValue)>, StartupError> {
-    let secret = |written: &str| {
-        substitute(written, env)
-            .map_err(|e| StartupError(format!("route \"{}\", auth: {e}", route.name)))
-    };
-    let value = |text: String| {
-        HeaderValue::try_from(text).map_err(|_| {
-            StartupError(format!(
-                "route \"{}\", auth: not a header value",
-                route.name
-            ))
-        })
-    };
-    let hex = |tag: hmac::Tag| signature::hex(tag.as_ref());
-    Ok(match &route.auth {
-        None => Vec::new(),
-        Some(Auth::Bearer(tokens)) => {
-            let token = secret(tokens.first().copied().unwrap_or_default())?;
-            vec![(AUTHORIZATION, value(format!("Bearer {token}"))?)]
-        }
-        Some(Auth::StandardWebhooks(scheme)) => {
-            let written = scheme.secrets.first().copied().unwrap_or_default();
-            let key = signature::whsec(&secret(written)?).map_err(|why| {
-                StartupError(format!("route \"{}\", auth: secret 1 {why}", route.name))
-            })?;
-            let timestamp = unix_now().to_string();
-            let signed =
-                signature::standard_header(&[key], id.as_bytes(), timestamp.as_bytes(), body);
-            vec![
-                (ID, value(id.to_owned())?),
-                (TIMESTAMP, value(timestamp)?),
-                (SIGNATURE, value(signed)?),
-            ]
-        }
-        Some(Auth::Github(scheme)) => {
-            let key = signature::key(secret(scheme.secret)?.as_bytes());
-            let signed = format!("sha256={}", hex(hmac::sign(&key, body)));
-            vec![(GITHUB_SIGNATURE, value(signed)?)]
-        }
-        Some(Auth::Hmac(scheme)) => {
-            let key = signature::key(secret(scheme.secret)?.as_bytes());
-            let tag = hmac::sign(&key, body);
-            let encoded = match scheme.encoding {
-                Encoding::Hex => hex(tag),
-                Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(tag.as_ref()),
-            };
-            let name = HeaderName::from_bytes(scheme.header.as_bytes()).map_err(|_| {
-                StartupError(format!(
-                    "route \"{}\", auth.hmac.header: not a header name",
-                    route.name
-                ))
-            })?;
-            vec![(name, value(format!("{}{encoded}", scheme.prefix))?)]
-        }
-    })
 }
 
 /// The token of `Bearer <token>` (the scheme in any case, RFC 9110 11.1).

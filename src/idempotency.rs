@@ -238,10 +238,6 @@ impl Claims {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.held.iter().all(Option::is_none)
-    }
-
     /// Claims `key` for the event, unless it is taken already.
     pub fn claim(&mut self, keys: &IdempotencyKeys, key: &[u8]) -> Result<(), Duplicate> {
         match keys.claim(key, self.id) {

@@ -13,7 +13,8 @@
 //! - [`server`]: accept loop, connections ([`connection`]: protocol, idleness), shutdown and
 //!   drain.
 //! - [`ingest`]: one request → one [`event`] taken in by its route's mode, or an error answer;
-//!   first through the route's [`gate`] (credentials via [`signature`], [`rate_limit`]).
+//!   first through the route's [`gate`] (credentials via [`signature`], [`rate_limit`]);
+//!   [`answer`]: every refusal.
 //!   [`tls`]: the listener's certificates; [`admin`]: `/metrics` and `/healthz` elsewhere.
 //! - [`lane`]: where a route-target pair's events wait (its storage: in memory, or a cursor
 //!   over its durable route's [`log`] on disk), beside the target's resolved endpoint,

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use crate::cli::DeadLetters;
 use crate::dead_letter::{self, Locked};
 use crate::event::Event;
-use crate::gate;
+use crate::gate::Gate;
 use crate::log::{route_dir, scan};
 use crate::parcel::Parcel;
 use crate::routes::Route;
@@ -117,6 +117,8 @@ async fn replay(
         .find(|r| r.name == route)
         .ok_or_else(|| StartupError(format!("no route \"{route}\"")))?;
     let route_path = route_spec.path;
+    // A route with `auth:` is posted to with the server's own secrets.
+    let gate = Gate::new(route_spec, &resolver)?;
     let (mut sent, mut kept) = (0, String::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Some(event) = event_of(line) else {
@@ -136,10 +138,9 @@ async fn replay(
                 if let Some(content_type) = event.content_type() {
                     request = request.header(CONTENT_TYPE, content_type);
                 }
-                // A route with `auth:` is posted to as its clients do, with its secrets.
                 let id = event.id();
                 let id = id.to_str().unwrap_or_default();
-                for (name, value) in gate::credentials(route_spec, &env, id, &event.body())? {
+                for (name, value) in gate.credentials(route_spec, &env, id, &event.body())? {
                     request = request.header(name, value);
                 }
                 match request.body(Full::new(event.body())) {

@@ -303,7 +303,8 @@ pub fn assert_unauthorized(answer: &HttpAnswer, case: &str) {
 /// must stop at once: its exit code and stderr.
 pub fn start_up(without: &str, changed: &[(&str, &str)]) -> (Option<i32>, String) {
     let receiver = Receiver::start();
-    let mut env = environment(&receiver, "127.0.0.1:9");
+    let dead = ReservedPort::new();
+    let mut env = environment(&receiver, &dead.addr.to_string());
     env.retain(|(name, _)| *name != without && !changed.iter().any(|(c, _)| c == name));
     env.extend(
         changed
