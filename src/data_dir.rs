@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dead_letter::DeadLetters;
-use crate::log::{route_dir, Log};
+use crate::log::{route_dir, unknown_route_dirs, Log};
 use crate::spec::Storage;
 use crate::startup::StartupError;
 use crate::table::RouteTable;
@@ -146,6 +146,10 @@ impl DataDir {
                     ))
                 })?;
             }
+        }
+        let durable: Vec<&str> = logs.iter().map(|log| log.route.name).collect();
+        for dir in unknown_route_dirs(&self.path, &durable) {
+            tracing::warn!(dir = %dir.display(), "a route directory of no durable route of this binary: kept, not read (delete it once its events are no longer needed)");
         }
         // Last: a log once open lets the requests waiting for it in, and those claim keys,
         // which must be loaded by then.

@@ -38,6 +38,17 @@ pub async fn handle<T: RouteTable>(
     request: Request<Incoming>,
 ) -> Result<Answer, Infallible> {
     let path = request.uri().path();
+    #[cfg(feature = "failpoints")]
+    if path == "/failpoints" && request.method() == Method::PUT {
+        let query = request.uri().query().unwrap_or("");
+        return Ok(match crate::failpoints::configure(query) {
+            Ok(()) => json(StatusCode::OK, Bytes::from_static(b"{}")),
+            Err(error) => json(
+                StatusCode::BAD_REQUEST,
+                Bytes::from(serde_json::json!({ "error": error }).to_string()),
+            ),
+        });
+    }
     let response = match T::route(path) {
         Some(route) if request.method() == Method::POST => ingest(&proxy, route, request).await,
         Some(_) => method_not_allowed("POST"),

@@ -41,6 +41,8 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod gate;
 pub mod idempotency;
 pub mod ingest;

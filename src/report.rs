@@ -2,6 +2,7 @@
 //! time, and the periodic per-lane log line.
 
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use std::sync::Arc;
 
 use crate::metrics::ConnectionMetrics;
 use crate::table::RouteTable;
@@ -20,7 +21,15 @@ impl Metrics {
         for &route in T::ROUTES {
             table.metrics(route).register(&registry);
         }
-        table.lanes(&mut |lane| lane.metrics.register(&registry));
+        let mut logs: Vec<*const crate::log::Log> = Vec::new();
+        table.lanes(&mut |lane| {
+            lane.metrics.register(&registry);
+            // A durable route's log is shared by its lanes: registered once.
+            if let Some(log) = lane.log().filter(|log| !logs.contains(&Arc::as_ptr(log))) {
+                logs.push(Arc::as_ptr(log));
+                log.metrics.register(&registry);
+            }
+        });
         Metrics {
             registry,
             held_bytes: connections.held_bytes.clone(),

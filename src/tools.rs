@@ -8,13 +8,12 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::time::SystemTime;
 
 use crate::cli::DeadLetters;
 use crate::dead_letter::{self, Locked};
 use crate::event::Event;
 use crate::gate::Gate;
-use crate::log::{route_dir, scan};
+use crate::log;
 use crate::parcel::Parcel;
 use crate::routes::Route;
 use crate::sink::{Endpoint, Outcome, Resolver};
@@ -199,47 +198,19 @@ fn event_of(line: &str) -> Option<Event> {
 /// or a write under way while a running server is checked).
 pub fn verify(data_dir: &Path) -> Result<(), StartupError> {
     let mut damaged = false;
+    let mut durable = Vec::new();
     for route in Route::ALL {
         let spec = route.spec();
-        if spec.storage != Storage::Disk {
-            continue;
+        if spec.storage == Storage::Disk {
+            durable.push(spec.name);
+            damaged |= log::verify(data_dir, spec).map_err(StartupError)?;
         }
-        let dir = route_dir(data_dir, spec.name);
-        if !dir.exists() {
-            println!("route {}: no log yet in {}", spec.name, dir.display());
-            continue;
-        }
-        let names: Vec<&str> = spec.targets.iter().map(|t| t.name).collect();
-        let found = scan(&dir, &names, false)
-            .map_err(|e| StartupError(format!("{}: {e}", dir.display())))?;
+    }
+    for dir in log::unknown_route_dirs(data_dir, &durable) {
         println!(
-            "route {}: {} segments, {} bytes, {} records",
-            spec.name,
-            found.segments.len(),
-            found.bytes,
-            found.tail.records
+            "route directory {}: no durable route of this binary has it (kept, not read)",
+            dir.display()
         );
-        for (index, target) in spec.targets.iter().enumerate() {
-            let oldest = found.oldest[index]
-                .and_then(|at| SystemTime::now().duration_since(at).ok())
-                .map_or("-".to_owned(), |age| format!("{}s", age.as_secs()));
-            println!(
-                "  target {}: pending={} oldest_age={oldest} position={}",
-                target.name,
-                found.pending(index),
-                found.starts[index].position
-            );
-        }
-        for (segment, offset, bytes) in &found.damaged {
-            if found.torn_tail_only {
-                println!("  torn tail: segment {segment} from offset {offset}: {bytes} bytes of a record not whole (a crash mid-write, or a write under way; never acknowledged, cut at the next start)");
-            } else {
-                damaged = true;
-                println!(
-                    "  corrupt: segment {segment} from offset {offset}: {bytes} bytes unreadable"
-                );
-            }
-        }
     }
     for spec in targets() {
         let path = dead_letter::path(data_dir, spec.route, spec.name);

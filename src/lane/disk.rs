@@ -1,11 +1,12 @@
 //! The storage of a lane of a durable route (`storage: disk`): a cursor over the route's log.
 //!
 //! The lane reads records in log order from its own file handle, into a buffer of up to
-//! [`READ_AHEAD`] bytes at a time (the log was just written, so this is the page cache), and
-//! keeps the positions it has taken and not yet finished (`inflight`). Its watermark, the
-//! position before which it has finished with everything, is the lowest of those, or where it
-//! reads next: that is what the log persists and deletes segments by. A worker that panics
-//! gives its events back (`redo`), to be read again.
+//! [`READ_AHEAD`] bytes at a time: what this process wrote is read from the page cache; the
+//! backlog a previous process left is read from the disk in `block_in_place`, so the runtime
+//! moves its other tasks off the thread meanwhile. Where it is and what it has taken live in its
+//! [`Progress`], kept by the log, which saves it: the lane takes a record (`taken`), finishes it
+//! (the ack), or gives it back after a panic (`redo`, read again first). Damage in the log is
+//! skipped where the log says (`Log::skip_damage`), never waited on.
 //!
 //! Nothing is ever dropped here: the log is bounded by the route's `disk_buffer` at ingest.
 //! At shutdown the lane stops taking events; what it did not finish stays in the log for the
@@ -18,9 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::taken::Taken;
 use crate::event::Event;
-use crate::log::{record, segment_path, Log, Tail};
+use crate::log::{record, segment_path, Log, Progress, Tail};
 
 /// Bytes a lane reads from its segment at a time.
 const READ_AHEAD: usize = 256 * 1024;
@@ -34,25 +34,29 @@ pub struct Disk {
     index: usize,
     /// The lane's `fanout_lane_inflight`, counted as events are taken.
     inflight: IntGauge,
+    /// What the lane has read; locked before its progress when both are.
     cursor: Mutex<Cursor>,
     /// Set at shutdown: take no more events.
     stopped: AtomicBool,
 }
 
+/// The lane's reading state.
 #[derive(Default)]
 struct Cursor {
-    started: bool,
-    /// The position of the next record to read, and the records before it.
-    next: Tail,
-    /// Positions taken and not yet finished, in log order.
-    inflight: Taken,
-    /// Positions given back by a worker that panicked, to read again first.
-    redo: Vec<u64>,
     /// The segment being read: its base and file.
     segment: Option<(u64, File)>,
     /// Bytes read ahead, and the position of the first.
     buffer: Vec<u8>,
     buffer_at: u64,
+}
+
+/// What is at a position of the log, for a lane about to read it.
+enum Found {
+    Record(Event, usize),
+    /// No whole record (damage); the lane's segment ends at this position.
+    Damage(u64),
+    /// Past the segment's end: the next segment starts here.
+    Next(u64),
 }
 
 impl Disk {
@@ -98,8 +102,8 @@ impl Disk {
 
     /// Whether records below `tail` wait to be read (or read again).
     fn behind(&self, tail: Tail) -> bool {
-        let cursor = self.lock();
-        !cursor.redo.is_empty() || (cursor.started && cursor.next.position < tail.position)
+        let progress = self.log.progress(self.index);
+        !progress.redo.is_empty() || progress.next.position < tail.position
     }
 
     /// Takes the next record written, if there is one.
@@ -142,8 +146,7 @@ impl Disk {
             let size = event.body_len() + 1;
             if !batch.is_empty() && bytes + size > max_bytes {
                 // Not this one: give it back, to be read first next time.
-                cursor.inflight.remove(position);
-                cursor.redo.push(position);
+                self.give_back(&[position]);
                 full = true;
                 break;
             }
@@ -168,51 +171,61 @@ impl Disk {
 
     /// The next record to deliver (given back ones first), marked as taken.
     fn next_record(&self, cursor: &mut Cursor, tail: Tail) -> Option<(Event, u64)> {
-        if !cursor.started {
-            cursor.next = self.log.start(self.index);
-            cursor.started = true;
-        }
-        if let Some(&position) = cursor.redo.last() {
-            match self.read(cursor, position, tail.position) {
-                Ok(Some((event, _))) => {
-                    cursor.redo.pop();
-                    cursor.inflight.insert(position);
+        let redo = self.log.progress(self.index).redo.first();
+        if let Some(position) = redo {
+            let found = self.read(cursor, position, tail.position);
+            let mut progress = self.log.progress(self.index);
+            match found {
+                Ok(Found::Record(event, _)) => {
+                    progress.redo.pop_first();
+                    progress.taken.insert(position);
+                    self.log.progressed(self.index, &mut progress);
                     return Some((event, position));
                 }
-                // Read once already: not damage, so an error; it stays given back.
-                Ok(None) | Err(_) => return self.unreadable(position),
-            }
-        }
-        while cursor.next.position < tail.position {
-            let position = cursor.next.position;
-            match self.read(cursor, position, tail.position) {
+                Ok(_) => {
+                    // Recovery checked every position it gave back: damage found since.
+                    progress.redo.pop_first();
+                    self.log.progressed(self.index, &mut progress);
+                    tracing::error!(
+                        route = self.log.route.name,
+                        position,
+                        "log: a record to deliver again is unreadable; skipped"
+                    );
+                    return None;
+                }
                 Err(_) => return self.unreadable(position),
-                Ok(Some((event, size))) => {
-                    cursor.next.position += size as u64;
-                    cursor.next.records += 1;
-                    cursor.inflight.insert(position);
-                    self.update_watermark(cursor);
+            }
+        }
+        loop {
+            let position = self.log.progress(self.index).next.position;
+            if position >= tail.position {
+                return None;
+            }
+            let found = self.read(cursor, position, tail.position);
+            let mut progress = self.log.progress(self.index);
+            match found {
+                Err(_) => return self.unreadable(position),
+                Ok(Found::Record(event, size)) => {
+                    progress.next.position += size as u64;
+                    progress.next.records += 1;
+                    progress.taken.insert(position);
+                    self.log.progressed(self.index, &mut progress);
                     return Some((event, position));
                 }
-                Ok(None) => {
-                    // No whole record here though the log is written past it: the rest of
-                    // this segment was cut at recovery. Go on at the next segment.
-                    let (_, following) = self.log.segment_of(position);
-                    match following {
-                        Some(base) if base > position => cursor.next.position = base,
-                        _ => {
-                            tracing::error!(
-                                route = self.log.route.name,
-                                position,
-                                "log: no record where one was written; the lane waits"
-                            );
-                            return None;
-                        }
-                    }
+                Ok(Found::Damage(end)) => {
+                    drop(progress);
+                    let bytes = self.damaged_bytes(cursor, position, end);
+                    let resume = self.log.skip_damage(position, end, &bytes);
+                    let mut progress = self.log.progress(self.index);
+                    progress.next.position = resume;
+                    self.log.progressed(self.index, &mut progress);
+                }
+                Ok(Found::Next(base)) => {
+                    progress.next.position = base;
+                    self.log.progressed(self.index, &mut progress);
                 }
             }
         }
-        None
     }
 
     /// Logs that the record at `position` cannot be read now (an I/O error): the lane keeps
@@ -226,95 +239,108 @@ impl Disk {
         None
     }
 
-    /// Reads the record at `position` (below `tail`): its event and size. `None` if the file
-    /// holds no whole, intact record there; an error if it could not be read.
-    fn read(
-        &self,
-        cursor: &mut Cursor,
-        position: u64,
-        tail: u64,
-    ) -> std::io::Result<Option<(Event, usize)>> {
+    /// What is at `position` (below `tail`). A position at a segment's base is its header:
+    /// the records start after it.
+    fn read(&self, cursor: &mut Cursor, position: u64, tail: u64) -> std::io::Result<Found> {
+        let (base, following) = self.log.segment_of(position);
+        let header_end = base + record::HEADER as u64;
+        if position < header_end {
+            return Ok(Found::Next(header_end));
+        }
+        let end = following.map_or(tail, |next| next.min(tail));
+        if position >= end {
+            return Ok(Found::Next(following.unwrap_or(tail)));
+        }
         let max = self.log.max_record();
-        let available = (tail - position) as usize;
+        let available = (end - position) as usize;
         // Bytes last read at `position`; 0 before the first read.
         let mut asked = 0;
         loop {
             let offset = position.checked_sub(cursor.buffer_at).map(|o| o as usize);
-            match offset.filter(|&o| o < cursor.buffer.len()) {
-                Some(offset) => match record::read(&cursor.buffer[offset..], max) {
-                    record::Read::Record(size) => {
-                        let event = record::decode(&cursor.buffer[offset..offset + size]);
-                        return Ok(Some((event, size)));
-                    }
-                    record::Read::Corrupt => return Ok(None),
-                    record::Read::Partial(needed) if asked >= needed.min(available) => {
-                        return Ok(None)
-                    }
-                    record::Read::Partial(needed) => {
-                        asked = needed.max(READ_AHEAD).min(available);
-                    }
-                },
-                None if asked > 0 => return Ok(None),
-                None => asked = READ_AHEAD.min(available),
+            let buffered = offset.filter(|&o| o < cursor.buffer.len());
+            match buffered.map(|o| (o, record::read(&cursor.buffer[o..], max))) {
+                Some((offset, record::Read::Record(size))) if size <= available => {
+                    let event = record::decode(&cursor.buffer[offset..offset + size]);
+                    return Ok(Found::Record(event, size));
+                }
+                Some((_, record::Read::Partial(needed))) if asked < needed.min(available) => {
+                    asked = needed.max(READ_AHEAD).min(available);
+                }
+                None if asked == 0 => asked = READ_AHEAD.min(available),
+                _ => return Ok(Found::Damage(end)),
             }
-            self.fill(cursor, position, asked)?;
+            self.fill(cursor, base, position, asked)?;
         }
     }
 
-    /// Reads up to `length` bytes at `position` into the buffer.
-    fn fill(&self, cursor: &mut Cursor, position: u64, length: usize) -> std::io::Result<()> {
+    /// The bytes from `position` to `end` of its segment, to find the next whole record in.
+    fn damaged_bytes(&self, cursor: &mut Cursor, position: u64, end: u64) -> Vec<u8> {
         let (base, _) = self.log.segment_of(position);
+        match self.fill(cursor, base, position, (end - position) as usize) {
+            Ok(()) => std::mem::take(&mut cursor.buffer),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Reads up to `length` bytes at `position` of segment `base` into the buffer.
+    fn fill(
+        &self,
+        cursor: &mut Cursor,
+        base: u64,
+        position: u64,
+        length: usize,
+    ) -> std::io::Result<()> {
         if cursor.segment.as_ref().map(|(b, _)| *b) != Some(base) {
             let file = File::open(segment_path(self.log.dir(), base))?;
             cursor.segment = Some((base, file));
         }
         let (_, file) = cursor.segment.as_ref().expect("just opened");
         cursor.buffer.resize(length, 0);
-        let mut read = 0;
-        while read < length {
-            match file.read_at(&mut cursor.buffer[read..], position - base + read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    cursor.buffer.clear();
-                    return Err(e);
+        let backlog = position < self.log.recovered_tail();
+        let read = blocking(backlog, || {
+            let mut read = 0;
+            while read < length {
+                match file.read_at(&mut cursor.buffer[read..], position - base + read as u64) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
+            Ok(read)
+        });
+        match read {
+            Ok(read) => {
+                cursor.buffer.truncate(read);
+                cursor.buffer_at = position;
+                Ok(())
+            }
+            Err(e) => {
+                cursor.buffer.clear();
+                Err(e)
+            }
         }
-        cursor.buffer.truncate(read);
-        cursor.buffer_at = position;
-        Ok(())
-    }
-
-    /// The watermark: the lowest position taken and not finished, given back, or next to read.
-    fn update_watermark(&self, cursor: &Cursor) {
-        let watermark = cursor
-            .inflight
-            .first()
-            .into_iter()
-            .chain(cursor.redo.iter().copied())
-            .fold(cursor.next.position, u64::min);
-        self.log.set_watermark(self.index, watermark);
     }
 
     /// The ack: the lane has finished with the records at `positions`.
     pub fn finish(&self, positions: &[u64]) {
-        let mut cursor = self.lock();
+        let mut progress = self.log.progress(self.index);
         for &position in positions {
-            cursor.inflight.remove(position);
+            progress.taken.remove(position);
         }
-        self.update_watermark(&cursor);
+        self.log.progressed(self.index, &mut progress);
     }
 
-    /// Gives back the records at `positions`, taken by a worker that panicked.
+    /// Gives back the records at `positions`, taken by a worker that panicked (or one too
+    /// many for a batch), to be read again first.
     pub fn give_back(&self, positions: &[u64]) {
-        let mut cursor = self.lock();
+        let mut progress = self.log.progress(self.index);
         for &position in positions {
-            cursor.inflight.remove(position);
-            cursor.redo.push(position);
+            if progress.taken.remove(position) {
+                progress.redo.insert(position);
+            }
         }
-        self.update_watermark(&cursor);
+        self.log.progressed(self.index, &mut progress);
     }
 
     /// Records written and not yet taken.
@@ -322,41 +348,34 @@ impl Disk {
         let Some(tail) = self.log.tail().map(|t| *t.borrow()) else {
             return 0;
         };
-        let cursor = self.lock();
-        let next = if cursor.started {
-            cursor.next
-        } else {
-            self.log.start(self.index)
-        };
-        (tail.records.saturating_sub(next.records) as usize) + cursor.redo.len()
+        let progress: &Progress = &self.log.progress(self.index);
+        (tail.records.saturating_sub(progress.next.records) as usize) + progress.redo.len()
     }
 
-    /// How long the oldest waiting record has waited.
+    /// How long the oldest waiting record has waited (read by the log's writer thread, not
+    /// here: a scrape never touches the disk).
     pub fn oldest_age(&self) -> Duration {
-        let Some(tail) = self.log.tail().map(|t| *t.borrow()) else {
-            return Duration::ZERO;
-        };
-        let mut cursor = self.lock();
-        if !cursor.started {
+        if self.depth() == 0 {
             return Duration::ZERO;
         }
-        let position = cursor
-            .redo
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(cursor.next.position);
-        if position >= tail.position {
-            return Duration::ZERO;
-        }
-        match self.read(&mut cursor, position, tail.position) {
-            Ok(Some((event, _))) => event.age(),
-            _ => Duration::ZERO,
-        }
+        self.log.oldest_age(self.index)
     }
 
     /// Takes no more events: at shutdown, what is left stays in the log.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `read`, of the backlog a previous process left (`backlog`: likely not in the page
+/// cache) where blocking is allowed: on a multi-threaded runtime the thread's other tasks move
+/// elsewhere meanwhile. Records this process wrote are read from the page cache, in place.
+fn blocking<R>(backlog: bool, read: impl FnOnce() -> R) -> R {
+    let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+    match flavor {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) if backlog => {
+            tokio::task::block_in_place(read)
+        }
+        _ => read(),
     }
 }

@@ -17,7 +17,6 @@
 
 mod disk;
 mod memory;
-mod taken;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

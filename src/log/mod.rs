@@ -5,29 +5,40 @@
 //!
 //! Writing is group commit: ingest appends the event's record to a shared buffer
 //! ([`Log::append`]) and awaits its [`Commit`]. Whoever writes takes everything buffered and
-//! writes it with one `write`, then completes every commit it covered at once (`writer.rs`):
+//! writes it with one `write`, syncs as `fsync` says, and only then publishes it to the lanes
+//! and completes every commit it covered at once (`writer.rs`: a group is all or nothing):
 //! - `fsync: always`: the route's writer thread, which syncs after each write, so 64
 //!   concurrent clients share one fsync instead of queueing for one each;
-//! - `never` or a period: the appending request itself when no write is under way (a
-//!   request arriving meanwhile adds to the next write, made by the same writer before it
-//!   lets go), so an event costs a `write` and no thread hop; the writer thread only syncs
-//!   every period.
+//! - `never` or a period: the appending request itself when no write is under way, for its
+//!   own group (what arrives while it writes is the next group, which the thread writes), so
+//!   an event costs a `write` and no thread hop; the writer thread syncs every period.
 //!
 //! Positions are byte offsets in the route's whole log, across segments: a segment file is
-//! named after the position of its first byte, and a record never spans two. A lane's
-//! *watermark* is the position before which it has finished with every record (delivered,
-//! failed, dead-lettered); it is persisted lazily (`cursors/<target>`), so after a crash a lane
-//! resumes at most a little before where it was: at-least-once, never a loss.
+//! named after the position of its first byte (its header: `record::HEADER`), and a record
+//! never spans two. Each lane's [`Progress`] (where it reads next, and what it has taken or
+//! must read again below that) is saved every [`HOUSEKEEPING`] (`cursors/<target>`), so after
+//! a crash a lane delivers again only what was unfinished or taken since the last save:
+//! at-least-once, never a loss. Its *watermark*, the position before which it has finished
+//! with everything, is what the disk budget and segment deletion go by.
 
+mod housekeeping;
+mod metrics;
+mod progress;
 pub mod record;
 mod recover;
+mod verify;
 mod writer;
 
-pub use recover::{scan, Scan};
+pub use housekeeping::HOUSEKEEPING;
+pub use metrics::{LogMetrics, Op};
+pub use progress::Progress;
+pub use recover::{scan, Damage, DamageKind, Scan};
+pub use verify::verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 
 use crate::event::Event;
@@ -37,12 +48,14 @@ use crate::startup::StartupError;
 /// The log of one durable route, shared by its lanes.
 pub struct Log {
     pub route: &'static RouteSpec,
-    /// Per lane (in the route's target order), its watermark.
+    /// Per lane (in the route's target order), its watermark: a copy of its progress's, read
+    /// without a lock by every append (the log's live size).
     watermarks: Vec<AtomicU64>,
     /// Set once the data directory is open and the log recovered.
     open: OnceLock<Open>,
     /// Flips to true when `open` is set.
     opened: watch::Sender<bool>,
+    pub metrics: LogMetrics,
 }
 
 /// A recovered log, being written.
@@ -59,8 +72,17 @@ struct Open {
     tail: watch::Sender<Tail>,
     /// Bases of the segments on disk, sorted.
     segments: Mutex<Vec<u64>>,
-    /// Per lane, where it resumes: its persisted watermark and how many records precede it.
-    starts: Vec<Tail>,
+    /// Per lane, its progress; locked by the lane for each record it takes or finishes, and
+    /// by the writer thread to save it.
+    progress: Vec<Mutex<Progress>>,
+    /// Per lane, the acceptance time (ms since the epoch) of its oldest waiting record, read
+    /// by the writer thread; 0 when none waits.
+    oldest: Vec<AtomicU64>,
+    /// Where the log ended when it was recovered: records before it were written by an
+    /// earlier process.
+    recovered: u64,
+    /// Damaged regions of the log (start and end positions, sorted), skipped by the lanes.
+    holes: Mutex<Vec<(u64, u64)>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -152,6 +174,7 @@ impl Log {
             watermarks: route.targets.iter().map(|_| AtomicU64::new(0)).collect(),
             open: OnceLock::new(),
             opened: watch::channel(false).0,
+            metrics: LogMetrics::new(route),
         }
     }
 
@@ -165,21 +188,45 @@ impl Log {
                 dir.display()
             ))
         };
-        std::fs::create_dir_all(dir.join("cursors")).map_err(|e| fail("create", e))?;
+        create_dirs(dir).map_err(|e| fail("create", e))?;
         let targets: Vec<&str> = self.route.targets.iter().map(|t| t.name).collect();
-        let scan = recover::scan(dir, &targets, true).map_err(|e| fail("recover", e))?;
-        scan.log(self.route.name);
-        let (tail, mut segments, starts) = (scan.tail, scan.segments, scan.starts);
+        let scan = recover::scan(dir, &targets, self.max_record(), true)
+            .map_err(|e| fail("recover", e))?;
+        scan.log(self.route.name, &targets);
+        self.metrics
+            .corrupt_records
+            .inc_by(scan.corrupt_regions() as u64);
+        let holes = scan
+            .damaged
+            .iter()
+            .filter(|d| d.kind == DamageKind::Hole)
+            .map(Damage::positions)
+            .collect();
+        let sync = self.route.disk.fsync != Fsync::Never;
+        let segment = writer::Segment::open(dir, scan.tail, &scan.segments, sync)
+            .map_err(|e| fail("write in", e))?;
+        let mut segments = scan.segments;
         if segments.is_empty() {
-            segments.push(tail.position);
+            segments.push(segment.base);
         }
-        for (watermark, start) in self.watermarks.iter().zip(&starts) {
-            watermark.store(start.position, Ordering::Relaxed);
+        let progress: Vec<Mutex<Progress>> = scan
+            .starts
+            .iter()
+            .zip(scan.redo)
+            .map(|(&next, redo)| {
+                Mutex::new(Progress {
+                    next,
+                    redo: redo.into_iter().collect(),
+                    ..Progress::default()
+                })
+            })
+            .collect();
+        for (watermark, progress) in self.watermarks.iter().zip(&progress) {
+            watermark.store(lock(progress).watermark(), Ordering::Relaxed);
         }
-        let segment_size = (self.route.disk.budget / 8).clamp(1 << 20, 64 << 20);
         let open = Open {
             dir: dir.to_owned(),
-            segment_size,
+            segment_size: (self.route.disk.budget / 8).clamp(1 << 20, 64 << 20),
             pending: Mutex::new(Pending {
                 bytes: Vec::with_capacity(64 * 1024),
                 records: 0,
@@ -190,18 +237,19 @@ impl Log {
                 closing: false,
             }),
             wake: Condvar::new(),
-            segment: Mutex::new(
-                writer::Segment::open(dir, tail, &segments).map_err(|e| fail("write in", e))?,
-            ),
-            tail: watch::channel(tail).0,
+            tail: watch::channel(segment.tail()).0,
+            segment: Mutex::new(segment),
             segments: Mutex::new(segments),
-            starts,
+            oldest: scan.oldest.iter().map(|_| AtomicU64::new(0)).collect(),
+            progress,
+            holes: Mutex::new(holes),
+            recovered: scan.tail.position,
             thread: Mutex::new(None),
         };
         if self.open.set(open).is_err() {
             return Err(fail("open twice", std::io::ErrorKind::Other.into()));
         }
-        let thread = writer::start(self.clone()).map_err(|e| fail("write in", e))?;
+        let thread = housekeeping::start(self.clone()).map_err(|e| fail("write in", e))?;
         *lock(&self.opened().thread) = Some(thread);
         self.opened.send_replace(true);
         Ok(())
@@ -247,7 +295,7 @@ impl Log {
             }
         } else if !std::mem::replace(&mut pending.writing, true) {
             drop(pending);
-            writer::write_pending(self);
+            writer::write_pending(self, true);
         }
         Ok(commit)
     }
@@ -261,9 +309,16 @@ impl Log {
             .unwrap_or(0)
     }
 
-    /// Sets lane `lane`'s watermark.
-    pub fn set_watermark(&self, lane: usize, position: u64) {
-        self.watermarks[lane].store(position, Ordering::Relaxed);
+    /// Lane `lane`'s progress. The caller holds it only briefly and calls
+    /// [`Log::progressed`] after changing it.
+    pub fn progress(&self, lane: usize) -> MutexGuard<'_, Progress> {
+        lock(&self.opened().progress[lane])
+    }
+
+    /// Marks lane `lane`'s progress changed, and its watermark moved.
+    pub fn progressed(&self, lane: usize, progress: &mut Progress) {
+        progress.changes += 1;
+        self.watermarks[lane].store(progress.watermark(), Ordering::Relaxed);
     }
 
     /// What is written; `None` before the log is open.
@@ -271,9 +326,47 @@ impl Log {
         self.open.get().map(|open| open.tail.subscribe())
     }
 
-    /// Where lane `lane` resumes.
-    pub fn start(&self, lane: usize) -> Tail {
-        self.opened().starts[lane]
+    /// Where the log ended when this process recovered it.
+    pub fn recovered_tail(&self) -> u64 {
+        self.opened().recovered
+    }
+
+    /// How long lane `lane`'s oldest waiting record has waited (as of the writer thread's last
+    /// look, at most [`HOUSEKEEPING`] ago).
+    pub fn oldest_age(&self, lane: usize) -> Duration {
+        let Some(open) = self.open.get() else {
+            return Duration::ZERO;
+        };
+        match open.oldest[lane].load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            millis => SystemTime::now()
+                .duration_since(UNIX_EPOCH + Duration::from_millis(millis))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Where the lane reading at `position` (no whole record there, below `end`) goes on: past
+    /// the damage there, to the next whole record before `end`, or `end`. Damage found by
+    /// recovery is known; damage found now is logged and counted first.
+    pub fn skip_damage(&self, position: u64, end: u64, bytes: &[u8]) -> u64 {
+        let mut holes = lock(&self.opened().holes);
+        let at = holes.partition_point(|&(start, _)| start < position);
+        if let Some(&(start, hole_end)) = holes.get(at) {
+            if start == position {
+                return hole_end;
+            }
+        }
+        let skip =
+            record::resync(bytes, self.max_record()).map_or(end, |offset| position + offset as u64);
+        holes.insert(at, (position, skip));
+        self.metrics.corrupt_records.inc();
+        tracing::error!(
+            route = self.route.name,
+            position,
+            bytes = skip - position,
+            "log: corrupt records skipped (they are not delivered; the records after them are)"
+        );
+        skip
     }
 
     /// The route's directory.
@@ -294,7 +387,7 @@ impl Log {
         self.route.max_body as usize + 64 * 1024
     }
 
-    /// Writes what is buffered, syncs it, persists every watermark and stops the writer. The
+    /// Writes what is buffered, syncs it, saves every lane's progress and stops the writer. The
     /// log refuses appends from then on.
     pub fn close(&self) {
         let Some(open) = self.open.get() else {
@@ -313,9 +406,47 @@ pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.seg"))
 }
 
-/// The path of a lane's persisted watermark.
+/// The path of a lane's saved progress.
 pub fn cursor_path(dir: &Path, target: &str) -> PathBuf {
     dir.join("cursors").join(target)
+}
+
+/// Creates a route's directory and its `cursors`, syncing each new directory's parent so
+/// that the names survive a power cut.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    let cursors = dir.join("cursors");
+    let mut missing = Vec::new();
+    let mut path = cursors.as_path();
+    while !path.exists() {
+        missing.push(path.to_owned());
+        match path.parent() {
+            Some(parent) => path = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(&cursors)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            writer::sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Directories of `data_dir/routes` that are not the directory of one of `routes` (a route
+/// renamed or removed): reported, never deleted.
+pub fn unknown_route_dirs(data_dir: &Path, routes: &[&str]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("routes")) else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|entry| !routes.iter().any(|r| entry.file_name() == *r))
+        .map(|entry| entry.path())
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 /// The directory of route `route` in data directory `data_dir`.

@@ -9,8 +9,12 @@
 //! body:   the rest
 //! ```
 //!
-//! A record is never split between segments. Reading stops at the first record whose frame
-//! or checksum is wrong: a torn tail after a crash, or damage.
+//! A record is never split between segments. A record whose frame or checksum is wrong is a
+//! torn tail after a crash, or damage; [`resync`] finds the next whole record after damage.
+//!
+//! Every segment file starts with a [`HEADER`]: the magic `FANOUTLG` and the format version
+//! (u32 LE), then 4 bytes of zeros. A reader stops at a version it does not know instead of
+//! reading records it might misread.
 
 use crate::event::Event;
 
@@ -19,6 +23,48 @@ pub const FRAME: usize = 8;
 /// Id and content type length.
 const FIXED: usize = 16 + 2;
 const NO_CONTENT_TYPE: u16 = u16::MAX;
+
+/// Bytes of the header at the start of every segment file.
+pub const HEADER: usize = 16;
+/// The first 8 bytes of every segment file.
+const MAGIC: &[u8; 8] = b"FANOUTLG";
+/// The format of segments and records this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A segment's header.
+pub fn header() -> [u8; HEADER] {
+    let mut header = [0; HEADER];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header
+}
+
+/// What the start of a segment file says of its format.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A header of this build's version.
+    Current,
+    /// Fewer bytes than a header: a segment whose creation did not finish.
+    Short,
+    /// A fanout segment of another version.
+    Version(u32),
+    /// Not a fanout segment.
+    Foreign,
+}
+
+/// Reads the header at the start of `bytes`.
+pub fn format(bytes: &[u8]) -> Format {
+    if bytes.len() < HEADER {
+        return Format::Short;
+    }
+    if &bytes[..8] != MAGIC {
+        return Format::Foreign;
+    }
+    match u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) {
+        VERSION => Format::Current,
+        other => Format::Version(other),
+    }
+}
 
 /// The size of `event`'s record, frame included.
 pub fn size(event: &Event) -> usize {
@@ -81,6 +127,13 @@ pub fn read(bytes: &[u8], max_len: usize) -> Read {
     Read::Record(total)
 }
 
+/// The offset of the first whole record in `bytes` after damage at its start, if any: every
+/// later offset is tried, so one bad length cannot hide the records after it. A false match
+/// needs a credible length and a matching CRC-32 at once.
+pub fn resync(bytes: &[u8], max_len: usize) -> Option<usize> {
+    (1..bytes.len()).find(|&offset| matches!(read(&bytes[offset..], max_len), Read::Record(_)))
+}
+
 /// The event of a whole, checked record (see [`read`]).
 pub fn decode(record: &[u8]) -> Event {
     let id: [u8; 16] = record[FRAME..FRAME + 16].try_into().expect("16 bytes");
@@ -127,6 +180,32 @@ mod tests {
             assert_eq!(back.content_type(), event.content_type());
             assert_eq!(id(record), event.id_bytes());
         }
+    }
+
+    #[test]
+    fn after_damage_the_next_whole_record_is_found() {
+        let mut out = Vec::new();
+        encode(&Event::new(b"{\"a\":1}", None), &mut out);
+        let second = out.len();
+        encode(&Event::new(b"{\"b\":2}", None), &mut out);
+        out[2] ^= 0x40;
+        assert_eq!(read(&out, 1 << 20), Read::Corrupt);
+        assert_eq!(resync(&out, 1 << 20), Some(second));
+        assert_eq!(
+            resync(&out[..second], 1 << 20),
+            None,
+            "nothing whole after it"
+        );
+    }
+
+    #[test]
+    fn a_header_tells_its_version() {
+        assert_eq!(format(&header()), Format::Current);
+        assert_eq!(format(&header()[..10]), Format::Short);
+        let mut other = header();
+        other[8] = 9;
+        assert_eq!(format(&other), Format::Version(9));
+        assert_eq!(format(&[0; HEADER]), Format::Foreign);
     }
 
     #[test]

@@ -1,57 +1,76 @@
 //! Writing a durable route's log: [`write_pending`] takes everything appended since the last
-//! write, writes it with one `write` (rolling to a new segment where a record would not fit),
-//! syncs as `fsync` says, publishes the new tail to the lanes and completes the commits it
-//! covered. With `fsync: always` the route's writer thread does it, syncing after each write;
-//! otherwise the appending request does, and the thread syncs every period. On its idle turns
-//! (at least every [`HOUSEKEEPING`]) the thread also persists the lanes' watermarks and deletes
-//! the segments every lane has finished with.
+//! write and writes it with one `write` into one segment, syncs as `fsync` says, and only then
+//! publishes the new tail to the lanes and completes the commits it covered. With `fsync:
+//! always` the route's writer thread does it, syncing after each write; otherwise the
+//! appending request does (at most its own group: what was appended while it wrote is handed
+//! to the thread), and the thread syncs every period.
 //!
-//! A failed write (a full disk, a permission taken away) fails the commits it covered (their
-//! requests get 503), is logged, and is undone: the segment is cut back to its last whole
-//! record, so no record is ever half-written. The next write tries again.
+//! A group is all or nothing. A failed `write` (a full disk, an I/O error) fails every commit
+//! of the group (their requests get 503) and cuts the segment back to where the group began,
+//! so no lane ever sees one of its records. A failed `fdatasync` does the same with `fsync:
+//! always`, and more: once an fsync has failed, Linux may have dropped the dirty pages and
+//! report success the next time, so no later fsync of that file is trusted. The segment is
+//! sealed at its last record known durable and the next group starts a new segment (if even
+//! the cut-back failed, the bytes left past the seal are never read: a segment ends where the
+//! next begins). The route keeps serving if the disk recovers; each failure is logged and
+//! counted (`fanout_log_errors_total`). With a period, a failed sync of records already
+//! acknowledged seals the segment the same way; those records are then as safe as a power
+//! cut within the period leaves them.
+//!
+//! A segment is created under a temporary name with its header, synced, and renamed into
+//! place, and the directory synced (`always`; with a period, the thread syncs it), so a
+//! segment file either does not exist or has its whole header.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{cursor_path, lock, record, segment_path, Log, Tail};
+use super::{lock, record, segment_path, Log, Op, Tail};
 use crate::spec::Fsync;
-
-/// How often watermarks are persisted and finished segments deleted.
-const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
 /// The segment being written.
 pub(super) struct Segment {
     file: Arc<File>,
-    base: u64,
-    len: u64,
+    pub(super) base: u64,
+    /// Bytes of the segment, header included, up to its last record.
+    pub(super) len: u64,
     /// Records in the log, up to the end of this segment.
-    records: u64,
+    pub(super) records: u64,
     /// Data written since the last sync.
-    unsynced: bool,
-    last_sync: Instant,
+    pub(super) unsynced: bool,
+    pub(super) last_sync: Instant,
     /// Segments sealed since the last sync (`fsync` a period): the thread syncs them, and the
     /// directory that names them.
-    sealed: Vec<Arc<File>>,
-    /// The last write failed: the next one starts a new segment.
+    pub(super) sealed: Vec<Arc<File>>,
+    /// A write or sync of this segment failed: the next group starts a new segment.
     broken: bool,
 }
 
 impl Segment {
-    /// The last segment of `segments` (a new one if there are none), written from `tail`.
-    pub(super) fn open(dir: &Path, tail: Tail, segments: &[u64]) -> io::Result<Segment> {
-        let base = segments.last().copied().unwrap_or(tail.position);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(dir, base))?;
+    /// The last segment of `segments` (a new one at `tail` if there are none), written from
+    /// `tail`.
+    pub(super) fn open(
+        dir: &Path,
+        tail: Tail,
+        segments: &[u64],
+        sync: bool,
+    ) -> io::Result<Segment> {
+        let (base, file) = match segments.last() {
+            Some(&base) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(segment_path(dir, base))?;
+                (base, file)
+            }
+            None => (tail.position, create(dir, tail.position, sync)?),
+        };
+        let len = (tail.position - base).max(record::HEADER as u64);
         Ok(Segment {
             file: Arc::new(file),
             base,
-            len: tail.position - base,
+            len,
             records: tail.records,
             unsynced: false,
             last_sync: Instant::now(),
@@ -59,10 +78,47 @@ impl Segment {
             broken: false,
         })
     }
+
+    /// Where the next record goes.
+    pub(super) fn tail(&self) -> Tail {
+        Tail {
+            position: self.base + self.len,
+            records: self.records,
+        }
+    }
 }
 
-/// Writes what is appended until nothing is (the caller set `writing`; this clears it).
-pub(super) fn write_pending(log: &Log) {
+/// Creates segment `base` in `dir` with its header: under a temporary name, then renamed into
+/// place; with `sync`, the file and the directory are synced around the rename.
+pub(super) fn create(dir: &Path, base: u64, sync: bool) -> io::Result<File> {
+    let path = segment_path(dir, base);
+    let temporary = path.with_extension("seg.new");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&temporary)?;
+    file.write_all(&record::header())?;
+    if sync {
+        file.sync_data()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    // Reopened for appending: the handle above was opened before the rename, as writable.
+    OpenOptions::new().append(true).open(&path)
+}
+
+/// Syncs a directory, so that the names it holds survive a power cut.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes what is appended (the caller set `writing`; this clears it). A request writes one
+/// group and hands what arrived meanwhile to the thread; the thread writes until nothing is
+/// left.
+pub(super) fn write_pending(log: &Log, request: bool) {
     let open = log.opened();
     loop {
         let (mut bytes, records, batch) = {
@@ -79,174 +135,120 @@ pub(super) fn write_pending(log: &Log) {
         };
         batch.finish(write(log, &bytes, records));
         bytes.clear();
-        lock(&open.pending).spare = bytes;
+        let mut pending = lock(&open.pending);
+        pending.spare = bytes;
+        if request {
+            pending.writing = false;
+            if pending.records > 0 {
+                drop(pending);
+                open.wake.notify_one();
+            }
+            return;
+        }
     }
 }
 
-/// Writes `bytes` (`records` whole records), syncs if `fsync: always`, publishes the tail.
-/// Returns whether all of it is written.
+/// Writes `bytes` (`records` whole records) into one segment, syncs if `fsync: always`, and
+/// publishes the new tail. Returns whether all of it is written; if not, none of it is.
 fn write(log: &Log, bytes: &[u8], records: u64) -> bool {
     let open = log.opened();
+    let always = log.route.disk.fsync == Fsync::Always;
     let mut segment = lock(&open.segment);
-    let mut result = write_all(log, &mut segment, bytes);
-    if result.is_ok() && log.route.disk.fsync == Fsync::Always {
-        result = sync(&mut segment);
+    let full =
+        segment.len > record::HEADER as u64 && segment.len + bytes.len() as u64 > open.segment_size;
+    if segment.broken || full {
+        if let Err(error) = roll(log, &mut segment) {
+            drop(segment);
+            return failed(log, Op::Roll, &error, records);
+        }
     }
-    if let Err(error) = &result {
-        tracing::error!(
-            route = log.route.name,
-            %error,
-            records,
-            "cannot write the route's log: its requests get 503 until it can"
-        );
+    let before = segment.len;
+    let mut written = write_failpoint().and_then(|()| (&*segment.file).write_all(bytes));
+    let mut op = Op::Write;
+    if written.is_ok() {
+        segment.len += bytes.len() as u64;
+        segment.unsynced = true;
+        if always {
+            written = sync(log, &mut segment);
+            op = Op::Sync;
+        }
     }
-    let tail = Tail {
-        position: segment.base + segment.len,
-        records: segment.records,
-    };
+    if let Err(error) = written {
+        // Sealed at `before`: every record there was synced (`always`) or is acknowledged.
+        segment.len = before;
+        segment.broken = segment.file.set_len(before).is_err() || op == Op::Sync;
+        drop(segment);
+        return failed(log, op, &error, records);
+    }
+    segment.records += records;
+    let tail = segment.tail();
     drop(segment);
     open.tail.send_replace(tail);
-    result.is_ok()
+    true
 }
 
-/// Writes `bytes` into the current segment, rolling where a record would not fit. On an
-/// error, cuts the segment back to its last whole record.
-fn write_all(log: &Log, segment: &mut Segment, bytes: &[u8]) -> io::Result<()> {
-    let limit = log.opened().segment_size;
-    let mut offset = 0;
-    while offset < bytes.len() {
-        if segment.broken {
-            roll(log, segment)?;
-        }
-        let (mut end, mut count) = (offset, 0);
-        while end < bytes.len() {
-            let size = record_size(&bytes[end..]);
-            let used = segment.len + (end - offset) as u64;
-            if used > 0 && used + size as u64 > limit {
-                break;
-            }
-            end += size;
-            count += 1;
-        }
-        if end == offset {
-            roll(log, segment)?;
-            continue;
-        }
-        if let Err(error) = (&*segment.file).write_all(&bytes[offset..end]) {
-            if segment.file.set_len(segment.len).is_err() {
-                segment.broken = true;
-            }
-            return Err(error);
-        }
-        segment.len += (end - offset) as u64;
-        segment.records += count;
-        segment.unsynced = true;
-        offset = end;
-    }
+/// Logs and counts a failed group; returns false.
+fn failed(log: &Log, op: Op, error: &io::Error, records: u64) -> bool {
+    log.metrics.error(op).inc();
+    tracing::error!(
+        route = log.route.name,
+        %error,
+        operation = op.as_str(),
+        records,
+        "cannot write the route's log: its requests get 503 until it can"
+    );
+    false
+}
+
+#[cfg(feature = "failpoints")]
+fn write_failpoint() -> io::Result<()> {
+    crate::failpoints::io("log::write")
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn write_failpoint() -> io::Result<()> {
     Ok(())
 }
 
-/// Seals the current segment and starts the next. A sealed segment is synced now with
-/// `fsync: always`, by the thread within the period with a period, never with `never`.
+/// Seals the current segment and starts the next, at the current segment's end. A sealed
+/// segment is synced now with `fsync: always`, by the thread within the period with a period,
+/// never with `never`.
 fn roll(log: &Log, segment: &mut Segment) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    crate::failpoints::io("log::roll")?;
     let open = log.opened();
     let fsync = log.route.disk.fsync;
-    if fsync == Fsync::Always {
-        sync(segment)?;
-    }
     let base = segment.base + segment.len;
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(&open.dir, base))?;
-    file.set_len(0)?;
-    if fsync == Fsync::Always {
-        File::open(&open.dir)?.sync_all()?;
-    }
+    let file = create(&open.dir, base, fsync != Fsync::Never)?;
     let sealed = std::mem::replace(&mut segment.file, Arc::new(file));
-    if matches!(fsync, Fsync::Every(_)) && segment.unsynced {
+    if matches!(fsync, Fsync::Every(_)) && segment.unsynced && !segment.broken {
         segment.sealed.push(sealed);
     }
     segment.base = base;
-    segment.len = 0;
+    segment.len = record::HEADER as u64;
+    segment.unsynced = false;
     segment.broken = false;
     lock(&open.segments).push(base);
     Ok(())
 }
 
-fn sync(segment: &mut Segment) -> io::Result<()> {
+/// Syncs the current segment, counting the sync.
+fn sync(log: &Log, segment: &mut Segment) -> io::Result<()> {
     if segment.unsynced {
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::io("log::sync")?;
         segment.file.sync_data()?;
+        log.metrics.syncs.inc();
         segment.unsynced = false;
     }
     segment.last_sync = Instant::now();
     Ok(())
 }
 
-/// Starts the route's writer thread.
-pub(super) fn start(log: Arc<Log>) -> io::Result<std::thread::JoinHandle<()>> {
-    let persisted = log
-        .watermarks
-        .iter()
-        .map(|w| w.load(Ordering::Relaxed))
-        .collect();
-    std::thread::Builder::new()
-        .name(format!("log-{}", log.route.name))
-        .spawn(move || run(&log, persisted))
-}
-
-/// The writer thread: writes and syncs (`always`) or syncs every period, and keeps house,
-/// until the log closes.
-fn run(log: &Log, mut persisted: Vec<u64>) {
-    let open = log.opened();
-    let always = log.route.disk.fsync == Fsync::Always;
-    loop {
-        let closing = {
-            let mut pending = lock(&open.pending);
-            let nothing = !always || pending.records == 0;
-            if nothing && !pending.closing {
-                pending.idle = always;
-                let wait = sync_due(log).unwrap_or(HOUSEKEEPING).min(HOUSEKEEPING);
-                pending = open
-                    .wake
-                    .wait_timeout(pending, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-                pending.idle = false;
-            }
-            let take = (always || !pending.writing) && pending.records > 0;
-            if take {
-                pending.writing = true;
-            }
-            (pending.closing, take)
-        };
-        let (closing, take) = closing;
-        if take {
-            write_pending(log);
-        }
-        if sync_due(log) == Some(Duration::ZERO) || closing {
-            sync_or_log(log);
-        }
-        housekeep(log, &mut persisted);
-        if closing && lock(&open.pending).records == 0 && !lock(&open.pending).writing {
-            return;
-        }
-    }
-}
-
-/// With `fsync` a period: how long until the next sync is due, if data waits for one.
-fn sync_due(log: &Log) -> Option<Duration> {
-    let Fsync::Every(period) = log.route.disk.fsync else {
-        return None;
-    };
-    let segment = lock(&log.opened().segment);
-    (segment.unsynced || !segment.sealed.is_empty())
-        .then(|| period.saturating_sub(segment.last_sync.elapsed()))
-}
-
-/// Syncs what is written and not synced: sealed segments, the directory naming them, and the
-/// current segment. The files are synced outside the segment's lock, so writers go on.
-fn sync_or_log(log: &Log) {
+/// With `fsync` a period: syncs what is written and not synced (sealed segments, the
+/// directory naming them, the current segment), outside the segment's lock so writers go on.
+/// A failure seals the current segment: no later sync of it would be trusted.
+pub(super) fn sync_period(log: &Log) {
     let open = log.opened();
     let (current, sealed) = {
         let mut segment = lock(&open.segment);
@@ -257,62 +259,25 @@ fn sync_or_log(log: &Log) {
     };
     let mut result = Ok(());
     for file in sealed.iter().chain(&current) {
+        #[cfg(feature = "failpoints")]
+        {
+            result = result.and_then(|()| crate::failpoints::io("log::sync"));
+        }
         result = result.and_then(|()| file.sync_data());
     }
     if !sealed.is_empty() {
-        result = result.and_then(|()| File::open(&open.dir)?.sync_all());
+        result = result.and_then(|()| sync_dir(&open.dir));
     }
-    if let Err(error) = result {
-        lock(&open.segment).unsynced = true;
-        tracing::error!(route = log.route.name, %error, "cannot sync the route's log");
-    }
-}
-
-/// Persists the watermarks that moved, and deletes segments every lane is past.
-fn housekeep(log: &Log, persisted: &mut [u64]) {
-    let open = log.opened();
-    for (index, target) in log.route.targets.iter().enumerate() {
-        let watermark = log.watermarks[index].load(Ordering::Relaxed);
-        if watermark != persisted[index] {
-            match persist_cursor(&open.dir, target.name, watermark) {
-                Ok(()) => persisted[index] = watermark,
-                Err(error) => {
-                    tracing::warn!(route = log.route.name, target = target.name, %error, "cannot persist the lane's position")
-                }
+    match result {
+        Ok(()) => {
+            if current.is_some() || !sealed.is_empty() {
+                log.metrics.syncs.inc();
             }
         }
-    }
-    let low = log.low_water();
-    let finished: Vec<u64> = {
-        let segments = lock(&open.segments);
-        segments
-            .windows(2)
-            .take_while(|pair| pair[1] <= low)
-            .map(|pair| pair[0])
-            .collect()
-    };
-    if finished.is_empty() {
-        return;
-    }
-    for base in &finished {
-        if let Err(error) = std::fs::remove_file(segment_path(&open.dir, *base)) {
-            tracing::warn!(route = log.route.name, %error, "cannot delete a finished segment");
+        Err(error) => {
+            lock(&open.segment).broken = true;
+            log.metrics.error(Op::Sync).inc();
+            tracing::error!(route = log.route.name, %error, "cannot sync the route's log: its segment is sealed, writing goes on in a new one");
         }
     }
-    lock(&open.segments).drain(..finished.len());
-}
-
-/// The size of the record at the start of `bytes` (written by `record::encode`).
-fn record_size(bytes: &[u8]) -> usize {
-    record::FRAME + u32::from_le_bytes(bytes[..4].try_into().expect("a frame")) as usize
-}
-
-/// Writes a lane's watermark: 8 bytes and their CRC, replacing the file atomically.
-fn persist_cursor(dir: &Path, target: &str, position: u64) -> io::Result<()> {
-    let path = cursor_path(dir, target);
-    let temporary = path.with_extension("new");
-    let mut bytes = position.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&crc32fast::hash(&position.to_le_bytes()).to_le_bytes());
-    std::fs::write(&temporary, &bytes)?;
-    std::fs::rename(&temporary, &path)
 }

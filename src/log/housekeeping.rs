@@ -1,0 +1,168 @@
+//! The writer thread of a durable route's log: it writes and syncs every group (`fsync:
+//! always`) or syncs every period, writes what a request handed over, and on its idle turns
+//! (at least every [`HOUSEKEEPING`]) keeps house off the async runtime:
+//! - saves each lane's progress that changed (`cursors/<target>`: written to a temporary
+//!   file, synced, renamed, and the directory synced), so a crash delivers again at most what
+//!   was unfinished at the last save and what was taken after it;
+//! - deletes the segments every lane has finished with;
+//! - reads the acceptance time of each lane's oldest waiting record, for
+//!   `fanout_lane_oldest_age_seconds` (a read of the disk, kept away from the scrape).
+
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::writer::{sync_dir, sync_period, write_pending};
+use super::{cursor_path, lock, record, segment_path, Log, Op};
+use crate::event::accepted_at;
+use crate::spec::Fsync;
+
+/// How often progress is saved, finished segments deleted and oldest ages read.
+pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+/// Starts the route's writer thread.
+pub(super) fn start(log: Arc<Log>) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("log-{}", log.route.name))
+        .spawn(move || run(&log))
+}
+
+/// The writer thread, until the log closes.
+fn run(log: &Log) {
+    let open = log.opened();
+    let always = log.route.disk.fsync == Fsync::Always;
+    let mut saved = vec![u64::MAX; log.route.targets.len()];
+    let mut buffer = Vec::new();
+    loop {
+        let (closing, take) = {
+            let mut pending = lock(&open.pending);
+            let nothing = pending.writing || pending.records == 0;
+            if nothing && !pending.closing {
+                pending.idle = always;
+                let wait = sync_due(log).unwrap_or(HOUSEKEEPING).min(HOUSEKEEPING);
+                pending = open
+                    .wake
+                    .wait_timeout(pending, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                pending.idle = false;
+            }
+            let take = !pending.writing && pending.records > 0;
+            if take {
+                pending.writing = true;
+            }
+            (pending.closing, take)
+        };
+        if take {
+            write_pending(log, false);
+        }
+        if sync_due(log) == Some(Duration::ZERO) || closing {
+            sync_period(log);
+        }
+        housekeep(log, &mut saved, &mut buffer);
+        if closing {
+            let pending = lock(&open.pending);
+            if pending.records == 0 && !pending.writing {
+                return;
+            }
+        }
+    }
+}
+
+/// With `fsync` a period: how long until the next sync is due, if data waits for one.
+fn sync_due(log: &Log) -> Option<Duration> {
+    let Fsync::Every(period) = log.route.disk.fsync else {
+        return None;
+    };
+    let segment = lock(&log.opened().segment);
+    (segment.unsynced || !segment.sealed.is_empty())
+        .then(|| period.saturating_sub(segment.last_sync.elapsed()))
+}
+
+/// Saves the progress that changed, deletes segments every lane is past, reads oldest ages.
+fn housekeep(log: &Log, saved: &mut [u64], buffer: &mut Vec<u8>) {
+    let open = log.opened();
+    let tail = open.tail.borrow().position;
+    let mut wrote = false;
+    for (index, target) in log.route.targets.iter().enumerate() {
+        let oldest = {
+            let progress = lock(&open.progress[index]);
+            if progress.changes != saved[index] {
+                progress.encode(buffer);
+                saved[index] = progress.changes;
+                wrote = true;
+            } else {
+                buffer.clear();
+            }
+            progress.oldest_waiting()
+        };
+        if !buffer.is_empty() {
+            if let Err(error) = save(&open.dir, target.name, buffer) {
+                saved[index] = u64::MAX;
+                log.metrics.error(Op::SavePosition).inc();
+                tracing::warn!(route = log.route.name, target = target.name, %error, "cannot save the lane's position (a crash would deliver again what it finished since the last save)");
+            }
+        }
+        let at = (oldest < tail)
+            .then(|| accepted_millis(log, oldest))
+            .flatten();
+        open.oldest[index].store(at.unwrap_or(0), Ordering::Relaxed);
+    }
+    if wrote {
+        if let Err(error) = sync_dir(&open.dir.join("cursors")) {
+            log.metrics.error(Op::SavePosition).inc();
+            tracing::warn!(route = log.route.name, %error, "cannot sync the lanes' saved positions");
+        }
+    }
+    delete_finished(log);
+}
+
+/// Writes a lane's saved progress: a temporary file, synced, renamed over the last one.
+fn save(dir: &Path, target: &str, bytes: &[u8]) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    crate::failpoints::io("log::save_position")?;
+    let path = cursor_path(dir, target);
+    let temporary = path.with_extension("new");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, &path)
+}
+
+/// The acceptance time (ms since the epoch) of the record at `position`, or of the first
+/// record of the segment starting there.
+fn accepted_millis(log: &Log, position: u64) -> Option<u64> {
+    let (base, _) = log.segment_of(position);
+    let offset = (position - base).max(record::HEADER as u64);
+    let file = std::fs::File::open(segment_path(log.dir(), base)).ok()?;
+    let mut frame = [0; record::FRAME + 16];
+    file.read_exact_at(&mut frame, offset).ok()?;
+    let at = accepted_at(record::id(&frame));
+    Some(at.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+/// Deletes the segments every lane has finished with.
+fn delete_finished(log: &Log) {
+    let open = log.opened();
+    let low = log.low_water();
+    let finished: Vec<u64> = {
+        let segments = lock(&open.segments);
+        segments
+            .windows(2)
+            .take_while(|pair| pair[1] <= low)
+            .map(|pair| pair[0])
+            .collect()
+    };
+    if finished.is_empty() {
+        return;
+    }
+    for base in &finished {
+        if let Err(error) = std::fs::remove_file(segment_path(&open.dir, *base)) {
+            tracing::warn!(route = log.route.name, %error, "cannot delete a finished segment");
+        }
+    }
+    lock(&open.segments).drain(..finished.len());
+}
