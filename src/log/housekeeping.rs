@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::writer::{sync_dir, sync_period, write_pending};
 use super::{cursor_path, lock, record, segment_path, Log, Op};
@@ -36,13 +36,15 @@ fn run(log: &Log) {
     let always = log.route.disk.fsync == Fsync::Always;
     let mut saved = vec![u64::MAX; log.route.targets.len()];
     let mut buffer = Vec::new();
+    let mut kept = Instant::now();
     loop {
         let (closing, take) = {
             let mut pending = lock(&open.pending);
             let nothing = pending.writing || pending.records == 0;
             if nothing && !pending.closing {
                 pending.idle = always;
-                let wait = sync_due(log).unwrap_or(HOUSEKEEPING).min(HOUSEKEEPING);
+                let house = HOUSEKEEPING.saturating_sub(kept.elapsed());
+                let wait = sync_due(log).unwrap_or(house).min(house);
                 pending = open
                     .wake
                     .wait_timeout(pending, wait)
@@ -62,7 +64,11 @@ fn run(log: &Log) {
         if sync_due(log) == Some(Duration::ZERO) || closing {
             sync_period(log);
         }
-        housekeep(log, &mut saved, &mut buffer);
+        // Not after every group: each save syncs a file and a directory.
+        if kept.elapsed() >= HOUSEKEEPING || closing {
+            housekeep(log, &mut saved, &mut buffer);
+            kept = Instant::now();
+        }
         if closing {
             let pending = lock(&open.pending);
             if pending.records == 0 && !pending.writing {
