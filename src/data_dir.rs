@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dead_letter::DeadLetters;
-use crate::log::{route_dir, unknown_route_dirs, Log};
+use crate::log::{check_formats, route_dir, unknown_route_dirs, Log};
 use crate::spec::Storage;
 use crate::startup::StartupError;
 use crate::table::RouteTable;
@@ -113,6 +113,16 @@ impl DataDir {
     /// Opens what the proxy keeps here: dead letters for every lane, and the logs,
     /// idempotency keys and Standard Webhooks ids of durable routes (recovering them).
     pub fn open<T: RouteTable>(&self, table: &T, logs: &[Arc<Log>]) -> Result<(), StartupError> {
+        // First, before anything here is changed: a log of a format this build cannot read
+        // stops start-up.
+        for log in logs {
+            check_formats(&route_dir(&self.path, log.route.name)).map_err(|e| {
+                StartupError(format!(
+                    "route \"{}\": cannot read its log: {e}",
+                    log.route.name
+                ))
+            })?;
+        }
         table.lanes(&mut |lane| {
             let _ = lane
                 .dead_letters

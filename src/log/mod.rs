@@ -32,7 +32,7 @@ mod writer;
 pub use housekeeping::HOUSEKEEPING;
 pub use metrics::{LogMetrics, Op};
 pub use progress::Progress;
-pub use recover::{scan, Damage, DamageKind, Scan};
+pub use recover::{check_formats, scan, Damage, DamageKind, Scan};
 pub use verify::verify;
 
 use std::path::{Path, PathBuf};

@@ -117,10 +117,8 @@ impl Scan {
 /// With `repair`, cuts the tail of the last segment back to its last whole record, completes a
 /// segment whose creation did not finish, and deletes the segments every lane has finished.
 pub fn scan(dir: &Path, targets: &[&str], max_record: usize, repair: bool) -> io::Result<Scan> {
+    check_formats(dir)?;
     let mut segments = list(dir, repair)?;
-    for &base in &segments {
-        check_format(dir, base, segments.last() == Some(&base))?;
-    }
     let first = segments.first().copied().unwrap_or(0);
     let mut lost_progress = Vec::new();
     let saved: Vec<(u64, Vec<u64>)> = targets
@@ -209,6 +207,19 @@ pub fn scan(dir: &Path, targets: &[&str], max_record: usize, repair: bool) -> io
     }
     scan.segments = segments;
     Ok(scan)
+}
+
+/// Stops with an error if a segment in `dir` (a route's directory, if it exists) is not of
+/// this build's format; reads only headers.
+pub fn check_formats(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let segments = list(dir, false)?;
+    for &base in &segments {
+        check_format(dir, base, segments.last() == Some(&base))?;
+    }
+    Ok(())
 }
 
 /// The bases of the segments in `dir`, sorted. A segment being created when the process
