@@ -177,14 +177,15 @@ impl Disk {
             let mut progress = self.log.progress(self.index);
             match found {
                 Ok(Found::Record(event, _)) => {
-                    progress.redo.pop_first();
+                    // Not `pop_first`: a worker may have given back a lower one meanwhile.
+                    progress.redo.remove(position);
                     progress.taken.insert(position);
                     self.log.progressed(self.index, &mut progress);
                     return Some((event, position));
                 }
                 Ok(_) => {
                     // Recovery checked every position it gave back: damage found since.
-                    progress.redo.pop_first();
+                    progress.redo.remove(position);
                     self.log.progressed(self.index, &mut progress);
                     tracing::error!(
                         route = self.log.route.name,

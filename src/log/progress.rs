@@ -120,11 +120,6 @@ impl Positions {
         self.0.front().copied()
     }
 
-    /// Removes and returns the lowest position.
-    pub fn pop_first(&mut self) -> Option<u64> {
-        self.0.pop_front()
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -173,7 +168,7 @@ mod tests {
         assert_eq!(progress.watermark(), 30);
         progress.redo.insert(5);
         assert_eq!(progress.watermark(), 5, "a given-back position holds it");
-        progress.redo.pop_first();
+        progress.redo.remove(5);
         progress.taken.remove(30);
         assert_eq!(
             progress.watermark(),

@@ -221,7 +221,9 @@ fn roll(log: &Log, segment: &mut Segment) -> io::Result<()> {
     let base = segment.base + segment.len;
     let file = create(&open.dir, base, fsync != Fsync::Never)?;
     let sealed = std::mem::replace(&mut segment.file, Arc::new(file));
-    if matches!(fsync, Fsync::Every(_)) && segment.unsynced && !segment.broken {
+    // Acknowledged and not yet synced: the thread syncs it within the period (after a failed
+    // sync that is a try, not a promise).
+    if matches!(fsync, Fsync::Every(_)) && segment.unsynced {
         segment.sealed.push(sealed);
     }
     segment.base = base;
