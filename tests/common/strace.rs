@@ -168,9 +168,11 @@ pub fn parse(text: &str) -> Vec<Call> {
     let mut calls: Vec<Call> = Vec::new();
     let mut open: HashMap<String, usize> = HashMap::new();
     for (line_no, line) in text.lines().enumerate() {
-        let mut fields = line.splitn(3, ' ');
-        let (Some(pid), Some(at), Some(rest)) = (fields.next(), fields.next(), fields.next())
-        else {
+        // strace pads the pid column to the widest pid so far.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((at, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         if let Some(resumed) = rest.strip_prefix("<... ") {
