@@ -1,7 +1,8 @@
 //! Durable routes in process, on a real socket and a real data directory: a full disk budget
 //! answers 503 with Retry-After and recovers once the target drains the log; batch lanes and
 //! single lanes read the same log; an event older than `max_age` becomes a dead letter with
-//! reason `expired`; every fsync policy delivers everything it acknowledged.
+//! reason `expired`; every fsync policy (`always`, a period, `never`) delivers every event it
+//! acknowledged.
 
 mod common;
 
@@ -131,7 +132,9 @@ async fn batch_and_single_lanes_read_one_log() {
     assert_eq!(singles.len(), 45);
     proxy.shutdown().await;
     let segments = std::fs::read_dir(dir.join("routes/batched"))
-        .unwrap()
+        .expect("the route's log directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
         .count();
     assert!(segments >= 1, "the log stays in the data directory");
 }
@@ -164,5 +167,39 @@ async fn an_event_older_than_max_age_is_a_dead_letter() {
     assert_eq!(letter["body"], "{\"stale\":true}");
     assert_eq!(letter["content_type"], "application/json");
     assert!(letter["attempts"].as_u64().unwrap() >= 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fsync_policy_delivers_every_event_it_acknowledged() {
+    let sink = Target::start(Reply::Status(200)).await;
+    let (proxy, _dir) = start(&[("SINK", sink.addr.to_string())]).await;
+    let mut acknowledged: Vec<(&str, String)> = Vec::new();
+    for route in ["sync-always", "sync-period", "sync-never"] {
+        // Four clients at once, so that writes and syncs are shared.
+        let posts = (0..4).map(|client| {
+            let proxy = &proxy;
+            async move {
+                let mut ids = Vec::new();
+                for n in 0..10 {
+                    let body = format!("{{\"client\":{client},\"n\":{n}}}");
+                    ids.push(proxy.post(&format!("/{route}"), &body).await.id());
+                }
+                ids
+            }
+        });
+        for ids in futures_util::future::join_all(posts).await {
+            acknowledged.extend(ids.into_iter().map(|id| (route, id)));
+        }
+    }
+    let received = sink.wait_for(acknowledged.len()).await;
+    for (route, id) in &acknowledged {
+        let deliveries = received
+            .iter()
+            .filter(|r| r.header("fanout-event-id") == id.as_str())
+            .map(|r| r.path.as_str())
+            .collect::<Vec<_>>();
+        assert_eq!(deliveries, [format!("/{route}")], "{route}: {id}");
+    }
     proxy.shutdown().await;
 }

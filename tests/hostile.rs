@@ -32,6 +32,11 @@ use table::Table;
 
 const MB: u64 = 1 << 20;
 
+/// Held by every test of this file for its whole run: two of them bound the growth of this
+/// process's RSS, which holds the proxy under test, and another test running beside them would
+/// count in it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn addr(target: &Target) -> String {
     target.addr.to_string()
 }
@@ -57,6 +62,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     raw::raise_open_files(4096);
     let sink = Target::start(Reply::Status(200)).await;
     let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
@@ -155,6 +161,7 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     raw::raise_open_files(8192);
     let sink = Target::start(Reply::Status(200)).await;
     let proxy = start_proxy::<crowd::Table>(&[("CROWD", addr(&sink))], None).await;
@@ -251,6 +258,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
 
 #[tokio::test]
 async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let sink = Target::start(Reply::Status(200)).await;
     let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let head = "POST /open HTTP/1.1\r\nHost: fanout\r\nContent-Type: application/json\r\n\
@@ -282,6 +290,7 @@ async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let sink = Target::start(Reply::Status(200)).await;
     let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
@@ -329,6 +338,7 @@ async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let sink = Target::start(Reply::Status(200)).await;
     let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let max = Table::SERVER.http2_max_streams;
@@ -399,6 +409,7 @@ async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
 
 #[tokio::test]
 async fn a_request_head_over_max_header_bytes_gets_431() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let proxy = start_proxy::<Table>(&[], None).await;
     let limit = Table::SERVER.max_header_bytes;
     let head = |padding: usize| {

@@ -1,8 +1,10 @@
 //! The TLS listener of the shipped binary (`--tls-cert`/`--tls-key`), with clients fanout did
 //! not write: curl over HTTP/2 and HTTP/1.1 (ALPN), and Python's http.client keeping one
 //! connection open while the certificate files are swapped and SIGHUP reloads them: new
-//! connections get the new certificate, the open one keeps working. And `server.tls` in a
-//! routes file, its paths read from the environment.
+//! connections get the new certificate, the open one keeps working. A client of TLS 1.1 only
+//! (Python's ssl, shown able to complete a TLS 1.1 handshake elsewhere) gets fanout's
+//! protocol_version alert. And `server.tls` in a routes file, its paths read from the
+//! environment.
 
 mod common;
 
@@ -27,11 +29,6 @@ fn write(path: &Path, text: &str) {
 /// POSTs to `/demo` over https with curl trusting `ca`: (exit code, "<http version> <status>").
 fn curl(fanout: &Fanout, ca: &Path, version: &str) -> (Option<i32>, String) {
     let port = fanout.addr.port();
-    // `--tls-max` stands for a client of TLS 1.1 at most.
-    let version: &[&str] = match version {
-        "--tls-max" => &["--tlsv1.0", "--tls-max", "1.1"],
-        other => &[other],
-    };
     let output = Command::new("curl")
         .args([
             "-sS",
@@ -40,7 +37,7 @@ fn curl(fanout: &Fanout, ca: &Path, version: &str) -> (Option<i32>, String) {
             "-w",
             "%{http_version} %{http_code}",
         ])
-        .args(version)
+        .arg(version)
         .arg("--cacert")
         .arg(ca)
         .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
@@ -118,13 +115,78 @@ fn curl_speaks_http2_and_http11_over_tls() {
         curl(&fanout, &files.cert, "--http1.1"),
         (Some(0), "1.1 202".to_owned())
     );
-    // TLS 1.2 at least: a client of TLS 1.1 at most is refused.
-    let (refused, _) = curl(&fanout, &files.cert, "--tls-max");
-    assert_ne!(refused, Some(0));
     // Cleartext to a TLS listener gets no HTTP answer.
     let answer =
         common::process::raw_exchange(fanout.addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
     assert!(!answer.contains("200"), "{answer}");
+}
+
+/// A client of TLS 1.1 only (Python's ssl, OpenSSL allowed every old cipher): first against a
+/// Python TLS 1.1 server with the same certificate, to show it is willing and able, then against
+/// fanout. Prints `{"local": <version or error>, "fanout": <version or error>}`, where an error
+/// is OpenSSL's reason (`SSLV3_ALERT_HANDSHAKE_FAILURE`: the peer sent a handshake_failure alert).
+const PY_TLS11: &str = r#"
+import json, socket, ssl, sys, threading
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def only_tls11(context):
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+server_context = only_tls11(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+server_context.load_cert_chain(cert, key)
+listener = socket.create_server(("127.0.0.1", 0))
+def serve():
+    connection, _ = listener.accept()
+    try:
+        server_context.wrap_socket(connection, server_side=True).close()
+    except ssl.SSLError:
+        connection.close()
+threading.Thread(target=serve, daemon=True).start()
+client = only_tls11(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+client.check_hostname = False
+client.verify_mode = ssl.CERT_NONE
+def handshake(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        try:
+            with client.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.version()
+        except ssl.SSLError as error:
+            return error.reason or str(error)
+print(json.dumps({"local": handshake(listener.getsockname()[1]), "fanout": handshake(port)}))
+"#;
+
+#[test]
+fn a_client_of_tls_1_1_is_refused_by_the_server() {
+    let (cert, key) = certificate();
+    let files = files(&cert, &key);
+    let fanout = start(&files);
+    let output = Command::new("python3")
+        .args(["-c", PY_TLS11])
+        .arg(&files.cert)
+        .arg(&files.key)
+        .arg(fanout.addr.port().to_string())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    assert_eq!(
+        verdict["local"], "TLSv1.1",
+        "the client speaks TLS 1.1: {verdict}"
+    );
+    // An alert the server sent (OpenSSL names a received alert `SSLV3_ALERT_*`/`TLSV1_ALERT_*`;
+    // a client that gave up on its own would say `UNSUPPORTED_PROTOCOL` or similar). rustls
+    // answers a ClientHello without TLS 1.2 or 1.3 with handshake_failure, not protocol_version.
+    let alerts = [
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+    ];
+    let refused = verdict["fanout"].as_str().expect("a verdict on fanout");
+    assert!(
+        alerts.contains(&refused),
+        "fanout's own alert refuses it: {verdict}"
+    );
 }
 
 /// Python's http.client on one keep-alive https connection: each line on its stdin posts an

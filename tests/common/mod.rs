@@ -7,6 +7,7 @@ pub mod built;
 pub mod clock;
 pub mod process;
 pub mod raw;
+pub mod strace;
 pub mod tls;
 
 use bytes::Bytes;
@@ -75,6 +76,8 @@ type Behaviour = dyn Fn(usize) -> Reply + Send + Sync;
 
 struct Shared {
     received: Mutex<Vec<Received>>,
+    /// Requests whose body could not be read, and why.
+    unreadable: Mutex<Vec<String>>,
     /// Connections accepted so far.
     connections: std::sync::atomic::AtomicUsize,
     changed: Notify,
@@ -125,6 +128,7 @@ impl Target {
             .expect("a bound listener has an address");
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
+            unreadable: Mutex::new(Vec::new()),
             connections: std::sync::atomic::AtomicUsize::new(0),
             changed: Notify::new(),
             behaviour: Mutex::new(behaviour),
@@ -162,12 +166,20 @@ impl Target {
         self.shared.gate.add_permits(n);
     }
 
+    /// What the target received; panics if a request's body could not be read.
     pub fn received(&self) -> Vec<Received> {
+        self.assert_readable();
         self.shared.received.lock().unwrap().clone()
     }
 
     pub fn count(&self) -> usize {
+        self.assert_readable();
         self.shared.received.lock().unwrap().len()
+    }
+
+    fn assert_readable(&self) {
+        let unreadable = self.shared.unreadable.lock().unwrap();
+        assert!(unreadable.is_empty(), "bodies not read: {unreadable:?}");
     }
 
     /// Connections the target has accepted.
@@ -210,11 +222,16 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            // Not a request with an empty body: [`Target::received`] fails the test.
+            let what = format!("{} {}: {error}", parts.method, parts.uri);
+            state.unreadable.lock().unwrap().push(what);
+            state.changed.notify_waiters();
+            return Err(std::io::Error::other("the request body could not be read"));
+        }
+    };
     let at = tokio::time::Instant::now();
     let number = {
         let mut received = state.received.lock().unwrap();

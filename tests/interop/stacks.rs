@@ -260,12 +260,16 @@ impl Echo {
     pub fn seen(&self) -> Vec<Seen> {
         let lines = match &self.log {
             // Only whole lines: nginx may be writing the next one.
-            Some(log) => std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .split_inclusive('\n')
-                .filter_map(|line| line.strip_suffix('\n'))
-                .map(str::to_owned)
-                .collect(),
+            Some(log) => match std::fs::read_to_string(log) {
+                Ok(text) => text,
+                // nginx creates its log with the first request.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => panic!("read {}: {e}", log.display()),
+            }
+            .split_inclusive('\n')
+            .filter_map(|line| line.strip_suffix('\n'))
+            .map(str::to_owned)
+            .collect(),
             None => self.lines.lock().unwrap().clone(),
         };
         lines.iter().map(|line| Seen::parse(line)).collect()

@@ -79,6 +79,18 @@ routes:
         url: http://${RECEIVER}/batched
         sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
         batch: { max_events: 10, max_wait: 50ms }
+  - name: signed-retries
+    path: /signed-retries
+    targets:
+      - name: flaky-batch
+        url: http://${RECEIVER}/flaky-batch
+        sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
+        batch: { max_events: 10, max_wait: 50ms }
+        retry: { attempts: 3 }
+      - name: flaky-single
+        url: http://${RECEIVER}/flaky-single
+        sign: { secrets: ["${CRM_SIGNING_SECRET}"] }
+        retry: { attempts: 3 }
 "#;
 
 pub const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -104,6 +116,8 @@ pub fn binary() -> &'static PathBuf {
 #[derive(Clone, Debug)]
 pub struct Got {
     pub path: String,
+    /// What the receiver answered.
+    pub status: u16,
     pub verified: bool,
     pub error: Option<String>,
     pub headers: serde_json::Map<String, Value>,
@@ -142,12 +156,22 @@ impl Receiver {
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let record: Value = serde_json::from_str(&line).expect("a JSON line");
+                let text = |key: &str| {
+                    let value = record[key].as_str();
+                    value
+                        .unwrap_or_else(|| panic!("no {key} in {line}"))
+                        .to_owned()
+                };
+                let status = record["status"].as_u64().expect("a status");
+                let verified = record["verified"].as_bool().expect("a verdict");
+                let headers = record["headers"].as_object().expect("headers").clone();
                 sink.lock().unwrap().push(Got {
-                    path: record["path"].as_str().unwrap_or_default().to_owned(),
-                    verified: record["verified"].as_bool().unwrap_or(false),
+                    path: text("path"),
+                    status: u16::try_from(status).expect("an HTTP status"),
+                    verified,
                     error: record["error"].as_str().map(str::to_owned),
-                    headers: record["headers"].as_object().cloned().unwrap_or_default(),
-                    body: record["body"].as_str().unwrap_or_default().to_owned(),
+                    headers,
+                    body: text("body"),
                 });
             }
         });

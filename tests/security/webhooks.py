@@ -4,8 +4,9 @@
 Usage:
   webhooks.py receiver SECRET   a target on http.server that listens on an ephemeral port of
                                 127.0.0.1, names it on its first stdout line ({"port": N}),
-                                answers every POST 200 and writes one JSON line per request:
-                                whether the library verified it with SECRET, and its headers.
+                                answers every POST 200 (but the first to each path that starts
+                                with /flaky: 503) and writes one JSON line per request: whether
+                                the library verified it with SECRET, its headers and status.
   webhooks.py sign SECRET ID TIMESTAMP    the library's webhook-signature of stdin's bytes.
   webhooks.py hmac SECRET hex|base64      HMAC-SHA256 of stdin's bytes with SECRET's bytes.
 """
@@ -24,6 +25,7 @@ import standardwebhooks
 def receiver(secret):
     webhook = standardwebhooks.Webhook(secret)
     lock = threading.Lock()
+    seen = set()
 
     class Receiver(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -36,8 +38,12 @@ def receiver(secret):
                 verified, error = True, None
             except Exception as e:  # the library's verdict, whatever it is
                 verified, error = False, str(e)
+            with lock:
+                status = 503 if self.path.startswith("/flaky") and self.path not in seen else 200
+                seen.add(self.path)
             record = {
                 "path": self.path,
+                "status": status,
                 "verified": verified,
                 "error": error,
                 "headers": headers,
@@ -46,7 +52,7 @@ def receiver(secret):
             with lock:
                 sys.stdout.write(json.dumps(record) + "\n")
                 sys.stdout.flush()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", "2")
             self.end_headers()
