@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -92,6 +93,40 @@ impl Setup {
 
     /// POSTs a new event of exactly `size` bytes to `/{route}`, noting its answer.
     pub fn post(&mut self, route: &str, size: usize) -> HttpAnswer {
+        let body = self.body(route, size);
+        let answer = post(self.fanout.addr, route, &body);
+        self.note(route, body, &answer);
+        answer
+    }
+
+    /// POSTs `n` new events of `size` bytes to `/{route}` at once, one thread and connection
+    /// each, noting their answers.
+    pub fn post_together(&mut self, route: &str, n: usize, size: usize) -> Vec<HttpAnswer> {
+        let bodies: Vec<String> = (0..n).map(|_| self.body(route, size)).collect();
+        let (addr, start) = (self.fanout.addr, std::sync::Barrier::new(n));
+        let answers: Vec<HttpAnswer> = std::thread::scope(|scope| {
+            let posts: Vec<_> = (bodies.iter())
+                .map(|body| {
+                    let start = &start;
+                    scope.spawn(move || {
+                        start.wait();
+                        post(addr, route, body)
+                    })
+                })
+                .collect();
+            posts
+                .into_iter()
+                .map(|p| p.join().expect("a client"))
+                .collect()
+        });
+        for (body, answer) in bodies.into_iter().zip(&answers) {
+            self.note(route, body, answer);
+        }
+        answers
+    }
+
+    /// A new body of exactly `size` bytes, for `route`.
+    fn body(&mut self, route: &str, size: usize) -> String {
         self.next += 1;
         let mut body = format!("{{\"route\":\"{route}\",\"n\":{},\"pad\":\"", self.next);
         assert!(
@@ -100,10 +135,11 @@ impl Setup {
         );
         body.extend(std::iter::repeat('x').take(size - body.len() - 2));
         body.push_str("\"}");
-        let headers = [("content-type", "application/json")];
-        let path = format!("/{route}");
-        let answer = http_once(self.fanout.addr, "POST", &path, &headers, body.as_bytes())
-            .expect("fanout answers");
+        body
+    }
+
+    /// Keeps an event answered 202 with its id, any other's body.
+    fn note(&mut self, route: &str, body: String, answer: &HttpAnswer) {
         if answer.status == 202 {
             let id = answer.id();
             let route = route.to_owned();
@@ -111,7 +147,6 @@ impl Setup {
         } else {
             self.refused.push(body);
         }
-        answer
     }
 
     /// POSTs `n` events of `size` bytes to `/{route}`, each answered 202.
@@ -253,6 +288,13 @@ impl Setup {
         let segments = self.segments(route);
         segments.last().expect("the route has a segment").0
     }
+}
+
+/// POSTs `body` (JSON) to `/{route}` over a new connection.
+fn post(addr: SocketAddr, route: &str, body: &str) -> HttpAnswer {
+    let headers = [("content-type", "application/json")];
+    let path = format!("/{route}");
+    http_once(addr, "POST", &path, &headers, body.as_bytes()).expect("fanout answers")
 }
 
 fn launch(dir: &Path, a: &PyTarget, b: &PyTarget, env: &[(&str, &str)]) -> Fanout {
