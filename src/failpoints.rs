@@ -5,8 +5,9 @@
 //!
 //! A test configures points at start-up with `FAILPOINTS="log::write=return(ENOSPC)"` (the
 //! `fail` crate's syntax: `;` between points, `off` to clear one), or while fanout runs with
-//! `PUT /failpoints?log::sync=return(EIO)` (several `&`-separated; answered once applied). The
-//! argument of `return` is the error: `EIO`, `ENOSPC`, `EDQUOT`, `EROFS` or `EACCES`.
+//! `PUT /failpoints?log::sync=return(EIO)` (several `&`-separated, percent-encoded where a URI
+//! needs it; answered once applied). The argument of `return` is the error: `EIO`, `ENOSPC`,
+//! `EDQUOT`, `EROFS` or `EACCES`.
 //!
 //! Points: `log::write`, `log::sync`, `log::roll`, `log::save_position`,
 //! `dead_letter::write`, `keys::write`.
@@ -37,9 +38,11 @@ fn error(errno: Option<&str>) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-/// Applies `NAME=ACTIONS&...` (the query of `PUT /failpoints`); the error of the first that
-/// does not parse.
+/// Applies `NAME=ACTIONS&...` (the query of `PUT /failpoints`, percent-decoded: a chain of
+/// actions is written `1*sleep(300)-%3E1*return(EIO)`, as a URI cannot hold `>`); the error of
+/// the first that does not parse.
 pub fn configure(query: &str) -> Result<(), String> {
+    let query = percent_decoded(query)?;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, actions) = pair
             .split_once('=')
@@ -51,4 +54,24 @@ pub fn configure(query: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn percent_decoded(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = text
+                .get(at + 1..at + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("a bad escape at {at} of {text:?}"))?;
+            out.push(hex);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
 }

@@ -44,7 +44,7 @@ routes:
 
 fn binary() -> &'static Path {
     static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| common::built::fanout_with("crash-loop", ROUTES));
+    let built = BUILT.get_or_init(|| common::built::fanout_with("crash-loop", ROUTES, &[]));
     &built.as_ref().unwrap_or_else(|e| panic!("{e}")).0
 }
 

@@ -61,7 +61,7 @@ fn built() -> &'static Built {
 }
 
 fn build() -> Result<Built, String> {
-    let (binary, routes) = common::built::fanout_with("promises-build", ROUTES)?;
+    let (binary, routes) = common::built::fanout_with("promises-build", ROUTES, &[])?;
     fs::remove_file(&routes).map_err(|e| format!("delete {}: {e}", routes.display()))?;
     let dir = routes
         .parent()

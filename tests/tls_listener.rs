@@ -288,7 +288,7 @@ routes:
 #[test]
 fn server_tls_in_routes_yaml_reads_its_files_from_the_environment() {
     let (binary, _) =
-        common::built::fanout_with("tls-build", TLS_ROUTES).unwrap_or_else(|e| panic!("{e}"));
+        common::built::fanout_with("tls-build", TLS_ROUTES, &[]).unwrap_or_else(|e| panic!("{e}"));
     let (cert, key) = certificate();
     let files = files(&cert, &key);
     let dead = common::ReservedPort::new();

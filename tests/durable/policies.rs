@@ -58,7 +58,7 @@ pub fn binary() -> &'static PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            crate::common::built::fanout_with("durable-policies", ROUTES).map(|(b, _)| b)
+            crate::common::built::fanout_with("durable-policies", ROUTES, &[]).map(|(b, _)| b)
         })
         .as_ref()
         .unwrap_or_else(|error| panic!("{error}"))

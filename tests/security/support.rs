@@ -107,7 +107,9 @@ pub fn webhooks_py() -> String {
 pub fn binary() -> &'static PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| crate::common::built::fanout_with("security-build", ROUTES).map(|(b, _)| b))
+        .get_or_init(|| {
+            crate::common::built::fanout_with("security-build", ROUTES, &[]).map(|(b, _)| b)
+        })
         .as_ref()
         .unwrap_or_else(|error| panic!("{error}"))
 }
