@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::blocking::metric_blocking;
+use common::blocking::{log_verify, metric_blocking};
 use common::process::{accepted_id, http_post, Delivered, Fanout, Hanging, PyTarget, FANOUT};
 use common::{scratch_dir, Reply, Target};
 use std::collections::{HashMap, HashSet};
@@ -189,17 +189,6 @@ enum Damage {
     Flipped,
 }
 
-/// `fanout --data-dir DIR log verify`: its exit code and stdout.
-fn verify(dir: &Path) -> (Option<i32>, String) {
-    let dir = dir.display().to_string();
-    let verify = std::process::Command::new(FANOUT)
-        .args(["--data-dir", &dir, "log", "verify"])
-        .output()
-        .expect("run fanout log verify");
-    let out = String::from_utf8_lossy(&verify.stdout).into_owned();
-    (verify.status.code(), out)
-}
-
 /// 20 events logged while the targets are down, SIGKILL, the segment damaged; a restart with
 /// live targets cuts a torn tail (one WARN) or skips a damaged record (one ERROR, counted) and
 /// delivers every other record.
@@ -234,7 +223,7 @@ fn damaged_segment(damage: Damage) {
     std::fs::write(&last, &bytes).expect("damage the segment");
     // `log verify` tells a torn write at the very end (never acknowledged) from damage.
     let torn = !matches!(damage, Damage::Flipped);
-    let (code, out) = verify(&dir);
+    let (code, out) = log_verify(Path::new(FANOUT), &dir);
     assert_eq!(code, Some(if torn { 0 } else { 1 }), "log verify: {out}");
     let what = if torn { "torn tail" } else { "corrupt" };
     let found = format!("{what}: segment 0 from offset {damaged_at}");
@@ -279,7 +268,7 @@ fn damaged_segment(damage: Damage) {
         );
     }
     assert!(fanout.terminate().success());
-    let (code, out) = verify(&dir);
+    let (code, out) = log_verify(Path::new(FANOUT), &dir);
     for target in ["warehouse", "billing"] {
         let delivered = format!("target {target}: pending=0 ");
         assert!(out.contains(&delivered), "{out}");

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::blocking::{read_answer, write_request};
+use common::blocking::{log_verify, read_answer, write_request};
 use common::process::{Delivered, Fanout, PyTarget};
 use common::{scratch_dir, Reply, Target};
 use std::collections::HashMap;
@@ -57,18 +57,6 @@ fn start(dir: &Path, steady: SocketAddr, flaky: SocketAddr) -> Fanout {
         ("LOOP_FLAKY", flaky.as_str()),
     ];
     Fanout::start_with(binary, &["--data-dir", &dir], &env)
-}
-
-/// `fanout log verify` on `dir`: its exit code and stdout.
-fn verify(dir: &Path) -> (Option<i32>, String) {
-    let output = std::process::Command::new(binary())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["log", "verify"])
-        .output()
-        .expect("run fanout log verify");
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.code(), out)
 }
 
 /// The bases of the route's segment files.
@@ -193,7 +181,7 @@ fn crash_loop_delivers_every_acknowledged_event_and_repeats_little() {
             for lane in 0..2 {
                 budget[lane] += CONCURRENCY + after[lane] - before[lane];
             }
-            let (code, out) = verify(&dir);
+            let (code, out) = log_verify(binary(), &dir);
             assert_eq!(
                 code,
                 Some(0),
@@ -299,7 +287,7 @@ fn a_crash_repeats_what_was_unfinished_not_what_came_after() {
     }
     // The lane's saved position holds the one unfinished event and nothing else.
     loop {
-        let (code, out) = verify(&dir);
+        let (code, out) = log_verify(binary(), &dir);
         assert_eq!(code, Some(0), "{out}");
         let saved = out.contains("target flaky: pending=1 ") && out.contains(" again=1");
         if saved && out.contains("target steady: pending=0 ") {

@@ -8,7 +8,7 @@ mod common;
 #[path = "durable/policies.rs"]
 mod policies;
 
-use common::blocking::{http_once, metric_blocking};
+use common::blocking::{http_once, metric_blocking, wait_metric};
 use common::process::{Fanout, PyTarget};
 use common::{scratch_dir, Reply, Target, PATIENCE};
 use std::net::SocketAddr;
@@ -26,22 +26,6 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> String {
     let headers = [("content-type", "application/json")];
     let answer = http_once(addr, "POST", path, &headers, body.as_bytes());
     answer.expect("fanout answers").id()
-}
-
-/// Polls `/metrics` until the metric is `value`; panics after [`PATIENCE`].
-fn wait_metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)], value: f64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = metric_blocking(addr, name, labels);
-        if now == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{labels:?} is {now}, not {value}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The dead letters of a lane: each line parsed (a line that is not JSON fails the test).
@@ -75,7 +59,12 @@ fn attempts_used_up_against_503_make_an_exhausted_dead_letter() {
         ("target", "sink"),
         ("reason", "exhausted"),
     ];
-    wait_metric(fanout.addr, "fanout_lane_dead_letters_total", &labels, 1.0);
+    wait_metric(
+        fanout.addr,
+        ("fanout_lane_dead_letters_total", &labels),
+        1.0,
+        PATIENCE,
+    );
     let lane = [("route", "always"), ("target", "sink")];
     assert_eq!(
         metric_blocking(fanout.addr, "fanout_lane_failed_total", &lane),
@@ -139,7 +128,12 @@ fn an_event_past_max_age_when_fanout_restarts_is_an_expired_dead_letter_never_de
     let restarted = SystemTime::now();
     let second = start(&dir, target.addr());
     let labels = [lane[0], lane[1], ("reason", "expired")];
-    wait_metric(second.addr, "fanout_lane_dead_letters_total", &labels, 1.0);
+    wait_metric(
+        second.addr,
+        ("fanout_lane_dead_letters_total", &labels),
+        1.0,
+        PATIENCE,
+    );
     assert_eq!(
         metric_blocking(second.addr, "fanout_lane_failed_total", &lane),
         1.0

@@ -15,7 +15,7 @@ mod common;
 #[path = "durable/ops_support.rs"]
 mod support;
 
-use common::blocking::{http_once, metric_blocking, FanoutAt, HttpAnswer};
+use common::blocking::{http_once, metric_blocking, wait_metric, FanoutAt, HttpAnswer};
 use common::process::FANOUT;
 use common::{scratch_dir, ReservedPort};
 use serde_json::Value;
@@ -42,21 +42,6 @@ fn post_all(addr: SocketAddr, events: &[(&str, &str)]) -> Vec<String> {
         .iter()
         .map(|(body, ct)| post(addr, "/orders", ct, body).id())
         .collect()
-}
-
-fn wait_metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)], value: f64) {
-    let deadline = Instant::now() + DELIVERY;
-    loop {
-        let now = metric_blocking(addr, name, labels);
-        if now == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{labels:?} is {now}, expected {value}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs `fanout --data-dir DIR ARGS` to its end.
@@ -114,7 +99,7 @@ fn dead_letters_are_written_listed_and_replayed() {
         ("target", "warehouse"),
         ("reason", "refused"),
     ];
-    wait_metric(fanout.addr, DEAD, &refused, 3.0);
+    wait_metric(fanout.addr, (DEAD, &refused), 3.0, DELIVERY);
     billing.wait_for_ids("/orders", &ids);
 
     let path = dir.join("dead-letters/orders/warehouse.ndjson");
@@ -207,7 +192,7 @@ fn dead_letters_are_written_listed_and_replayed() {
         ("order 5\n", "text/plain"),
     ];
     let first_ids = post_all(fanout.addr, &more);
-    wait_metric(fanout.addr, DEAD, &refused, 2.0);
+    wait_metric(fanout.addr, (DEAD, &refused), 2.0, DELIVERY);
     warehouse.set_status(200);
     let via = format!("http://{}", fanout.addr);
     let (replayed, text) = fanout_cli(&dir, &[&args[..], &["--via", &via]].concat(), &[]);

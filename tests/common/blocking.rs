@@ -188,3 +188,36 @@ pub fn metric_blocking(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) ->
     let answer = http_once(addr, "GET", "/metrics", &[], b"").expect("GET /metrics");
     Metrics(answer.body).value(name, labels)
 }
+
+/// Polls `addr`'s `/metrics` until the metric is `value`; panics after `patience`.
+pub fn wait_metric(
+    addr: SocketAddr,
+    (name, labels): (&str, &[(&str, &str)]),
+    value: f64,
+    patience: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let now = metric_blocking(addr, name, labels);
+        if now == value {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}{labels:?} is {now}, not {value}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `BINARY --data-dir DIR log verify`: its exit code and stdout.
+pub fn log_verify(binary: &std::path::Path, dir: &std::path::Path) -> (Option<i32>, String) {
+    let output = std::process::Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["log", "verify"])
+        .output()
+        .expect("run fanout log verify");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), out)
+}

@@ -322,12 +322,5 @@ pub fn segments(dir: &Path, route: &str) -> Vec<(u64, PathBuf)> {
 
 /// `fanout --data-dir DIR log verify`: its exit code and stdout.
 pub fn verify(dir: &Path) -> (Option<i32>, String) {
-    let output = std::process::Command::new(binary())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["log", "verify"])
-        .output()
-        .expect("run fanout log verify");
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.code(), out)
+    crate::common::blocking::log_verify(Path::new(binary()), dir)
 }
