@@ -13,6 +13,9 @@
 //! written as `body_base64` instead of `body`. Each line is written with one `write` under an
 //! exclusive `flock` of the file, which `fanout dead-letters replay` takes too, so a running
 //! server and a replay never interleave.
+//!
+//! A write is blocking file I/O: the lane runs it on tokio's blocking pool
+//! (`Lane::dead_letter`), never on a runtime worker.
 
 use base64::Engine;
 use std::fs::{File, OpenOptions};
@@ -48,7 +51,9 @@ impl Reason {
     }
 }
 
-/// The dead-letter file of one lane.
+/// The dead-letter file of one lane. Cheap to clone: a write moves a clone to the blocking
+/// pool.
+#[derive(Clone, Debug)]
 pub struct DeadLetters {
     path: PathBuf,
 }
@@ -68,18 +73,8 @@ impl DeadLetters {
         }
     }
 
-    /// Appends one line per event.
-    pub fn write(
-        &self,
-        target: &TargetSpec,
-        events: &[Event],
-        last: &LastAttempt<'_>,
-    ) -> io::Result<()> {
-        let mut lines = Vec::new();
-        for event in events {
-            serde_json::to_writer(&mut lines, &line(target, event, last))?;
-            lines.push(b'\n');
-        }
+    /// Appends `lines` (whole lines, from [`lines`]) with one `write`. Blocking.
+    pub fn write(&self, lines: &[u8]) -> io::Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -88,8 +83,19 @@ impl DeadLetters {
             .append(true)
             .open(&self.path)?;
         let _locked = Locked::exclusive(&file)?;
-        (&file).write_all(&lines)
+        (&file).write_all(lines)
     }
+}
+
+/// One line per event, stamped with the time the lane gave them up.
+pub fn lines(target: &TargetSpec, events: &[Event], last: &LastAttempt<'_>) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for event in events {
+        serde_json::to_writer(&mut lines, &line(target, event, last))
+            .expect("a JSON value serializes into a Vec");
+        lines.push(b'\n');
+    }
+    lines
 }
 
 fn line(target: &TargetSpec, event: &Event, last: &LastAttempt<'_>) -> serde_json::Value {

@@ -2,8 +2,9 @@
 //! or many per request ([`crate::parcel`]), with per-attempt timeouts, retries with
 //! exponential backoff and full jitter, `Retry-After`, and the lane's circuit breaker. An event
 //! older than the target's `max_age` is given up right before an attempt, never sent late.
-//! Every event taken ends counted exactly once ([`Held`]): delivered, failed, or (when the
-//! worker is stopped at the end of a drain) dropped with reason `shutdown`.
+//! Every event taken ends counted exactly once ([`Held`]): delivered, failed (once its dead
+//! letter is written), or (when the worker is stopped at the end of a drain) dropped with
+//! reason `shutdown`.
 
 use futures_util::FutureExt;
 use std::convert::Infallible;
@@ -91,8 +92,8 @@ fn any_expired(lane: &Lane, events: &[Event]) -> bool {
 }
 
 /// Gives up on the events of `events` older than the target's `max_age`: they leave `events`,
-/// are dead-lettered with reason `expired` and counted as failed.
-fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u32) {
+/// are dead-lettered with reason `expired` (held until written) and counted as failed.
+async fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u32) {
     let Some(max_age) = lane.spec.delivery.max_age else {
         return;
     };
@@ -116,7 +117,7 @@ fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u
         why: None,
         attempts,
     };
-    lane.dead_letter(&gone, &last);
+    lane.dead_letter(&gone, &last).await;
     // From the last: settling one shifts the held events after it.
     for &index in expired.iter().rev() {
         held.settle_one(index, Settled::Failed);
@@ -166,9 +167,9 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, events: &mut Vec<Event>, mut 
     loop {
         let attempt_permit = lane.breaker.attempt(permit(lane).await);
         if any_expired(lane, events) {
-            // Unused: a probe goes back to the breaker now, for the next worker.
+            // Unused: a probe goes back to the breaker now, not after the dead-letter write.
             drop(attempt_permit);
-            expire(lane, events, &mut held, attempt - 1);
+            expire(lane, events, &mut held, attempt - 1).await;
             if events.is_empty() {
                 return held.settle(Settled::Failed);
             }
@@ -208,7 +209,7 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, events: &mut Vec<Event>, mut 
             why: Some(&why),
             attempts: attempt,
         };
-        lane.dead_letter(events, &last);
+        lane.dead_letter(events, &last).await;
         return held.settle(Settled::Failed);
     }
 }
