@@ -4,7 +4,11 @@
 //! - a dead letter that cannot be written (a file stands where the route's dead-letter
 //!   directory goes, which stops root too) keeps its event: the write is retried and counted,
 //!   the event is not counted failed and stays in the log across a SIGKILL, and once the
-//!   obstacle is gone the letters are written and every event is accounted for.
+//!   obstacle is gone the letters are written and every event is accounted for;
+//! - `fanout dead-letters list` and `purge` read a lane's rolled files and its current one,
+//!   oldest first; purge removes what is older than a time or a duration, removes an emptied
+//!   rolled file, and keeps unreadable lines; `replay` sends them all, oldest first, and what
+//!   it delivers leaves its file.
 
 mod common;
 #[allow(dead_code)] // this file uses the receiver, not the hand-over clients
@@ -18,7 +22,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use support::{env_of, Receiver, DELIVERY};
 
 const WAREHOUSE: [(&str, &str); 2] = [("route", "orders"), ("target", "warehouse")];
@@ -145,4 +149,203 @@ fn a_dead_letter_that_cannot_be_written_keeps_its_event_until_it_is_written() {
             "every event accounted for: {line}"
         );
     }
+}
+
+/// A dead letter of `orders/warehouse` with this id, written `ago` before now.
+fn letter(id: &str, ago: Duration) -> String {
+    let time = humantime::format_rfc3339_millis(SystemTime::now() - ago);
+    format!(
+        "{{\"id\":\"{id}\",\"route\":\"orders\",\"target\":\"warehouse\",\"time\":\"{time}\",\
+         \"accepted\":\"{time}\",\"reason\":\"refused\",\"status\":400,\"error\":\"status 400\",\
+         \"attempts\":1,\"content_type\":\"application/json\",\"body\":\"{{}}\"}}\n"
+    )
+}
+
+#[test]
+fn list_and_purge_read_every_file_of_a_lane_oldest_first() {
+    let dir = scratch_dir("dead-letter-files");
+    let lanes = dir.join("dead-letters/orders");
+    std::fs::create_dir_all(&lanes).unwrap();
+    let hours = |n: u64| Duration::from_secs(n * 3600);
+    let write = |name: &str, text: String| std::fs::write(lanes.join(name), text).unwrap();
+    write(
+        "warehouse.1.ndjson",
+        letter("a", hours(48)) + &letter("b", hours(36)),
+    );
+    write(
+        "warehouse.2.ndjson",
+        letter("c", hours(30)) + "not a letter\n",
+    );
+    write("warehouse.ndjson", letter("d", hours(1)));
+    write("billing.ndjson", letter("e", hours(48)));
+
+    let (output, text) = fanout_cli(&dir, &["dead-letters", "list", "--target", "warehouse"]);
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for (line, id) in lines.iter().zip(["a", "b", "c"]) {
+        assert!(
+            line.contains(&format!(" orders/warehouse {id} reason=refused")),
+            "{text}"
+        );
+    }
+    assert_eq!(lines[3], "orders/warehouse: unreadable line: not a letter");
+    assert!(lines[4].contains(" orders/warehouse d "), "{text}");
+    assert_eq!(lines[5], "orders/warehouse: 5");
+
+    let purge = |before: &str| {
+        let args = [
+            "dead-letters",
+            "purge",
+            "--route",
+            "orders",
+            "--target",
+            "warehouse",
+        ];
+        let (output, text) = fanout_cli(&dir, &[&args[..], &["--before", before]].concat());
+        assert!(output.status.success(), "{output:?}");
+        text
+    };
+    let forty_hours_ago = humantime::format_rfc3339_seconds(SystemTime::now() - hours(40));
+    let text = purge(&forty_hours_ago.to_string());
+    assert!(
+        text.starts_with("orders/warehouse: 1 removed (written before "),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with(", 4 left"), "{text}");
+    let text = purge("24h");
+    assert!(
+        text.trim_end().ends_with(", 2 left") && text.contains(": 2 removed"),
+        "{text}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&lanes)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["billing.ndjson", "warehouse.2.ndjson", "warehouse.ndjson"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(lanes.join("warehouse.2.ndjson")).unwrap(),
+        "not a letter\n",
+        "an unreadable line is never purged"
+    );
+    let billing = std::fs::read_to_string(lanes.join("billing.ndjson")).unwrap();
+    assert!(
+        billing.starts_with("{\"id\":\"e\"") && billing.lines().count() == 1,
+        "another lane's letters stay: {billing}"
+    );
+
+    let (output, text) = fanout_cli(&dir, &["log", "verify"]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text.contains("dead letters orders/warehouse: 2 in 2 files\n"),
+        "{text}"
+    );
+    assert!(text.contains("dead letters orders/billing: 1\n"), "{text}");
+
+    let (output, _) = fanout_cli(
+        &dir,
+        &[
+            "dead-letters",
+            "purge",
+            "--route",
+            "orders",
+            "--before",
+            "1h",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--target is required: {output:?}"
+    );
+    let (output, _) = fanout_cli(
+        &dir,
+        &[
+            "dead-letters",
+            "purge",
+            "--route",
+            "orders",
+            "--target",
+            "warehouse",
+            "--before",
+            "yesterday",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "not a time: {output:?}");
+}
+
+#[test]
+fn replay_sends_every_file_oldest_first_and_removes_what_it_empties() {
+    let warehouse = Receiver::start(400);
+    let billing = Receiver::start(200);
+    let env = env_of(&warehouse, &billing);
+    let dir = scratch_dir("dead-letter-replay");
+    let lanes = dir.join("dead-letters/orders");
+    std::fs::create_dir_all(&lanes).unwrap();
+    let ids: Vec<String> = (1..=3)
+        .map(|n| format!("01900000-0000-7000-8000-00000000000{n}"))
+        .collect();
+    let ago = Duration::from_secs(60);
+    let rolled = letter(&ids[0], ago) + &letter(&ids[1], ago);
+    std::fs::write(lanes.join("warehouse.1.ndjson"), &rolled).unwrap();
+    std::fs::write(lanes.join("warehouse.ndjson"), letter(&ids[2], ago)).unwrap();
+    let current = lanes.join("warehouse.ndjson");
+    let replay = || {
+        let output = Command::new(FANOUT)
+            .envs(env.iter().copied())
+            .arg("--data-dir")
+            .arg(&dir)
+            .args([
+                "dead-letters",
+                "replay",
+                "--route",
+                "orders",
+                "--target",
+                "warehouse",
+            ])
+            .output()
+            .expect("run fanout");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout)
+    };
+
+    let (code, text) = replay();
+    assert_eq!(code, Some(1), "refused again: {text}");
+    let left = format!(
+        ": 0 replayed, 3 left in {} and 1 older files",
+        current.display()
+    );
+    assert!(text.contains(&left), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(lanes.join("warehouse.1.ndjson")).unwrap(),
+        rolled
+    );
+
+    warehouse.set_status(200);
+    let (code, text) = replay();
+    assert_eq!(code, Some(0), "{text}");
+    let left = format!(": 3 replayed, 0 left in {}\n", current.display());
+    assert!(text.ends_with(&left), "{text}");
+    let seen = warehouse.wait_for("the replayed letters", |seen| {
+        support::delivered(seen, "/orders").len() == 3
+    });
+    let order: Vec<&str> = seen
+        .iter()
+        .filter(|r| r["status"] == 200)
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(order, ids, "oldest first");
+    assert!(
+        !lanes.join("warehouse.1.ndjson").exists(),
+        "an emptied rolled file is removed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&current).unwrap(),
+        "",
+        "the current file stays"
+    );
 }
