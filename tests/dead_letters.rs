@@ -4,7 +4,8 @@
 //! - a dead letter that cannot be written (a file stands where the route's dead-letter
 //!   directory goes, which stops root too) keeps its event: the write is retried and counted,
 //!   the event is not counted failed and stays in the log across a SIGKILL, and once the
-//!   obstacle is gone the letters are written and every event is accounted for;
+//!   obstacle is gone the letters are written and every event is accounted for; a memory
+//!   lane (in process) holds such events the same way, and counts them dropped at shutdown;
 //! - `fanout dead-letters list` and `purge` read a lane's rolled files and its current one,
 //!   oldest first; purge removes what is older than a time or a duration, removes an emptied
 //!   rolled file, and keeps unreadable lines; `replay` sends them all, oldest first, and what
@@ -17,13 +18,18 @@ mod support;
 
 use common::blocking::{http_once, metric_blocking, FanoutAt};
 use common::process::FANOUT;
-use common::scratch_dir;
+use common::{scratch_dir, start_proxy, Reply, Target};
+use fanout::data_dir;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 use support::{env_of, Receiver, DELIVERY};
+
+mod table {
+    fanout::routes!("tests/routes/dead_letters.yaml");
+}
 
 const WAREHOUSE: [(&str, &str); 2] = [("route", "orders"), ("target", "warehouse")];
 const ERRORS: &str = "fanout_lane_dead_letter_errors_total";
@@ -348,4 +354,58 @@ fn replay_sends_every_file_oldest_first_and_removes_what_it_empties() {
         "",
         "the current file stays"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_lane_holds_what_it_cannot_dead_letter_and_drops_it_only_at_shutdown() {
+    let target = Target::start(Reply::Status(400)).await;
+    let env = [("REFUSING", target.addr.to_string())];
+    let proxy = start_proxy::<table::Table>(&env, Some(Duration::from_millis(300))).await;
+    let dir = scratch_dir("memory-dead-letters");
+    let obstacle = dir.join("dead-letters/kept");
+    std::fs::create_dir_all(dir.join("dead-letters")).unwrap();
+    std::fs::write(&obstacle, "a file where the route's directory goes\n").unwrap();
+    let locked = data_dir::try_lock(&dir)
+        .unwrap()
+        .expect("a fresh directory is free");
+    proxy.proxy.own(locked).expect("the data directory opens");
+    let lane = [("route", "kept"), ("target", "refusing")];
+
+    for n in 0..2 {
+        assert_eq!(
+            proxy.post("/kept", &format!("{{\"n\":{n}}}")).await.status,
+            202
+        );
+    }
+    proxy.wait_metric_at_least(ERRORS, &lane, 2.0).await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.value("fanout_lane_failed_total", &lane), 0.0);
+    assert_eq!(metrics.value("fanout_lane_inflight", &lane), 2.0);
+    std::fs::remove_file(&obstacle).unwrap();
+    let refused = [lane[0], lane[1], ("reason", "refused")];
+    proxy
+        .wait_metric("fanout_lane_dead_letters_total", &refused, 2.0)
+        .await;
+    proxy
+        .wait_metric("fanout_lane_failed_total", &lane, 2.0)
+        .await;
+
+    // The current file replaced by a directory: the next letter cannot be written until
+    // shutdown, which drops its event after the drain.
+    let current = obstacle.join("refusing.ndjson");
+    let written = std::fs::read_to_string(&current).expect("the letters");
+    assert_eq!(written.lines().count(), 2, "{written}");
+    std::fs::remove_file(&current).unwrap();
+    std::fs::create_dir(&current).unwrap();
+    let errors = proxy.metrics().await.value(ERRORS, &lane);
+    assert_eq!(proxy.post("/kept", "{\"n\":2}").await.status, 202);
+    proxy
+        .wait_metric_at_least(ERRORS, &lane, errors + 1.0)
+        .await;
+    let state = proxy.proxy.clone();
+    proxy.shutdown().await;
+    let metrics = &state.table.kept.lanes.refusing.metrics;
+    assert_eq!(metrics.dropped_shutdown.get(), 1);
+    assert_eq!(metrics.failed.get(), 2);
+    assert_eq!(metrics.inflight.get(), 0);
 }
