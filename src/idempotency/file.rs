@@ -29,6 +29,9 @@ pub(super) struct KeyFile {
     lines: usize,
     /// Whether a thread is rewriting it (one at a time).
     compacting: bool,
+    /// No rewrite is tried before the file holds this many lines: after a failed one, another
+    /// 1000, so a disk that keeps failing does not cost a thread per request.
+    next_try: usize,
 }
 
 /// A line of the file, as read back: when the key expires, its event's id, the key.
@@ -51,6 +54,7 @@ impl KeyFile {
             file: OpenOptions::new().append(true).open(path)?,
             lines: live.len(),
             compacting: false,
+            next_try: 0,
         };
         Ok((file, live))
     }
@@ -67,7 +71,8 @@ impl KeyFile {
     ) -> io::Result<()> {
         self.file.write_all(line(expires, id, key).as_bytes())?;
         self.lines += 1;
-        if self.lines > 2 * live + 1000 && !self.compacting {
+        let grown = self.lines > 2 * live + 1000 && self.lines >= self.next_try;
+        if grown && !self.compacting {
             self.compacting = true;
             let (keys, path) = (keys.clone(), self.path.clone());
             let compacting = std::thread::Builder::new()
@@ -75,6 +80,7 @@ impl KeyFile {
                 .spawn(move || compact_in_background(&keys, &path));
             if let Err(error) = compacting {
                 self.compacting = false;
+                self.next_try = self.lines + 1000;
                 return Err(error);
             }
         }
@@ -90,13 +96,15 @@ fn lines(live: &[Line]) -> String {
     lines
 }
 
-/// The key file's rewrite, on a thread of its own; the next `persist` past the threshold tries
-/// again if it fails.
+/// The key file's rewrite, on a thread of its own; if it fails, tried again 1000 lines later.
 fn compact_in_background(keys: &Mutex<Keys>, path: &Path) {
     let compacted = compact(keys, path);
     let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(file) = &mut keys.file {
         file.compacting = false;
+        if compacted.is_err() {
+            file.next_try = file.lines + 1000;
+        }
     }
     if let Err(error) = compacted {
         tracing::warn!(path = %path.display(), %error, "cannot rewrite the remembered keys");
@@ -125,7 +133,8 @@ fn compact(keys: &Mutex<Keys>, path: &Path) -> io::Result<()> {
     // file: it is not this one's to rewrite any more.
     let (appending, at_path) = (file.file.metadata()?, std::fs::metadata(path)?);
     if (appending.dev(), appending.ino()) != (at_path.dev(), at_path.ino()) {
-        return std::fs::remove_file(&temporary);
+        std::fs::remove_file(&temporary)?;
+        return Err(io::Error::other("the file was replaced by another process"));
     }
     let mut tail = Vec::new();
     let mut old = File::open(path)?;
