@@ -162,7 +162,7 @@ fn flock_exclusive(file: &File) -> io::Result<()> {
 }
 
 /// When a dead letter was written (its `time`); `None` for a line that cannot be read.
-pub fn written_at(line: &str) -> Option<SystemTime> {
+fn written_at(line: &str) -> Option<SystemTime> {
     let letter: serde_json::Value = serde_json::from_str(line).ok()?;
     humantime::parse_rfc3339(letter["time"].as_str()?).ok()
 }

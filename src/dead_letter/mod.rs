@@ -29,7 +29,7 @@ use crate::event::Event;
 use crate::sink::Why;
 use crate::spec::TargetSpec;
 
-pub use files::{files, purge, written_at, Locked, Purged};
+pub use files::{files, purge, Locked, Purged};
 
 /// Past this size the current file rolls into a numbered one: small enough to read, copy or
 /// replay one file at a time, large enough that a lane rolls rarely (about 64,000 letters of
