@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// An event fan-out proxy with its routes compiled in.
 ///
@@ -93,7 +93,8 @@ pub enum DeadLetters {
         #[arg(long)]
         target: Option<String>,
     },
-    /// Send a lane's dead letters again; those delivered leave the file, the others stay
+    /// Send a lane's dead letters again, oldest first; those delivered leave their file, the
+    /// others stay
     Replay {
         #[arg(long)]
         route: String,
@@ -105,6 +106,31 @@ pub enum DeadLetters {
         #[arg(long, value_name = "URL")]
         via: Option<String>,
     },
+    /// Remove a lane's dead letters written before a time; print how many were removed and
+    /// how many are left (unreadable lines always stay)
+    Purge {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        target: String,
+        /// An RFC 3339 time (2026-11-23T18:00:00Z), or a duration (24h: those older than that)
+        #[arg(long, value_name = "TIME", value_parser = before)]
+        before: SystemTime,
+    },
+}
+
+/// The time `--before` names: an RFC 3339 time, or a duration before now.
+fn before(text: &str) -> Result<SystemTime, String> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        "expected an RFC 3339 time such as 2026-11-23T18:00:00Z or a duration such as 24h"
+            .to_owned()
+    })?;
+    SystemTime::now()
+        .checked_sub(ago)
+        .ok_or_else(|| format!("{text} before now is before 1970"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,8 +1,10 @@
 //! Delivery: the workers of a lane take events and POST them to the target, one per request
 //! or many per request ([`crate::parcel`]), with per-attempt timeouts, retries with
-//! exponential backoff and full jitter, `Retry-After`, and the lane's circuit breaker. Every
-//! event taken ends counted exactly once ([`Held`]): delivered, failed, or (when the worker is
-//! stopped at the end of a drain) dropped with reason `shutdown`.
+//! exponential backoff and full jitter, `Retry-After`, and the lane's circuit breaker. An event
+//! older than the target's `max_age` is given up right before an attempt, never sent late.
+//! Every event taken ends counted exactly once ([`Held`]): delivered, failed (once its dead
+//! letter is written), or (when the worker is stopped at the end of a drain) dropped with
+//! reason `shutdown`.
 
 use futures_util::FutureExt;
 use std::convert::Infallible;
@@ -53,58 +55,72 @@ async fn restarting<W: Future<Output = Infallible>>(lane: &Lane, mut start: impl
 async fn work(lane: &Lane) -> Infallible {
     let mut sink = lane.endpoint.connect();
     match &lane.spec.delivery.batch {
-        None => loop {
-            let (event, held) = lane.take().await;
-            let events = std::slice::from_ref(&event);
-            deliver(lane, &mut sink, Parcel::single(&event), events, held).await;
-        },
+        None => {
+            let mut events = Vec::with_capacity(1);
+            loop {
+                let (event, held) = lane.take().await;
+                events.push(event);
+                deliver(lane, &mut sink, &mut events, held).await;
+                events.clear();
+            }
+        }
         Some(policy) => {
             let mut events = Vec::with_capacity(policy.max_events);
             loop {
-                let mut held = gather(lane, policy, &mut events).await;
-                expire(lane, &mut events, &mut held, 0);
-                if events.is_empty() {
-                    held.settle(Settled::Failed);
-                    continue;
-                }
-                let parcel = Parcel::batch(&events);
-                deliver(lane, &mut sink, parcel, &events, held).await;
+                let held = gather(lane, policy, &mut events).await;
+                deliver(lane, &mut sink, &mut events, held).await;
                 events.clear();
             }
         }
     }
 }
 
-/// Gives up on the events of `events` older than the target's `max_age`: dead-lettered with
-/// reason `expired`, counted as failed. Returns whether any was.
-fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u32) -> bool {
-    let Some(max_age) = lane.spec.delivery.max_age else {
-        return false;
-    };
-    let before = events.len();
-    let mut index = 0;
-    while index < events.len() {
-        if events[index].age() < max_age {
-            index += 1;
-            continue;
-        }
-        let event = events.remove(index);
-        let last = LastAttempt {
-            reason: Reason::Expired,
-            why: None,
-            attempts,
-        };
-        lane.dead_letter(std::slice::from_ref(&event), &last);
-        held.settle_one(index, Settled::Failed);
+/// What is sent for `events`: the event alone, or (a batch lane) an NDJSON batch.
+fn parcel(lane: &Lane, events: &[Event]) -> Parcel {
+    match (&lane.spec.delivery.batch, events) {
+        (None, [event]) => Parcel::single(event),
+        _ => Parcel::batch(events),
     }
-    events.len() < before
 }
 
-/// Whether a single event is older than the target's `max_age`.
-fn expired(lane: &Lane, events: &[Event]) -> bool {
-    match (lane.spec.delivery.max_age, events) {
-        (Some(max_age), [event]) => event.age() >= max_age,
-        _ => false,
+/// Whether an event of `events` is older than the target's `max_age`.
+fn any_expired(lane: &Lane, events: &[Event]) -> bool {
+    lane.spec
+        .delivery
+        .max_age
+        .is_some_and(|max_age| events.iter().any(|event| event.age() >= max_age))
+}
+
+/// Gives up on the events of `events` older than the target's `max_age`: they leave `events`,
+/// are dead-lettered with reason `expired` (held until written) and counted as failed.
+async fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u32) {
+    let Some(max_age) = lane.spec.delivery.max_age else {
+        return;
+    };
+    let expired: Vec<usize> = (0..events.len())
+        .filter(|&index| events[index].age() >= max_age)
+        .collect();
+    let mut gone: Vec<Event> = expired.iter().rev().map(|&i| events.remove(i)).collect();
+    gone.reverse();
+    let ids: Vec<String> = gone
+        .iter()
+        .map(|event| event.id_text(&mut [0; 36]).to_owned())
+        .collect();
+    tracing::warn!(
+        route = lane.spec.route,
+        target = lane.spec.name,
+        ?ids,
+        "delivery given up: older than max_age"
+    );
+    let last = LastAttempt {
+        reason: Reason::Expired,
+        why: None,
+        attempts,
+    };
+    lane.dead_letter(&gone, &last).await;
+    // From the last: settling one shifts the held events after it.
+    for &index in expired.iter().rev() {
+        held.settle_one(index, Settled::Failed);
     }
 }
 
@@ -140,36 +156,26 @@ async fn gather<'a>(lane: &'a Lane, policy: &BatchPolicy, events: &mut Vec<Event
     held
 }
 
-/// Sends `parcel` (made of `events`) until it is delivered, refused for good, out of
-/// attempts, or (a single event) past the target's `max_age`; settles `held` accordingly and
-/// dead-letters what was given up.
-async fn deliver(
-    lane: &Lane,
-    sink: &mut Sink<'_>,
-    parcel: Parcel,
-    events: &[Event],
-    held: Held<'_>,
-) {
-    let count = held.count();
+/// Sends `events` until they are delivered, refused for good or out of attempts; settles
+/// `held` accordingly and dead-letters what was given up. Right before each attempt, once the
+/// breaker lets it send, the events older than the target's `max_age` are given up (a batch
+/// goes on with the others), so no wait on the breaker or a backoff sends one late.
+async fn deliver(lane: &Lane, sink: &mut Sink<'_>, events: &mut Vec<Event>, mut held: Held<'_>) {
     let retry = &lane.spec.delivery.retry;
-    let give_up = |held: Held<'_>, reason, why, attempts| {
-        lane.dead_letter(
-            events,
-            &LastAttempt {
-                reason,
-                why,
-                attempts,
-            },
-        );
-        held.settle(Settled::Failed);
-    };
+    let mut parcel = parcel(lane, events);
     let mut attempt = 1;
     loop {
-        if expired(lane, events) {
-            tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, "delivery given up: older than max_age");
-            return give_up(held, Reason::Expired, None, attempt - 1);
-        }
         let attempt_permit = lane.breaker.attempt(permit(lane).await);
+        if any_expired(lane, events) {
+            // Unused: a probe goes back to the breaker now, not after the dead-letter write.
+            drop(attempt_permit);
+            expire(lane, events, &mut held, attempt - 1).await;
+            if events.is_empty() {
+                return held.settle(Settled::Failed);
+            }
+            parcel = self::parcel(lane, events);
+            continue;
+        }
         if attempt > 1 {
             lane.metrics.retries.inc();
         }
@@ -179,42 +185,56 @@ async fn deliver(
             .duration
             .observe(started.elapsed().as_secs_f64());
         let alive = !matches!(outcome, Outcome::Retryable { .. });
-        match attempt_permit.record(alive) {
-            Change::Opened(cooldown) => {
-                lane.metrics.circuit_open.set(1);
-                tracing::warn!(
-                    route = lane.spec.route,
-                    target = lane.spec.name,
-                    ?cooldown,
-                    "circuit open: pausing deliveries"
-                );
-            }
-            Change::Closed => {
-                lane.metrics.circuit_open.set(0);
-                tracing::info!(
-                    route = lane.spec.route,
-                    target = lane.spec.name,
-                    "circuit closed: target answers again"
-                );
-            }
-            Change::None => {}
-        }
-        match outcome {
+        note(lane, attempt_permit.record(alive));
+        let count = held.count();
+        let (reason, why) = match outcome {
             Outcome::Delivered => return held.settle(Settled::Delivered),
             Outcome::Permanent(why) => {
                 tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, %why, "delivery failed: not retried");
-                return give_up(held, Reason::Refused, Some(&why), attempt);
+                (Reason::Refused, why)
+            }
+            Outcome::Retryable { why, .. } if attempt >= retry.attempts => {
+                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
+                (Reason::Exhausted, why)
             }
             Outcome::Retryable { why, retry_after } => {
-                if attempt >= retry.attempts {
-                    tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
-                    return give_up(held, Reason::Exhausted, Some(&why), attempt);
-                }
                 tracing::debug!(route = lane.spec.route, target = lane.spec.name, attempt, %why, "retrying");
                 tokio::time::sleep(backoff(retry, attempt, retry_after)).await;
                 attempt += 1;
+                continue;
             }
+        };
+        let last = LastAttempt {
+            reason,
+            why: Some(&why),
+            attempts: attempt,
+        };
+        lane.dead_letter(events, &last).await;
+        return held.settle(Settled::Failed);
+    }
+}
+
+/// Logs a change of the lane's circuit and sets its gauge.
+fn note(lane: &Lane, change: Change) {
+    match change {
+        Change::Opened(cooldown) => {
+            lane.metrics.circuit_open.set(1);
+            tracing::warn!(
+                route = lane.spec.route,
+                target = lane.spec.name,
+                ?cooldown,
+                "circuit open: pausing deliveries"
+            );
         }
+        Change::Closed => {
+            lane.metrics.circuit_open.set(0);
+            tracing::info!(
+                route = lane.spec.route,
+                target = lane.spec.name,
+                "circuit closed: target answers again"
+            );
+        }
+        Change::None => {}
     }
 }
 

@@ -25,7 +25,7 @@
 //!   line.
 //! - [`dead_letter`]: where a lane puts what it gives up on; [`data_dir`]: the directory of
 //!   logs and dead letters, its lock and its hand-over on a restart; [`tools`]: the
-//!   `dead-letters` and `log verify` commands.
+//!   `dead-letters` (list, replay, purge) and `log verify` commands.
 //! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
 //!   process around it.
 

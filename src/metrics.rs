@@ -135,6 +135,8 @@ pub struct LaneMetrics {
     /// Events written to the lane's dead-letter file, one counter per [`Reason`] in
     /// `Reason::ALL` order.
     pub dead_letters: [IntCounter; 3],
+    /// Dead-letter writes that failed (each is tried again; its events stay held meanwhile).
+    pub dead_letter_errors: IntCounter,
     /// Events taken from the queue and not yet delivered, failed or dropped.
     pub inflight: IntGauge,
     pub circuit_open: IntGauge,
@@ -190,6 +192,10 @@ impl LaneMetrics {
                     .const_label("reason", reason.as_str()),
                 )
             }),
+            dead_letter_errors: counter(opts(
+                "fanout_lane_dead_letter_errors_total",
+                "Dead-letter writes that failed; each is tried again, its events held until written.",
+            )),
             inflight: gauge(opts(
                 "fanout_lane_inflight",
                 "Events a delivery worker holds (sending, backing off or waiting on the breaker).",
@@ -230,6 +236,7 @@ impl LaneMetrics {
         for counter in &self.dead_letters {
             register(registry, counter);
         }
+        register(registry, &self.dead_letter_errors);
         register(registry, &self.inflight);
         register(registry, &self.circuit_open);
         register(registry, &self.duration);

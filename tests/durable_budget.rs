@@ -1,7 +1,8 @@
 //! Durable routes in process, on a real socket and a real data directory: a full disk budget
 //! answers 503 with Retry-After and recovers once the target drains the log; batch lanes and
 //! single lanes read the same log; an event older than `max_age` becomes a dead letter with
-//! reason `expired`; every fsync policy (`always`, a period, `never`) delivers every event it
+//! reason `expired`, also when the breaker held it past its age (single or batched: nothing is
+//! sent late); every fsync policy (`always`, a period, `never`) delivers every event it
 //! acknowledged.
 
 mod common;
@@ -200,6 +201,90 @@ async fn every_fsync_policy_delivers_every_event_it_acknowledged() {
             .map(|r| r.path.as_str())
             .collect::<Vec<_>>();
         assert_eq!(deliveries, [format!("/{route}")], "{route}: {id}");
+    }
+    proxy.shutdown().await;
+}
+
+/// When the event `id` (a UUID v7) was accepted, in Unix milliseconds.
+fn accepted_ms(id: &str) -> u128 {
+    let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
+    u128::from_str_radix(&hex, 16).expect("a UUID v7 starts with its time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_holds_after_a_breaker_pause_for_single_events_and_batches() {
+    let single = Target::start(Reply::Status(503)).await;
+    let batch = Target::start(Reply::Status(503)).await;
+    let env = [
+        ("PAUSED_SINGLE", single.addr.to_string()),
+        ("PAUSED_BATCH", batch.addr.to_string()),
+    ];
+    let (proxy, dir) = start(&env).await;
+    let mut ids = HashSet::new();
+    for n in 0..5 {
+        let answer = proxy.post("/paused", &format!("{{\"n\":{n}}}")).await;
+        assert_eq!(answer.status, 202);
+        ids.insert(answer.id());
+    }
+    let lanes = [("single", &single), ("batch", &batch)];
+    for (name, _) in lanes {
+        let lane = [("route", "paused"), ("target", name)];
+        proxy
+            .wait_metric("fanout_lane_circuit_open", &lane, 1.0)
+            .await;
+    }
+    // The breaker pauses each lane for 1 s, twice the events' max_age; the target is back
+    // before the pause ends, so a worker that did not look at the age again would deliver.
+    let answered_503 = lanes.map(|(_, target)| {
+        target.set_reply(Reply::Status(200));
+        target.count()
+    });
+    for (name, _) in lanes {
+        let expired = [("route", "paused"), ("target", name), ("reason", "expired")];
+        proxy
+            .wait_metric("fanout_lane_dead_letters_total", &expired, 5.0)
+            .await;
+        let lane = [("route", "paused"), ("target", name)];
+        let metrics = proxy.metrics().await;
+        assert_eq!(metrics.value("fanout_lane_failed_total", &lane), 5.0);
+        assert_eq!(metrics.value("fanout_lane_delivered_total", &lane), 0.0);
+        let path = dir.join(format!("dead-letters/paused/{name}.ndjson"));
+        let text = std::fs::read_to_string(&path).expect("the lane's dead letters");
+        let letters: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object a line"))
+            .collect();
+        assert!(letters.iter().all(|l| l["reason"] == "expired"), "{text}");
+        let written: HashSet<String> = letters
+            .iter()
+            .map(|l| l["id"].as_str().expect("an id").to_owned())
+            .collect();
+        assert_eq!(written, ids, "{name}");
+    }
+    for ((name, target), before) in lanes.iter().zip(answered_503) {
+        assert_eq!(target.count(), before, "{name}: nothing sent after max_age");
+    }
+
+    // A fresh event goes through the probe and closes the circuit.
+    let fresh = proxy.post("/paused", "{\"fresh\":true}").await.id();
+    for ((name, target), before) in lanes.iter().zip(answered_503) {
+        let received = target.wait_for(before + 1).await;
+        let late = &received[before..];
+        // A batch of one names its event in `fanout-event-ids`.
+        let header = match *name {
+            "batch" => "fanout-event-ids",
+            _ => "fanout-event-id",
+        };
+        let ids: Vec<&str> = late.iter().map(|r| r.header(header)).collect();
+        assert_eq!(ids, [fresh.as_str()], "{name}");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        assert!(
+            now_ms - accepted_ms(&fresh) < 500,
+            "{name}: delivered within max_age"
+        );
     }
     proxy.shutdown().await;
 }

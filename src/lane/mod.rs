@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::breaker::Breaker;
-use crate::dead_letter::{DeadLetters, LastAttempt};
+use crate::dead_letter::{self, DeadLetters, LastAttempt};
 use crate::event::Event;
 use crate::log::{self, Commit, Log};
 use crate::metrics::LaneMetrics;
@@ -31,6 +31,11 @@ use crate::spec::{RouteSpec, Storage as StorageKind, TargetSpec};
 use crate::startup::StartupError;
 
 pub use memory::Reservation;
+
+/// The pause after a failed dead-letter write; it doubles after each failure in a row.
+const DEAD_LETTER_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a dead-letter write.
+const DEAD_LETTER_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 pub struct Lane {
     pub spec: &'static TargetSpec,
@@ -290,20 +295,41 @@ impl Lane {
         }
     }
 
-    /// Writes `events` to the lane's dead letters if it has a data directory, counting them.
-    pub fn dead_letter(&self, events: &[Event], last: &LastAttempt<'_>) {
+    /// Writes `events` to the lane's dead letters if it has a data directory, counting them,
+    /// off the runtime's worker threads. A write that fails is counted, logged and tried again
+    /// after a pause (doubling up to [`DEAD_LETTER_MAX_PAUSE`]) until it succeeds: the caller
+    /// holds the events meanwhile, so a dead letter that cannot be written is never settled
+    /// (a durable lane keeps it in its log), and a shutdown that stops the worker leaves it
+    /// where any held event goes (`Held`'s drop).
+    pub async fn dead_letter(&self, events: &[Event], last: &LastAttempt<'_>) {
         let Some(dead_letters) = self.dead_letters.get() else {
             return;
         };
-        match dead_letters.write(self.spec, events, last) {
-            Ok(()) => self.metrics.dead_letters[last.reason as usize].inc_by(events.len() as u64),
-            Err(error) => tracing::error!(
+        let lines = bytes::Bytes::from(dead_letter::lines(self.spec, events, last));
+        let mut pause = DEAD_LETTER_PAUSE;
+        loop {
+            let (writer, lines) = (dead_letters.clone(), lines.clone());
+            let written = tokio::task::spawn_blocking(move || writer.write(&lines))
+                .await
+                .unwrap_or_else(|stopped| Err(std::io::Error::other(stopped)));
+            let error = match written {
+                Ok(()) => {
+                    let written = &self.metrics.dead_letters[last.reason as usize];
+                    return written.inc_by(events.len() as u64);
+                }
+                Err(error) => error,
+            };
+            self.metrics.dead_letter_errors.inc();
+            tracing::error!(
                 route = self.spec.route,
                 target = self.spec.name,
                 %error,
                 events = events.len(),
-                "cannot write dead letters"
-            ),
+                retry_in = ?pause,
+                "cannot write dead letters: their events stay held until they are written"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(DEAD_LETTER_MAX_PAUSE);
         }
     }
 }

@@ -10,20 +10,31 @@
 //!
 //! `reason` is `exhausted`, `refused` or `expired`; `status` is the target's last answer
 //! (`null` if it gave none), `error` says what happened in words. A body that is not UTF-8 is
-//! written as `body_base64` instead of `body`. Each line is written with one `write` under an
-//! exclusive `flock` of the file, which `fanout dead-letters replay` takes too, so a running
-//! server and a replay never interleave.
+//! written as `body_base64` instead of `body`. The file rolls by size into numbered files that
+//! nothing but `fanout dead-letters purge` or a replay deletes (`files.rs`). Every write holds
+//! the lane's exclusive `flock`, which `fanout dead-letters replay|purge` take too, so a running
+//! server and a tool never interleave.
+//!
+//! A write is blocking file I/O: the lane runs it on tokio's blocking pool
+//! (`Lane::dead_letter`), never on a runtime worker.
+
+mod files;
 
 use base64::Engine;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::io::AsRawFd;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::event::Event;
 use crate::sink::Why;
 use crate::spec::TargetSpec;
+
+pub use files::{files, purge, Locked, Purged};
+
+/// Past this size the current file rolls into a numbered one: small enough to read, copy or
+/// replay one file at a time, large enough that a lane rolls rarely (about 64,000 letters of
+/// 1 KiB).
+pub const ROLL_BYTES: u64 = 64 << 20;
 
 /// Why a lane gave up on an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +59,15 @@ impl Reason {
     }
 }
 
-/// The dead-letter file of one lane.
+/// The dead-letter files of one lane. Cheap to clone: a write moves a clone to the blocking
+/// pool.
+#[derive(Clone, Debug)]
 pub struct DeadLetters {
-    path: PathBuf,
+    /// `dead-letters/<route>` of the data directory (created on the first dead letter).
+    dir: PathBuf,
+    target: &'static str,
+    /// The size past which the current file rolls ([`ROLL_BYTES`]).
+    roll_at: u64,
 }
 
 /// How a delivery ended, for the record.
@@ -61,35 +78,37 @@ pub struct LastAttempt<'a> {
 }
 
 impl DeadLetters {
-    /// The dead-letter file of `target` in `data_dir` (created on the first dead letter).
+    /// The dead-letter files of `target` in `data_dir`.
     pub fn new(data_dir: &Path, target: &TargetSpec) -> DeadLetters {
         DeadLetters {
-            path: path(data_dir, target.route, target.name),
+            dir: dir(data_dir, target.route),
+            target: target.name,
+            roll_at: ROLL_BYTES,
         }
     }
 
-    /// Appends one line per event.
-    pub fn write(
-        &self,
-        target: &TargetSpec,
-        events: &[Event],
-        last: &LastAttempt<'_>,
-    ) -> io::Result<()> {
-        let mut lines = Vec::new();
-        for event in events {
-            serde_json::to_writer(&mut lines, &line(target, event, last))?;
-            lines.push(b'\n');
-        }
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        let _locked = Locked::exclusive(&file)?;
-        (&file).write_all(&lines)
+    /// Appends `lines` (whole lines, from [`lines`]) to the current file with one `write`
+    /// under the lane's lock, rolling the file first if they would take it past its size.
+    /// Blocking.
+    pub fn write(&self, lines: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::io("dead_letter::write")?;
+        std::fs::create_dir_all(&self.dir)?;
+        Locked::lane(&self.dir, self.target)?
+            .roll_for(lines.len() as u64, self.roll_at)?
+            .append(lines)
     }
+}
+
+/// One line per event, stamped with the time the lane gave them up.
+pub fn lines(target: &TargetSpec, events: &[Event], last: &LastAttempt<'_>) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for event in events {
+        serde_json::to_writer(&mut lines, &line(target, event, last))
+            .expect("a JSON value serializes into a Vec");
+        lines.push(b'\n');
+    }
+    lines
 }
 
 fn line(target: &TargetSpec, event: &Event, last: &LastAttempt<'_>) -> serde_json::Value {
@@ -126,30 +145,12 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// The dead-letter file of a lane.
+/// The directory of a route's dead letters.
+pub fn dir(data_dir: &Path, route: &str) -> PathBuf {
+    data_dir.join("dead-letters").join(route)
+}
+
+/// The current dead-letter file of a lane: the one written to.
 pub fn path(data_dir: &Path, route: &str, target: &str) -> PathBuf {
-    data_dir
-        .join("dead-letters")
-        .join(route)
-        .join(format!("{target}.ndjson"))
-}
-
-/// An exclusive `flock` of a file, released when dropped.
-pub struct Locked<'a>(&'a File);
-
-impl<'a> Locked<'a> {
-    pub fn exclusive(file: &'a File) -> io::Result<Locked<'a>> {
-        // SAFETY: flock only reads the descriptor, which `file` keeps open.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Locked(file))
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
+    files::current(&dir(data_dir, route), target)
 }

@@ -8,18 +8,18 @@
 //! may still be refused. The keys of a route live in a map bounded by [`MAX_KEYS`] (past it, the oldest key is
 //! forgotten early) and expire after the window. A durable route also appends each key to
 //! `idempotency-keys` in its log directory before the 202, and reads that file back at start-up
-//! (keeping the keys still in their window), so a restart does not forget them; the file is
-//! rewritten with the live keys when it has grown to twice their number.
+//! (keeping the keys still in their window), so a restart does not forget them (`file.rs`).
+
+mod file;
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::signature;
 use crate::spec::RouteSpec;
+use file::KeyFile;
 
 /// Keys a route remembers at most.
 pub const MAX_KEYS: usize = 100_000;
@@ -41,8 +41,8 @@ struct Keys {
     /// When each key expires, oldest first. A key given back and claimed again is here twice:
     /// only the entry whose time its `ids` entry holds forgets it.
     expiry: VecDeque<(u64, Box<[u8]>)>,
-    /// The durable route's file, and the lines it holds.
-    file: Option<(PathBuf, File, usize)>,
+    /// The durable route's file.
+    file: Option<KeyFile>,
 }
 
 /// What a key says about a request.
@@ -133,40 +133,24 @@ impl IdempotencyKeys {
     pub fn persist(&self, key: &[u8], id: [u8; 16]) -> io::Result<()> {
         let mut keys = self.lock();
         let live = keys.ids.len();
-        let Some((path, file, lines)) = &mut keys.file else {
+        let Some(file) = &mut keys.file else {
             return Ok(());
         };
         let expires = unix_millis(SystemTime::now()) + self.window.as_millis() as u64;
-        file.write_all(line(expires, &id, key).as_bytes())?;
-        *lines += 1;
-        if *lines > 2 * live + 1000 {
-            let path = path.clone();
-            keys.rewrite(&path)?;
-        }
-        Ok(())
+        file.append(expires, &id, key, live, &self.keys)
     }
 
     /// Reads the keys a durable route kept in `path` (those still in their window), and
     /// appends to it from now on.
     pub fn open(&self, path: &Path) -> io::Result<()> {
-        let now = unix_millis(SystemTime::now());
+        let (file, live) = KeyFile::open(path)?;
         let mut keys = self.lock();
-        if let Ok(file) = File::open(path) {
-            let mut read = Vec::new();
-            for text in io::BufReader::new(file).lines() {
-                if let Some((expires, id, key)) = parse(&text?) {
-                    if expires > now {
-                        read.push((expires, id, key));
-                    }
-                }
-            }
-            read.sort_by_key(|(expires, _, _)| *expires);
-            for (expires, id, key) in read.into_iter().rev().take(MAX_KEYS).rev() {
-                keys.ids.insert(key.clone().into(), (id, true, expires));
-                keys.expiry.push_back((expires, key.into()));
-            }
+        for (expires, id, key) in live {
+            keys.ids.insert(key.clone().into(), (id, true, expires));
+            keys.expiry.push_back((expires, key.into()));
         }
-        keys.rewrite(path)
+        keys.file = Some(file);
+        Ok(())
     }
 }
 
@@ -197,24 +181,6 @@ impl Keys {
             self.ids.remove(&key);
         }
         live
-    }
-
-    /// Replaces `path` with the live keys, and appends to it from now on.
-    fn rewrite(&mut self, path: &Path) -> io::Result<()> {
-        let temporary = path.with_extension("new");
-        let mut text = String::new();
-        for (expires, key) in &self.expiry {
-            if let Some((id, true, live)) = self.ids.get(key) {
-                if live == expires {
-                    text.push_str(&line(*expires, id, key));
-                }
-            }
-        }
-        std::fs::write(&temporary, &text)?;
-        std::fs::rename(&temporary, path)?;
-        let file = OpenOptions::new().append(true).open(path)?;
-        self.file = Some((path.to_owned(), file, self.ids.len()));
-        Ok(())
     }
 }
 
@@ -282,21 +248,6 @@ pub enum Duplicate {
     InProgress,
 }
 
-/// `<expires, Unix ms> <id, 32 hex> <key, hex>\n`.
-fn line(expires: u64, id: &[u8; 16], key: &[u8]) -> String {
-    format!("{expires} {} {}\n", signature::hex(id), signature::hex(key))
-}
-
-fn parse(line: &str) -> Option<(u64, [u8; 16], Vec<u8>)> {
-    let mut fields = line.split(' ');
-    let expires = fields.next()?.parse().ok()?;
-    let id = signature::unhex(fields.next()?.as_bytes())?
-        .try_into()
-        .ok()?;
-    let key = signature::unhex(fields.next()?.as_bytes())?;
-    Some((expires, id, key))
-}
-
 fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -312,7 +263,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_is_seen_until_released_and_lines_read_back() {
+    fn a_key_is_seen_until_released_or_taken() {
         let route = crate::spec::RouteSpec {
             name: "r",
             path: "/r",
@@ -358,10 +309,6 @@ mod tests {
         keys.taken(b"k", [5; 16]);
         assert_eq!(keys.claim_at(b"k", [6; 16], 60_000), Claim::Seen([5; 16]));
         assert_eq!(keys.claim_at(b"k", [6; 16], 90_000), Claim::New);
-        assert_eq!(
-            parse(line(5, &[7; 16], b"a b").trim_end()),
-            Some((5, [7; 16], b"a b".to_vec()))
-        );
         assert!(valid(b"abc-123") && !valid(b"") && !valid(b"a b"));
     }
 }
