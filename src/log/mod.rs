@@ -21,6 +21,7 @@
 //! at-least-once, never a loss. Its *watermark*, the position before which it has finished
 //! with everything, is what the disk budget and segment deletion go by.
 
+mod commit;
 mod housekeeping;
 mod metrics;
 mod progress;
@@ -29,6 +30,8 @@ mod recover;
 mod verify;
 mod writer;
 
+use commit::{Batch, Pending};
+pub use commit::{Commit, Refused};
 pub use housekeeping::HOUSEKEEPING;
 pub use metrics::{LogMetrics, Op};
 pub use progress::Progress;
@@ -36,10 +39,10 @@ pub use recover::{check_formats, scan, Damage, DamageKind, Scan};
 pub use verify::verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::event::Event;
 use crate::spec::{Fsync, RouteSpec};
@@ -92,79 +95,6 @@ struct Open {
 pub struct Tail {
     pub position: u64,
     pub records: u64,
-}
-
-/// Records appended and not yet taken by a writer.
-struct Pending {
-    bytes: Vec<u8>,
-    records: u64,
-    /// Completes when the writer has written what `bytes` holds.
-    batch: Arc<Batch>,
-    /// The buffer of the last write, cleared, for the next one.
-    spare: Vec<u8>,
-    /// A request is writing (`never` or a period): appends leave the write to it.
-    writing: bool,
-    /// The writer thread waits for appends (`always`): the next append wakes it.
-    idle: bool,
-    closing: bool,
-}
-
-/// One write of the writer thread, and everyone waiting for it.
-struct Batch {
-    state: AtomicU8,
-    done: Notify,
-}
-
-const WAITING: u8 = 0;
-const WRITTEN: u8 = 1;
-const FAILED: u8 = 2;
-
-impl Batch {
-    fn new() -> Arc<Batch> {
-        Arc::new(Batch {
-            state: AtomicU8::new(WAITING),
-            done: Notify::new(),
-        })
-    }
-
-    fn finish(&self, written: bool) {
-        let state = if written { WRITTEN } else { FAILED };
-        self.state.store(state, Ordering::Release);
-        self.done.notify_waiters();
-    }
-}
-
-/// Why the log did not take an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// It would take the log past the route's `disk_buffer`.
-    Full,
-    /// The log is not open (yet, or any more).
-    NotOpen,
-    /// The write that covered it failed.
-    Failed,
-}
-
-/// An event appended to the log, to await before answering 202 (a clone awaits the same).
-#[must_use]
-#[derive(Clone)]
-pub struct Commit(Arc<Batch>);
-
-impl Commit {
-    /// Completes once the event's record is written (and synced, with `fsync: always`), or
-    /// could not be.
-    pub async fn written(self) -> Result<(), Refused> {
-        loop {
-            let done = self.0.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            match self.0.state.load(Ordering::Acquire) {
-                WRITTEN => return Ok(()),
-                FAILED => return Err(Refused::Failed),
-                _ => done.await,
-            }
-        }
-    }
 }
 
 impl Log {
