@@ -255,7 +255,7 @@ fn check_format(dir: &Path, base: u64, last: bool) -> io::Result<()> {
             "is of log format version {version}; this fanout reads version {}: run the fanout that wrote it until its lanes are drained, or move the directory away",
             record::VERSION
         ),
-        Format::Foreign => "is not a fanout log segment (no FANOUTLG header)".to_owned(),
+        Format::Foreign => "is not a fanout log segment (no FANOUTLG header; a fanout from before log format version 1 wrote none: drain the log with that fanout, then move the directory away)".to_owned(),
     };
     Err(io::Error::new(
         io::ErrorKind::InvalidData,
