@@ -171,7 +171,10 @@ impl Disk {
 
     /// The next record to deliver (given back ones first), marked as taken.
     fn next_record(&self, cursor: &mut Cursor, tail: Tail) -> Option<(Event, u64)> {
-        let redo = self.log.progress(self.index).redo.first();
+        let (redo, mut position) = {
+            let progress = self.log.progress(self.index);
+            (progress.redo.first(), progress.next.position)
+        };
         if let Some(position) = redo {
             let found = self.read(cursor, position, tail.position);
             let mut progress = self.log.progress(self.index);
@@ -197,16 +200,12 @@ impl Disk {
                 Err(_) => return self.unreadable(position),
             }
         }
-        loop {
-            let position = self.log.progress(self.index).next.position;
-            if position >= tail.position {
-                return None;
-            }
+        while position < tail.position {
             let found = self.read(cursor, position, tail.position);
-            let mut progress = self.log.progress(self.index);
-            match found {
+            let resume = match found {
                 Err(_) => return self.unreadable(position),
                 Ok(Found::Record(event, size)) => {
+                    let mut progress = self.log.progress(self.index);
                     progress.next.position += size as u64;
                     progress.next.records += 1;
                     progress.taken.insert(position);
@@ -214,19 +213,17 @@ impl Disk {
                     return Some((event, position));
                 }
                 Ok(Found::Damage(end)) => {
-                    drop(progress);
                     let bytes = self.damaged_bytes(cursor, position, end);
-                    let resume = self.log.skip_damage(position, end, &bytes);
-                    let mut progress = self.log.progress(self.index);
-                    progress.next.position = resume;
-                    self.log.progressed(self.index, &mut progress);
+                    self.log.skip_damage(position, end, &bytes)
                 }
-                Ok(Found::Next(base)) => {
-                    progress.next.position = base;
-                    self.log.progressed(self.index, &mut progress);
-                }
-            }
+                Ok(Found::Next(base)) => base,
+            };
+            let mut progress = self.log.progress(self.index);
+            progress.next.position = resume;
+            self.log.progressed(self.index, &mut progress);
+            position = resume;
         }
+        None
     }
 
     /// Logs that the record at `position` cannot be read now (an I/O error): the lane keeps
@@ -353,7 +350,7 @@ impl Disk {
         (tail.records.saturating_sub(progress.next.records) as usize) + progress.redo.len()
     }
 
-    /// How long the oldest waiting record has waited (read by the log's writer thread, not
+    /// How long the oldest waiting record has waited (read by the log's keeper thread, not
     /// here: a scrape never touches the disk).
     pub fn oldest_age(&self) -> Duration {
         if self.depth() == 0 {

@@ -1,6 +1,7 @@
-//! The writer thread of a durable route's log: it writes and syncs every group (`fsync:
-//! always`) or syncs every period, writes what a request handed over, and on its idle turns
-//! (at least every [`HOUSEKEEPING`]) keeps house off the async runtime:
+//! The threads of a durable route's log, off the async runtime. The writer writes (and with
+//! `fsync: always` syncs) every group a request did not write itself. The keeper syncs every
+//! period (`fsync` a period) and every [`HOUSEKEEPING`] keeps house, apart from the writer so
+//! that its syncs never hold up a commit:
 //! - saves each lane's progress that changed (`cursors/<target>`: written to a temporary
 //!   file, synced, renamed, and the directory synced), so a crash delivers again at most what
 //!   was unfinished at the last save and what was taken after it;
@@ -23,58 +24,66 @@ use crate::spec::Fsync;
 /// How often progress is saved, finished segments deleted and oldest ages read.
 pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
-/// Starts the route's writer thread.
-pub(super) fn start(log: Arc<Log>) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("log-{}", log.route.name))
-        .spawn(move || run(&log))
+/// Starts the route's writer and keeper threads.
+pub(super) fn start(log: &Arc<Log>) -> io::Result<[std::thread::JoinHandle<()>; 2]> {
+    let (writer, keeper) = (log.clone(), log.clone());
+    let spawn = |name: &str| std::thread::Builder::new().name(format!("{name}-{}", log.route.name));
+    Ok([
+        spawn("log").spawn(move || write(&writer))?,
+        spawn("keep").spawn(move || keep(&keeper))?,
+    ])
 }
 
-/// The writer thread, until the log closes.
-fn run(log: &Log) {
+/// The writer thread: writes (and with `fsync: always` syncs) every group a request did not
+/// write itself, until the log closes and nothing is left.
+fn write(log: &Log) {
     let open = log.opened();
     let always = log.route.disk.fsync == Fsync::Always;
-    let mut saved = vec![u64::MAX; log.route.targets.len()];
-    let mut buffer = Vec::new();
-    let mut kept = Instant::now();
     loop {
-        let (closing, take) = {
+        let take = {
             let mut pending = lock(&open.pending);
-            let nothing = pending.writing || pending.records == 0;
-            if nothing && !pending.closing {
+            while (pending.writing || pending.records == 0) && !pending.closing {
                 pending.idle = always;
-                let house = HOUSEKEEPING.saturating_sub(kept.elapsed());
-                let wait = sync_due(log).unwrap_or(house).min(house);
-                pending = open
-                    .wake
-                    .wait_timeout(pending, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                pending = open.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
                 pending.idle = false;
             }
             let take = !pending.writing && pending.records > 0;
             if take {
                 pending.writing = true;
+            } else if pending.closing && !pending.writing {
+                return;
             }
-            (pending.closing, take)
+            take
         };
         if take {
             write_pending(log, false);
         }
-        if sync_due(log) == Some(Duration::ZERO) || closing {
+    }
+}
+
+/// The keeper thread: syncs every period (`fsync` a period), saves progress, deletes finished
+/// segments and reads oldest ages every [`HOUSEKEEPING`], apart from the writer, so that a
+/// save's syncs never hold up a commit. Once the writer is done at close, it syncs and saves
+/// a last time.
+fn keep(log: &Log) {
+    let open = log.opened();
+    let mut saved = vec![u64::MAX; log.route.targets.len()];
+    let mut buffer = Vec::new();
+    let mut kept = Instant::now();
+    loop {
+        let last = open.written_all.load(Ordering::Acquire);
+        if sync_due(log) == Some(Duration::ZERO) || last {
             sync_period(log);
         }
-        // Not after every group: each save syncs a file and a directory.
-        if kept.elapsed() >= HOUSEKEEPING || closing {
+        if kept.elapsed() >= HOUSEKEEPING || last {
             housekeep(log, &mut saved, &mut buffer);
             kept = Instant::now();
         }
-        if closing {
-            let pending = lock(&open.pending);
-            if pending.records == 0 && !pending.writing {
-                return;
-            }
+        if last {
+            return;
         }
+        let house = HOUSEKEEPING.saturating_sub(kept.elapsed());
+        std::thread::park_timeout(sync_due(log).unwrap_or(house).min(house));
     }
 }
 

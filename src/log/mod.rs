@@ -11,7 +11,7 @@
 //!   concurrent clients share one fsync instead of queueing for one each;
 //! - `never` or a period: the appending request itself when no write is under way, for its
 //!   own group (what arrives while it writes is the next group, which the thread writes), so
-//!   an event costs a `write` and no thread hop; the writer thread syncs every period.
+//!   an event costs a `write` and no thread hop; the keeper thread syncs every period.
 //!
 //! Positions are byte offsets in the route's whole log, across segments: a segment file is
 //! named after the position of its first byte (its header: `record::HEADER`), and a record
@@ -39,7 +39,7 @@ pub use recover::{check_formats, scan, Damage, DamageKind, Scan};
 pub use verify::verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -76,17 +76,21 @@ struct Open {
     /// Bases of the segments on disk, sorted.
     segments: Mutex<Vec<u64>>,
     /// Per lane, its progress; locked by the lane for each record it takes or finishes, and
-    /// by the writer thread to save it.
+    /// by the keeper thread to save it.
     progress: Vec<Mutex<Progress>>,
     /// Per lane, the acceptance time (ms since the epoch) of its oldest waiting record, read
-    /// by the writer thread; 0 when none waits.
+    /// by the keeper thread; 0 when none waits.
     oldest: Vec<AtomicU64>,
     /// Where the log ended when it was recovered: records before it were written by an
     /// earlier process.
     recovered: u64,
     /// Damaged regions of the log (start and end positions, sorted), skipped by the lanes.
     holes: Mutex<Vec<(u64, u64)>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer and keeper threads (`housekeeping.rs`), joined at close.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set at close once the writer has written everything: the keeper syncs and saves a
+    /// last time, and stops.
+    written_all: AtomicBool,
 }
 
 /// A position in the log and how many records precede it (since the oldest segment kept at
@@ -174,13 +178,14 @@ impl Log {
             progress,
             holes: Mutex::new(holes),
             recovered: scan.tail.position,
-            thread: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            written_all: AtomicBool::new(false),
         };
         if self.open.set(open).is_err() {
             return Err(fail("open twice", std::io::ErrorKind::Other.into()));
         }
-        let thread = housekeeping::start(self.clone()).map_err(|e| fail("write in", e))?;
-        *lock(&self.opened().thread) = Some(thread);
+        let threads = housekeeping::start(self).map_err(|e| fail("write in", e))?;
+        lock(&self.opened().threads).extend(threads);
         self.opened.send_replace(true);
         Ok(())
     }
@@ -261,7 +266,7 @@ impl Log {
         self.opened().recovered
     }
 
-    /// How long lane `lane`'s oldest waiting record has waited (as of the writer thread's last
+    /// How long lane `lane`'s oldest waiting record has waited (as of the keeper thread's last
     /// look, at most [`HOUSEKEEPING`] ago).
     pub fn oldest_age(&self, lane: usize) -> Duration {
         let Some(open) = self.open.get() else {
@@ -325,8 +330,14 @@ impl Log {
         };
         lock(&open.pending).closing = true;
         open.wake.notify_one();
-        if let Some(thread) = lock(&open.thread).take() {
-            let _ = thread.join();
+        let mut threads = std::mem::take(&mut *lock(&open.threads)).into_iter();
+        if let Some(writer) = threads.next() {
+            let _ = writer.join();
+        }
+        open.written_all.store(true, Ordering::Release);
+        for keeper in threads {
+            keeper.thread().unpark();
+            let _ = keeper.join();
         }
     }
 }
