@@ -45,6 +45,11 @@ pub fn fanout_with(
     let built = target_dir
         .join("debug")
         .join(format!("fanout{}", std::env::consts::EXE_SUFFIX));
-    fs::copy(&built, &binary).map_err(|e| format!("copy {}: {e}", built.display()))?;
+    // Copied beside and renamed into place: the binary at `binary` may still be running (a
+    // test binary before this one left it, or another test run shares the directory), and a
+    // running executable cannot be written over (ETXTBSY), but it can be replaced.
+    let copy = binary.with_extension(format!("{}.new", std::process::id()));
+    fs::copy(&built, &copy).map_err(|e| format!("copy {}: {e}", built.display()))?;
+    fs::rename(&copy, &binary).map_err(|e| format!("rename {}: {e}", copy.display()))?;
     Ok((binary, routes_file))
 }
