@@ -9,8 +9,9 @@
 //! needs it; answered once applied). The argument of `return` is the error: `EIO`, `ENOSPC`,
 //! `EDQUOT`, `EROFS` or `EACCES`.
 //!
-//! Points: `log::write`, `log::sync`, `log::roll`, `log::save_position`,
-//! `dead_letter::write`, `keys::write`.
+//! Points: `log::write`, `log::sync`, `log::roll` (before the next segment's file is made),
+//! `log::roll_sync_dir` (once it is in place, before its directory is synced),
+//! `log::save_position`, `dead_letter::write`, `keys::write`.
 
 use std::io;
 

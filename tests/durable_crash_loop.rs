@@ -164,7 +164,9 @@ fn crash_loop_delivers_every_acknowledged_event_and_repeats_little() {
     let mut highest_base = 0;
     // 20 in CI; `benches/soak.sh` runs the same loop longer.
     let kills: u32 = match std::env::var("FANOUT_SOAK_KILLS") {
-        Ok(kills) => kills.parse().expect("FANOUT_SOAK_KILLS is a number of kills"),
+        Ok(kills) => kills
+            .parse()
+            .expect("FANOUT_SOAK_KILLS is a number of kills"),
         Err(_) => 20,
     };
     std::thread::scope(|s| {

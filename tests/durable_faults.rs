@@ -161,6 +161,48 @@ fn a_failed_roll_of_a_full_segment_refuses_until_a_segment_can_be_created() {
     recovers_and_delivers_only_what_was_accepted(&mut s, &["segments"], LARGE);
 }
 
+/// A roll that fails once the next segment's file is in place (its directory not synced)
+/// refuses its group, and nothing more goes into the full segment, even a group that would
+/// fit: recovery ends that segment where the next one's file begins.
+#[test]
+fn a_roll_that_fails_after_its_file_appears_writes_nothing_more_to_the_full_segment() {
+    const LARGE: usize = 12_000;
+    // Targets down until the restart: what was written where is what recovery must find.
+    let mut s = Setup::start_down("faults-roll-rename");
+    let fits = |s: &Setup| {
+        let (_, path) = s.segments("segments").pop().expect("a segment");
+        let len = std::fs::metadata(path).expect("the segment's size").len();
+        len + RECORD_OVERHEAD + LARGE as u64 <= SEGMENT_SIZE
+    };
+    while fits(&s) {
+        s.post_accepted("segments", 1, LARGE);
+    }
+    s.fail("log::roll_sync_dir=1*return(EIO)");
+    let refused = s.post("segments", LARGE);
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(
+        s.segments("segments").len(),
+        2,
+        "the next segment's file is there"
+    );
+    // Small enough for the full segment: it must go to the next one all the same.
+    s.post_accepted("segments", 3, SMALL);
+    let rolled = s.segments("segments");
+    assert_eq!(rolled.len(), 2, "{rolled:?}");
+    let newest = std::fs::metadata(&rolled[1].1)
+        .expect("the new segment")
+        .len();
+    assert!(
+        newest > 16,
+        "the small events are in the new segment: {newest} bytes"
+    );
+    s.kill_and_restart();
+    s.a.up();
+    s.b.up();
+    s.wait_delivered();
+    s.check_deliveries();
+}
+
 /// With `fsync: 20ms` the 202 follows the write: a sync that fails later refuses nothing, is
 /// counted and logged, and seals the segment (the next write starts a new one).
 fn failed_period_syncs(errno: &str) {

@@ -115,9 +115,11 @@ impl Disk {
         self.try_take(tail)
     }
 
-    /// Takes the next record below `tail`, if there is one.
+    /// Takes the next record below `tail` (or what is written by the time the lane's cursor is
+    /// this worker's), if there is one.
     fn try_take(&self, tail: Tail) -> Option<(Event, u64)> {
         let mut cursor = self.lock();
+        let tail = self.log.tail().map_or(tail, |now| *now.borrow());
         let taken = self.next_record(&mut cursor, tail)?;
         self.inflight.inc();
         Some(taken)
@@ -133,10 +135,10 @@ impl Disk {
         mut bytes: usize,
         (max_events, max_bytes): (usize, usize),
     ) -> (usize, bool) {
+        let mut cursor = self.lock();
         let Some(tail) = self.log.tail().map(|t| *t.borrow()) else {
             return (bytes, false);
         };
-        let mut cursor = self.lock();
         let before = batch.len();
         let mut full = false;
         while batch.len() < max_events && !self.stopped.load(Ordering::Relaxed) {
@@ -186,7 +188,7 @@ impl Disk {
                     self.log.progressed(self.index, &mut progress);
                     return Some((event, position));
                 }
-                Ok(_) => {
+                Ok(Found::Damage(_)) => {
                     // Recovery checked every position it gave back: damage found since.
                     progress.redo.remove(position);
                     self.log.progressed(self.index, &mut progress);
@@ -197,6 +199,9 @@ impl Disk {
                     );
                     return None;
                 }
+                // Past the tail this worker knew: given back by another worker since. It stays
+                // to be read again, with the tail as it is now.
+                Ok(Found::Next(_)) => return None,
                 Err(_) => return self.unreadable(position),
             }
         }
@@ -212,10 +217,11 @@ impl Disk {
                     self.log.progressed(self.index, &mut progress);
                     return Some((event, position));
                 }
-                Ok(Found::Damage(end)) => {
-                    let bytes = self.damaged_bytes(cursor, position, end);
-                    self.log.skip_damage(position, end, &bytes)
-                }
+                Ok(Found::Damage(end)) => match self.damaged_bytes(cursor, position, end) {
+                    Ok(bytes) => self.log.skip_damage(position, end, &bytes),
+                    // Not read: no hole is recorded for what may be whole records.
+                    Err(_) => return self.unreadable(position),
+                },
                 Ok(Found::Next(base)) => base,
             };
             let mut progress = self.log.progress(self.index);
@@ -272,12 +278,15 @@ impl Disk {
     }
 
     /// The bytes from `position` to `end` of its segment, to find the next whole record in.
-    fn damaged_bytes(&self, cursor: &mut Cursor, position: u64, end: u64) -> Vec<u8> {
+    fn damaged_bytes(
+        &self,
+        cursor: &mut Cursor,
+        position: u64,
+        end: u64,
+    ) -> std::io::Result<Vec<u8>> {
         let (base, _) = self.log.segment_of(position);
-        match self.fill(cursor, base, position, (end - position) as usize) {
-            Ok(()) => std::mem::take(&mut cursor.buffer),
-            Err(_) => Vec::new(),
-        }
+        self.fill(cursor, base, position, (end - position) as usize)?;
+        Ok(std::mem::take(&mut cursor.buffer))
     }
 
     /// Reads up to `length` bytes at `position` of segment `base` into the buffer.

@@ -42,7 +42,8 @@ fn write(log: &Log) {
     loop {
         let take = {
             let mut pending = lock(&open.pending);
-            while (pending.writing || pending.records == 0) && !pending.closing {
+            // A request writing at close clears `writing` and wakes this thread.
+            while pending.writing || (pending.records == 0 && !pending.closing) {
                 pending.idle = always;
                 pending = open.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
                 pending.idle = false;
@@ -80,10 +81,19 @@ fn keep(log: &Log) {
             kept = Instant::now();
         }
         if last {
+            if log.route.disk.fsync == Fsync::Never {
+                sync_segments(log);
+            }
             return;
         }
+        // With a period, a write after an idle moment is to be synced within the period too:
+        // nobody wakes this thread for it, so it never sleeps longer than a period.
         let house = HOUSEKEEPING.saturating_sub(kept.elapsed());
-        std::thread::park_timeout(sync_due(log).unwrap_or(house).min(house));
+        let period = match log.route.disk.fsync {
+            Fsync::Every(period) => period,
+            _ => house,
+        };
+        std::thread::park_timeout(sync_due(log).unwrap_or(period).min(house));
     }
 }
 
@@ -95,6 +105,24 @@ fn sync_due(log: &Log) -> Option<Duration> {
     let segment = lock(&log.opened().segment);
     (segment.unsynced || !segment.sealed.is_empty())
         .then(|| period.saturating_sub(segment.last_sync.elapsed()))
+}
+
+/// With `fsync: never`, at a clean shutdown: syncs every segment kept (the rolled ones were
+/// never synced), and the directory naming them.
+fn sync_segments(log: &Log) {
+    let open = log.opened();
+    let bases = lock(&open.segments).clone();
+    let synced = bases
+        .iter()
+        .try_for_each(|&base| std::fs::File::open(segment_path(&open.dir, base))?.sync_data())
+        .and_then(|()| sync_dir(&open.dir));
+    match synced {
+        Ok(()) => log.metrics.syncs.inc(),
+        Err(error) => {
+            log.metrics.error(Op::Sync).inc();
+            tracing::error!(route = log.route.name, %error, "cannot sync the route's log at shutdown");
+        }
+    }
 }
 
 /// Saves the progress that changed, deletes segments every lane is past, reads oldest ages.

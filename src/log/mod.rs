@@ -334,6 +334,7 @@ impl Log {
         if let Some(writer) = threads.next() {
             let _ = writer.join();
         }
+        lock(&open.segment).cut_back();
         open.written_all.store(true, Ordering::Release);
         for keeper in threads {
             keeper.thread().unpark();

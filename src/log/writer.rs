@@ -46,6 +46,9 @@ pub(super) struct Segment {
     pub(super) sealed: Vec<Arc<File>>,
     /// A write or sync of this segment failed: the next group starts a new segment.
     broken: bool,
+    /// A failed write could not be cut back: the file may hold bytes past `len` (never
+    /// acknowledged) until a later try ([`Segment::cut_back`]) succeeds.
+    uncut: bool,
 }
 
 impl Segment {
@@ -76,7 +79,17 @@ impl Segment {
             last_sync: Instant::now(),
             sealed: Vec::new(),
             broken: false,
+            uncut: false,
         })
+    }
+
+    /// Tries again to cut the file back to `len` after a failed write whose cut failed: once
+    /// a next segment exists recovery ends this one at its base anyway, but until then only
+    /// the cut keeps a restart from reading what was refused.
+    pub(super) fn cut_back(&mut self) {
+        if self.uncut && self.file.set_len(self.len).is_ok() {
+            self.uncut = false;
+        }
     }
 
     /// Where the next record goes.
@@ -89,25 +102,33 @@ impl Segment {
 }
 
 /// Creates segment `base` in `dir` with its header: under a temporary name, then renamed into
-/// place; with `sync`, the file and the directory are synced around the rename.
+/// place; with `sync`, the file and the directory are synced around the rename. The handle
+/// returned is the one opened before the rename, so nothing can fail between the file
+/// appearing under its name and the caller holding it but the directory's sync (after which
+/// the caller must not write to the segment before this one: see [`roll`]).
 pub(super) fn create(dir: &Path, base: u64, sync: bool) -> io::Result<File> {
     let path = segment_path(dir, base);
     let temporary = path.with_extension("seg.new");
+    match std::fs::remove_file(&temporary) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // Appending: after a failed write is cut back, the next write goes to the new end.
     let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
+        .create_new(true)
+        .append(true)
         .open(&temporary)?;
     file.write_all(&record::header())?;
     if sync {
         file.sync_data()?;
     }
     std::fs::rename(&temporary, &path)?;
+    #[cfg(feature = "failpoints")]
+    crate::failpoints::io("log::roll_sync_dir")?;
     if sync {
         sync_dir(dir)?;
     }
-    // Reopened for appending: the handle above was opened before the rename, as writable.
-    OpenOptions::new().append(true).open(&path)
+    Ok(file)
 }
 
 /// Syncs a directory, so that the names it holds survive a power cut.
@@ -139,7 +160,7 @@ pub(super) fn write_pending(log: &Log, request: bool) {
         pending.spare = bytes;
         if request {
             pending.writing = false;
-            if pending.records > 0 {
+            if pending.records > 0 || pending.closing {
                 drop(pending);
                 open.wake.notify_one();
             }
@@ -158,6 +179,10 @@ fn write(log: &Log, bytes: &[u8], records: u64) -> bool {
         segment.len > record::HEADER as u64 && segment.len + bytes.len() as u64 > open.segment_size;
     if segment.broken || full {
         if let Err(error) = roll(log, &mut segment) {
+            // The next segment's file may exist even so (a rename done, its directory not
+            // synced): recovery would end this segment at its base, so nothing more may go
+            // here. The next roll makes the same file again.
+            segment.broken = true;
             drop(segment);
             return failed(log, Op::Roll, &error, records);
         }
@@ -176,7 +201,8 @@ fn write(log: &Log, bytes: &[u8], records: u64) -> bool {
     if let Err(error) = written {
         // Sealed at `before`: every record there was synced (`always`) or is acknowledged.
         segment.len = before;
-        segment.broken = segment.file.set_len(before).is_err() || op == Op::Sync;
+        segment.uncut = segment.file.set_len(before).is_err();
+        segment.broken = segment.uncut || op == Op::Sync;
         drop(segment);
         return failed(log, op, &error, records);
     }
@@ -218,6 +244,7 @@ fn roll(log: &Log, segment: &mut Segment) -> io::Result<()> {
     crate::failpoints::io("log::roll")?;
     let open = log.opened();
     let fsync = log.route.disk.fsync;
+    segment.cut_back();
     let base = segment.base + segment.len;
     let file = create(&open.dir, base, fsync != Fsync::Never)?;
     let sealed = std::mem::replace(&mut segment.file, Arc::new(file));
