@@ -11,7 +11,8 @@
 //!
 //! Points: `log::write`, `log::sync`, `log::roll` (before the next segment's file is made),
 //! `log::roll_sync_dir` (once it is in place, before its directory is synced),
-//! `log::save_position`, `dead_letter::write`, `keys::write`.
+//! `log::save_position`, `log::read` (a lane reading records), `dead_letter::write`,
+//! `keys::write`.
 
 use std::io;
 

@@ -3,7 +3,7 @@
 //! retries the write, and is written once the fault clears, also after a SIGKILL; a remembered
 //! `Idempotency-Key` that cannot be written leaves the event accepted (it is durable) and the
 //! key remembered in memory, and a restart then forgets it: a retry is taken in again, a
-//! duplicate and never a loss.
+//! duplicate and never a loss. A lane that cannot read the log keeps its place until it can.
 #![cfg(feature = "failpoints")]
 
 mod common;
@@ -130,4 +130,22 @@ fn an_unwritable_key_with_eio_leaves_the_event_accepted_and_the_key_in_memory() 
 #[test]
 fn an_unwritable_key_with_enospc_leaves_the_event_accepted_and_the_key_in_memory() {
     unwritable_keys("ENOSPC");
+}
+
+/// A lane that cannot read the log (EIO) keeps its place and tries again, counted; once the
+/// disk reads again, every event arrives, none skipped.
+#[test]
+fn a_lane_that_cannot_read_the_log_keeps_its_place_until_it_can() {
+    let mut s = Setup::start("faults-read", &[]);
+    s.fail("log::read=return(EIO)");
+    s.post_accepted("always", 5, 100);
+    let labels = [("route", "always"), ("op", "read")];
+    s.wait_metric("fanout_log_errors_total", &labels, |n| n >= 2.0);
+    assert!(
+        s.a.received().is_empty() && s.b.received().is_empty(),
+        "nothing read yet"
+    );
+    s.fail("log::read=off");
+    s.wait_delivered();
+    s.check_deliveries();
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::event::Event;
-use crate::log::{record, segment_path, Log, Progress, Tail};
+use crate::log::{record, segment_path, Log, Op, Progress, Tail};
 
 /// Bytes a lane reads from its segment at a time.
 const READ_AHEAD: usize = 256 * 1024;
@@ -235,6 +235,7 @@ impl Disk {
     /// Logs that the record at `position` cannot be read now (an I/O error): the lane keeps
     /// its place and tries again ([`Disk::take`]), skipping nothing.
     fn unreadable(&self, position: u64) -> Option<(Event, u64)> {
+        self.log.metrics.error(Op::Read).inc();
         tracing::error!(
             route = self.log.route.name,
             position,
@@ -297,6 +298,8 @@ impl Disk {
         position: u64,
         length: usize,
     ) -> std::io::Result<()> {
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::io("log::read")?;
         if cursor.segment.as_ref().map(|(b, _)| *b) != Some(base) {
             let file = File::open(segment_path(self.log.dir(), base))?;
             cursor.segment = Some((base, file));

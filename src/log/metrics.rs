@@ -16,10 +16,12 @@ pub enum Op {
     Roll,
     /// Saving a lane's position.
     SavePosition,
+    /// A lane reading a record (it tries again: a record is never skipped for an I/O error).
+    Read,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::Write, Op::Sync, Op::Roll, Op::SavePosition];
+    pub const ALL: [Op; 5] = [Op::Write, Op::Sync, Op::Roll, Op::SavePosition, Op::Read];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +29,7 @@ impl Op {
             Op::Sync => "sync",
             Op::Roll => "roll",
             Op::SavePosition => "save_position",
+            Op::Read => "read",
         }
     }
 }
