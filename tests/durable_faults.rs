@@ -136,19 +136,25 @@ fn a_failed_roll_after_a_failed_sync_refuses_until_a_segment_can_be_created() {
     recovers_and_delivers_only_what_was_accepted(&mut s, &["always"], SMALL);
 }
 
+/// Posts events of `size` bytes to `/segments` until the next one would not fit in its
+/// segment (1 MiB).
+fn fill_a_segment(s: &mut Setup, size: usize) {
+    let fits = |s: &Setup| {
+        let (_, path) = s.segments("segments").pop().expect("a segment");
+        let len = std::fs::metadata(path).expect("the segment's size").len();
+        len + RECORD_OVERHEAD + size as u64 <= SEGMENT_SIZE
+    };
+    while fits(s) {
+        s.post_accepted("segments", 1, size);
+    }
+}
+
 /// A segment that is full (1 MiB) rolls on the next group; while that fails, the route refuses.
 #[test]
 fn a_failed_roll_of_a_full_segment_refuses_until_a_segment_can_be_created() {
     const LARGE: usize = 12_000;
     let mut s = Setup::start("faults-roll-size", &[]);
-    let fits = |s: &Setup| {
-        let (_, path) = s.segments("segments").pop().expect("a segment");
-        let len = std::fs::metadata(path).expect("the segment's size").len();
-        len + RECORD_OVERHEAD + LARGE as u64 <= SEGMENT_SIZE
-    };
-    while fits(&s) {
-        s.post_accepted("segments", 1, LARGE);
-    }
+    fill_a_segment(&mut s, LARGE);
     let full = s.segments("segments");
     assert_eq!(full.len(), 1, "{full:?}");
     s.fail("log::roll=return(ENOSPC)");
@@ -169,14 +175,7 @@ fn a_roll_that_fails_after_its_file_appears_writes_nothing_more_to_the_full_segm
     const LARGE: usize = 12_000;
     // Targets down until the restart: what was written where is what recovery must find.
     let mut s = Setup::start_down("faults-roll-rename");
-    let fits = |s: &Setup| {
-        let (_, path) = s.segments("segments").pop().expect("a segment");
-        let len = std::fs::metadata(path).expect("the segment's size").len();
-        len + RECORD_OVERHEAD + LARGE as u64 <= SEGMENT_SIZE
-    };
-    while fits(&s) {
-        s.post_accepted("segments", 1, LARGE);
-    }
+    fill_a_segment(&mut s, LARGE);
     s.fail("log::roll_sync_dir=1*return(EIO)");
     let refused = s.post("segments", LARGE);
     assert_eq!(refused.status, 503, "{refused:?}");
