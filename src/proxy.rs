@@ -71,7 +71,7 @@ impl<T: RouteTable> Proxy<T> {
         let table = T::new(&mut resolver)?;
         let logs = resolver.into_logs();
         let connections = ConnectionMetrics::default();
-        let metrics = Metrics::new(&connections, &table);
+        let metrics = Metrics::new(&connections, &table, &logs);
         Ok(Proxy {
             table,
             logs,

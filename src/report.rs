@@ -4,6 +4,7 @@
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 use std::sync::Arc;
 
+use crate::log::Log;
 use crate::metrics::ConnectionMetrics;
 use crate::table::RouteTable;
 
@@ -15,21 +16,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new<T: RouteTable>(connections: &ConnectionMetrics, table: &T) -> Metrics {
+    pub fn new<T: RouteTable>(
+        connections: &ConnectionMetrics,
+        table: &T,
+        logs: &[Arc<Log>],
+    ) -> Metrics {
         let registry = Registry::new();
         connections.register(&registry);
         for &route in T::ROUTES {
             table.metrics(route).register(&registry);
         }
-        let mut logs: Vec<*const crate::log::Log> = Vec::new();
-        table.lanes(&mut |lane| {
-            lane.metrics.register(&registry);
-            // A durable route's log is shared by its lanes: registered once.
-            if let Some(log) = lane.log().filter(|log| !logs.contains(&Arc::as_ptr(log))) {
-                logs.push(Arc::as_ptr(log));
-                log.metrics.register(&registry);
-            }
-        });
+        table.lanes(&mut |lane| lane.metrics.register(&registry));
+        for log in logs {
+            log.metrics.register(&registry);
+        }
         Metrics {
             registry,
             held_bytes: connections.held_bytes.clone(),

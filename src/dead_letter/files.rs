@@ -98,9 +98,17 @@ impl Locked {
         }
     }
 
-    /// Appends `lines` with one `write`.
+    /// Appends `lines` with one `write` and syncs them (and the directory, for a file that was
+    /// empty: new, or just rolled), since the caller then settles their events and a durable
+    /// lane's log lets them go: a dead letter is as durable as the record it replaces.
     pub fn append(&self, lines: &[u8]) -> io::Result<()> {
-        (&self.file).write_all(lines)
+        let new = self.file.metadata()?.len() == 0;
+        (&self.file).write_all(lines)?;
+        self.file.sync_data()?;
+        if new {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Rolls the current file into the next numbered one if `more` bytes would take it past

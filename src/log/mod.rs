@@ -35,7 +35,8 @@ pub use commit::{Commit, Refused};
 pub use housekeeping::HOUSEKEEPING;
 pub use metrics::{LogMetrics, Op};
 pub use progress::Progress;
-pub use recover::{check_formats, scan, Damage, DamageKind, Scan};
+pub use recover::check_formats;
+use recover::{Damage, DamageKind};
 pub use verify::verify;
 
 use std::path::{Path, PathBuf};
