@@ -10,8 +10,8 @@
 mod common;
 
 use common::blocking::{log_verify, read_answer, write_request};
-use common::process::{Delivered, Fanout, PyTarget};
-use common::{scratch_dir, Reply, Target};
+use common::process::{Delivered, Fanout, PyTarget, StopOnDrop};
+use common::{scratch_dir, segments, Reply, Target};
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
@@ -57,15 +57,6 @@ fn start(dir: &Path, steady: SocketAddr, flaky: SocketAddr) -> Fanout {
         ("LOOP_FLAKY", flaky.as_str()),
     ];
     Fanout::start_with(binary, &["--data-dir", &dir], &env)
-}
-
-/// The bases of the route's segment files.
-fn segments(dir: &Path) -> Vec<u64> {
-    let entries = std::fs::read_dir(dir.join("routes/orders")).expect("the route's log");
-    let names = entries.map(|e| e.expect("an entry").file_name().into_string().unwrap());
-    names
-        .filter_map(|n| n.strip_suffix(".seg").map(|b| b.parse().expect("a base")))
-        .collect()
 }
 
 /// What the clients share: where fanout is now, the next event's number, and the body of
@@ -170,6 +161,8 @@ fn crash_loop_delivers_every_acknowledged_event_and_repeats_little() {
         Err(_) => 20,
     };
     std::thread::scope(|s| {
+        // A failed assertion in here stops the clients too, so the scope's join ends.
+        let _stop = StopOnDrop(&stop);
         let clients: Vec<_> = (0..8).map(|_| s.spawn(|| client(&shared, &stop))).collect();
         let flapping = s.spawn(|| flap(&flaky, &stop));
         let mut restarted = [steady.received().len(), flaky.received().len()];
@@ -194,7 +187,11 @@ fn crash_loop_delivers_every_acknowledged_event_and_repeats_little() {
                 "log verify after kill {kill} (seed {seed}): {out}"
             );
             assert!(!out.contains("corrupt"), "kill {kill}: {out}");
-            highest_base = highest_base.max(segments(&dir).into_iter().max().unwrap_or(0));
+            highest_base = highest_base.max(
+                segments::files(&dir, "orders")
+                    .last()
+                    .map_or(0, |(base, _)| *base),
+            );
             fanout = start(&dir, steady.addr(), flaky.addr());
             *shared.current.lock().unwrap() = Some(fanout.addr);
             restarted = [steady.received().len(), flaky.received().len()];
@@ -224,7 +221,10 @@ fn crash_loop_delivers_every_acknowledged_event_and_repeats_little() {
         }
     }
     assert!(fanout.terminate().success());
-    let remaining = segments(&dir);
+    let remaining: Vec<u64> = segments::files(&dir, "orders")
+        .iter()
+        .map(|(b, _)| *b)
+        .collect();
     assert!(
         remaining.iter().min().is_some_and(|&first| first > 0),
         "finished segments were deleted: {remaining:?}"
@@ -282,11 +282,15 @@ fn a_crash_repeats_what_was_unfinished_not_what_came_after() {
         common::process::accepted_id(&answer).expect("202")
     };
     let first = post(&fanout, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while stuck.count() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first event reaches the gated target"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let after: Vec<String> = (1..=40).map(|n| post(&fanout, n)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
     while stuck.count() < 41 || steady.received().len() < 41 {
         assert!(Instant::now() < deadline, "the 40 are delivered");
         std::thread::sleep(Duration::from_millis(10));

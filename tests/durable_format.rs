@@ -7,7 +7,7 @@
 mod common;
 
 use common::process::{accepted_id, http_post, Fanout, PyTarget, FANOUT};
-use common::scratch_dir;
+use common::{scratch_dir, ReservedPort};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,13 +34,16 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Runs the binary on `dir` with `args` until it exits: its code, stdout and stderr.
 fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    // Held while fanout runs: the targets' port refuses connections.
+    let dead = ReservedPort::new();
+    let dead = dead.addr.to_string();
     let output = Command::new(FANOUT)
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
-        .env("RECEIVER_A", "127.0.0.1:9")
-        .env("RECEIVER_B", "127.0.0.1:9")
+        .env("RECEIVER_A", &dead)
+        .env("RECEIVER_B", &dead)
         .output()
         .expect("run fanout");
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();

@@ -10,32 +10,16 @@ mod common;
 #[path = "durable/faults_support.rs"]
 mod support;
 
+use common::segments;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{segments, verify, Setup, DELIVERY};
+use support::{verify, Setup, DELIVERY};
 
 /// About 100 events fill a segment.
 const EVENT: usize = 10_000;
 /// Events enough for three full segments and part of a fourth.
 const EVENTS: usize = 330;
-
-/// Bytes of a segment's header before its first record.
-const HEADER: usize = 16;
-
-/// Where each record of a segment file starts, and its size (frame included).
-fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
-    assert_eq!(&bytes[..8], b"FANOUTLG", "a segment starts with its header");
-    let mut records = Vec::new();
-    let mut offset = HEADER;
-    while offset + 8 <= bytes.len() {
-        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-        records.push((offset, 8 + length as usize));
-        offset += 8 + length as usize;
-    }
-    assert_eq!(offset, bytes.len(), "the segment ends with a whole record");
-    records
-}
 
 /// The event id (a UUID, hyphenated as fanout answers it) of the record at `offset`.
 fn record_id(bytes: &[u8], offset: usize) -> String {
@@ -56,8 +40,8 @@ fn record_id(bytes: &[u8], offset: usize) -> String {
 /// Polls until `route` has exactly `n` segment files; panics with what it has after the wait.
 fn wait_segments(dir: &Path, route: &str, n: usize) {
     let deadline = Instant::now() + DELIVERY;
-    while segments(dir, route).len() != n {
-        let now = segments(dir, route);
+    while segments::files(dir, route).len() != n {
+        let now = segments::files(dir, route);
         assert!(
             Instant::now() < deadline,
             "{} segments, not {n}: {now:?}",
@@ -121,7 +105,7 @@ fn a_damaged_record_in_a_middle_segment_is_skipped_and_every_other_one_delivered
     assert_eq!(files.len(), 4, "{files:?}");
     let (base, path) = files[1].clone();
     let mut bytes = std::fs::read(&path).expect("read the segment");
-    let within = records(&bytes);
+    let within = common::segments::records(&bytes);
     assert!(within.len() > 90, "{} records in the segment", within.len());
     let (offset, size) = within[50];
     let damaged = record_id(&bytes, offset);

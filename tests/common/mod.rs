@@ -7,6 +7,7 @@ pub mod built;
 pub mod clock;
 pub mod process;
 pub mod raw;
+pub mod segments;
 pub mod strace;
 pub mod tls;
 

@@ -421,3 +421,13 @@ pub fn spawn_logged(command: &mut Command) -> (Child, SocketAddr, Logs) {
     let addr = listen.parse().expect("the logged address parses");
     (child, addr, logs)
 }
+
+/// Sets its flag when dropped, so the threads of a `std::thread::scope` see it and stop even
+/// when an assertion fails (the scope joins them before the panic goes on).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -280,7 +280,7 @@ impl Setup {
 
     /// The route's segment files (`*.seg` only), by base position.
     pub fn segments(&self, route: &str) -> Vec<(u64, PathBuf)> {
-        segments(&self.dir, route)
+        crate::common::segments::files(&self.dir, route)
     }
 
     /// The base of the route's last segment.
@@ -303,21 +303,6 @@ fn launch(dir: &Path, a: &PyTarget, b: &PyTarget, env: &[(&str, &str)]) -> Fanou
     env.extend([("TARGET_A", a.as_str()), ("TARGET_B", b.as_str())]);
     let dir = dir.display().to_string();
     Fanout::start_with(binary(), &["--data-dir", &dir], &env)
-}
-
-/// The segment files (`*.seg` only) of `route` in data directory `dir`, by base position.
-pub fn segments(dir: &Path, route: &str) -> Vec<(u64, PathBuf)> {
-    let entries = std::fs::read_dir(dir.join("routes").join(route)).expect("the route's log");
-    let mut segments: Vec<(u64, PathBuf)> = entries
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter_map(|path| {
-            let name = path.file_name()?.to_str()?;
-            let base = name.strip_suffix(".seg")?.parse().ok()?;
-            Some((base, path))
-        })
-        .collect();
-    segments.sort();
-    segments
 }
 
 /// `fanout --data-dir DIR log verify`: its exit code and stdout.
