@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use support::{env_of, Receiver, DELIVERY};
 
 mod table {
@@ -53,15 +53,7 @@ fn wait_metric(
     labels: &[(&str, &str)],
     done: impl Fn(f64) -> bool,
 ) -> f64 {
-    let deadline = Instant::now() + DELIVERY;
-    loop {
-        let now = metric_blocking(addr, name, labels);
-        if done(now) {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "{name}{labels:?} is {now}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::blocking::wait_metric(addr, (name, labels), done, DELIVERY)
 }
 
 fn post_orders(addr: SocketAddr, n: usize) -> Vec<String> {

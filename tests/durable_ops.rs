@@ -99,7 +99,7 @@ fn dead_letters_are_written_listed_and_replayed() {
         ("target", "warehouse"),
         ("reason", "refused"),
     ];
-    wait_metric(fanout.addr, (DEAD, &refused), 3.0, DELIVERY);
+    wait_metric(fanout.addr, (DEAD, &refused), |n| n == 3.0, DELIVERY);
     billing.wait_for_ids("/orders", &ids);
 
     let path = dir.join("dead-letters/orders/warehouse.ndjson");
@@ -192,7 +192,7 @@ fn dead_letters_are_written_listed_and_replayed() {
         ("order 5\n", "text/plain"),
     ];
     let first_ids = post_all(fanout.addr, &more);
-    wait_metric(fanout.addr, (DEAD, &refused), 2.0, DELIVERY);
+    wait_metric(fanout.addr, (DEAD, &refused), |n| n == 2.0, DELIVERY);
     warehouse.set_status(200);
     let via = format!("http://{}", fanout.addr);
     let (replayed, text) = fanout_cli(&dir, &[&args[..], &["--via", &via]].concat(), &[]);

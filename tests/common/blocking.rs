@@ -189,22 +189,23 @@ pub fn metric_blocking(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) ->
     Metrics(answer.body).value(name, labels)
 }
 
-/// Polls `addr`'s `/metrics` until the metric is `value`; panics after `patience`.
+/// Polls `addr`'s `/metrics` until `done` holds for the metric; its value then. Panics after
+/// `patience`.
 pub fn wait_metric(
     addr: SocketAddr,
     (name, labels): (&str, &[(&str, &str)]),
-    value: f64,
+    done: impl Fn(f64) -> bool,
     patience: std::time::Duration,
-) {
+) -> f64 {
     let deadline = std::time::Instant::now() + patience;
     loop {
         let now = metric_blocking(addr, name, labels);
-        if now == value {
-            return;
+        if done(now) {
+            return now;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{name}{labels:?} is {now}, not {value}"
+            "{name}{labels:?} is still {now}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

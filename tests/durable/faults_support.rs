@@ -184,17 +184,9 @@ impl Setup {
         self.metric("fanout_log_syncs_total", &[("route", route)])
     }
 
-    /// Polls until `done` holds for the metric; panics with its last value after `patience`.
+    /// Polls until `done` holds for the metric; panics with its last value after [`DELIVERY`].
     pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], done: impl Fn(f64) -> bool) {
-        let deadline = Instant::now() + DELIVERY;
-        loop {
-            let now = self.metric(name, labels);
-            if done(now) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name}{labels:?} is still {now}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::common::blocking::wait_metric(self.fanout.addr, (name, labels), done, DELIVERY);
     }
 
     /// Log lines of the running process with `message` whose fields include `fields`.
