@@ -77,10 +77,10 @@ pub mod __private {
     pub use crate::metrics::RouteMetrics;
     pub use crate::sink::Resolver;
     pub use crate::spec::{
-        Auth, BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Encoding, Endpoint, Fsync,
-        GithubAuth, HmacAuth, HttpEndpoint, LanePolicy, Mode, Overflow, RateLimit, RetryPolicy,
-        RouteSpec, ServerSpec, Signing, StandardWebhooksAuth, StatusSet, Storage, TargetSpec,
-        TlsFiles,
+        Auth, BalancePolicy, BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Encoding,
+        Endpoint, Fsync, GithubAuth, HealthCheck, HmacAuth, HttpEndpoint, LanePolicy, MethodSet,
+        Mode, Overflow, RateLimit, RetryPolicy, RouteSpec, ServerSpec, Signing,
+        StandardWebhooksAuth, StatusSet, Storage, Strategy, TargetSpec, TlsFiles,
     };
     pub use crate::startup::StartupError;
     pub use crate::table::RouteTable;

@@ -5,7 +5,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use std::time::Duration;
 
-use crate::spec::{Auth, Endpoint, Fsync, StatusSet};
+use crate::spec::{Auth, Endpoint, Fsync, MethodSet, StatusSet};
 
 /// A value as the Rust expression that rebuilds it in a `static`.
 pub trait Emit {
@@ -81,6 +81,13 @@ impl Emit for StatusSet {
     fn emit(&self) -> TokenStream {
         let ranges = self.0.emit();
         quote!(::fanout::__private::StatusSet(#ranges))
+    }
+}
+
+impl Emit for MethodSet {
+    fn emit(&self) -> TokenStream {
+        let bits = self.0.emit();
+        quote!(::fanout::__private::MethodSet(#bits))
     }
 }
 

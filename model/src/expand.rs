@@ -161,6 +161,7 @@ pub fn file(routes: &Routes, source: &str) -> String {
 fn mode_function(mode: Mode) -> Ident {
     match mode {
         Mode::Fanout => ident("fanout"),
+        Mode::Balance => ident("balance"),
     }
 }
 
@@ -172,6 +173,7 @@ fn route_module(route: &Route) -> TokenStream {
     let (mode, storage, disk) = (spec.mode.emit(), spec.storage.emit(), spec.disk.emit());
     let idempotency_window = spec.idempotency_window.emit();
     let (auth, rate_limit) = (spec.auth.emit(), spec.rate_limit.emit());
+    let (match_headers, balance) = (spec.match_headers.emit(), spec.balance.emit());
     let statics: Vec<Ident> = route.targets.iter().map(target_static).collect();
     let fields: Vec<Ident> = route.targets.iter().map(|t| ident(&t.ident)).collect();
     let specs = route.targets.iter().map(|target| {
@@ -210,6 +212,8 @@ fn route_module(route: &Route) -> TokenStream {
                 idempotency_window: #idempotency_window,
                 auth: #auth,
                 rate_limit: #rate_limit,
+                match_headers: #match_headers,
+                balance: #balance,
                 targets: &[ #( &#statics, )* ],
             };
 

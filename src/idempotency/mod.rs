@@ -277,6 +277,8 @@ mod tests {
             idempotency_window: Duration::from_secs(60),
             auth: None,
             rate_limit: None,
+            match_headers: &[],
+            balance: crate::spec::BalancePolicy::DEFAULT,
             targets: &[],
         };
         let keys = IdempotencyKeys::new(Box::leak(Box::new(route)));

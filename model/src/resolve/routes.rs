@@ -10,7 +10,7 @@ use crate::contract::{PlaceholderError, RESERVED_PATHS};
 use crate::ident;
 use crate::model::{leak, leak_slice, leak_str, Route, Target};
 use crate::raw;
-use crate::spec::{DiskPolicy, Endpoint, HttpEndpoint, RouteSpec, ServerSpec, Storage, TargetSpec};
+use crate::spec::{BalancePolicy, DiskPolicy, Endpoint, HttpEndpoint, RouteSpec, ServerSpec, Storage, TargetSpec};
 use std::time::Duration;
 
 /// What a log record holds besides the body (its header, the id, the content type), at most:
@@ -113,6 +113,8 @@ impl Checker<'_> {
             }),
             auth,
             rate_limit,
+            match_headers: &[],
+            balance: BalancePolicy::DEFAULT,
             targets: leak_slice(targets.iter().map(|target| target.spec).collect()),
         });
         Some(Route {
@@ -221,6 +223,7 @@ impl Checker<'_> {
                 route,
                 name,
                 endpoint,
+                weight: 1,
                 lane: policy.lane(),
                 delivery: policy.delivery(),
             }),

@@ -92,7 +92,106 @@ pub struct RouteSpec {
     pub auth: Option<Auth>,
     /// Events the route takes in at most, per period, beyond which it answers 429.
     pub rate_limit: Option<RateLimit>,
+    /// `match: { headers: ... }`: request headers (names lowercase) that must all have these
+    /// values for a request to take this route; empty: the path alone decides.
+    pub match_headers: &'static [(&'static str, &'static str)],
+    /// How a balance route (`mode: balance`) picks a backend and fails over; unused by
+    /// fan-out routes.
+    pub balance: BalancePolicy,
     pub targets: &'static [&'static TargetSpec],
+}
+
+impl RouteSpec {
+    /// The path without the `/*` of a prefix route (`/items/*` is `/items`), and whether the
+    /// route is a prefix route: it then takes that path and every path below it.
+    pub fn path_pattern(&self) -> (&'static str, bool) {
+        match self.path.strip_suffix("/*") {
+            Some(prefix) => (prefix, true),
+            None => (self.path, false),
+        }
+    }
+}
+
+spec_struct! {
+    /// A balance route: each request goes to one healthy backend (a target) and its answer is
+    /// relayed.
+    pub struct BalancePolicy {
+        pub strategy: Strategy,
+        /// The methods the route takes; others get 405.
+        pub methods: MethodSet,
+        /// Active health checks of every backend, if configured.
+        pub health: Option<HealthCheck>,
+        /// Tries in all, the first included, each on a backend not tried yet for the request
+        /// while one is left.
+        pub attempts: u32,
+        /// Backend answers that count as a failure worth another backend (idempotent methods
+        /// only, unless `retry_non_idempotent`).
+        pub retry_on: StatusSet,
+        /// Retry POST, PATCH (and other non-idempotent methods) after a timeout or a failing
+        /// status too, not only after a connect failure.
+        pub retry_non_idempotent: bool,
+    }
+}
+
+impl BalancePolicy {
+    /// A balance route's policy where routes.yaml says nothing (and the value fan-out routes
+    /// carry): least in flight, every method, no active checks, 3 tries, every 5xx but 501
+    /// worth another backend for idempotent methods.
+    pub const DEFAULT: BalancePolicy = BalancePolicy {
+        strategy: Strategy::LeastInflight,
+        methods: MethodSet::ALL,
+        health: None,
+        attempts: 3,
+        retry_on: StatusSet(&[(500, 500), (502, 599)]),
+        retry_non_idempotent: false,
+    };
+}
+
+spec_struct! {
+    /// `health:` of a balance route: a GET of `path` on every backend each `interval`.
+    pub struct HealthCheck {
+        pub path: &'static str,
+        pub interval: Duration,
+        pub timeout: Duration,
+        /// Consecutive failed checks that mark a healthy backend unhealthy.
+        pub unhealthy_after: u32,
+        /// Consecutive passed checks that mark an unhealthy backend healthy again.
+        pub healthy_after: u32,
+    }
+}
+
+/// HTTP methods as a set of bits, one per standard method (see [`MethodSet::METHODS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodSet(pub u16);
+
+impl MethodSet {
+    /// The standard methods routes.yaml may name, in bit order.
+    pub const METHODS: [&'static str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    /// Every method, the non-standard ones included.
+    pub const ALL: MethodSet = MethodSet(u16::MAX);
+
+    /// The bit of a standard method, by name.
+    pub fn bit(name: &str) -> Option<u16> {
+        Self::METHODS
+            .iter()
+            .position(|m| *m == name)
+            .map(|i| 1 << i)
+    }
+
+    pub fn contains_bit(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// `GET, POST`: the methods in the set, for an `Allow` header.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::METHODS
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, name)| *name)
+    }
 }
 
 spec_struct! {
@@ -134,6 +233,9 @@ spec_struct! {
         pub route: &'static str,
         pub name: &'static str,
         pub endpoint: Endpoint,
+        /// A balance route's share of requests for this backend, relative to the others'
+        /// (1 unless set); unused by fan-out routes.
+        pub weight: u32,
         pub lane: LanePolicy,
         pub delivery: DeliveryPolicy,
     }
@@ -331,6 +433,20 @@ spec_enum! {
     pub enum Mode {
         /// Answer 202 at once and repeat the event to every target.
         Fanout = "fanout",
+        /// Send each request to one healthy backend (a target) and relay its answer.
+        Balance = "balance",
+    }
+}
+
+spec_enum! {
+    /// How a balance route picks among its healthy backends.
+    pub enum Strategy {
+        /// The backend with the fewest requests in flight for its weight; ties go round.
+        LeastInflight = "least_inflight",
+        /// Each backend in turn, as often as its weight says (smooth weighted round robin).
+        RoundRobin = "round_robin",
+        /// A backend at random, weighted.
+        Random = "random",
     }
 }
 
