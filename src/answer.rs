@@ -42,14 +42,14 @@ pub fn error(status: StatusCode, message: &str) -> Answer {
     json(status, Bytes::from(body))
 }
 
-pub fn method_not_allowed(allow: &'static str) -> Answer {
+/// 405; `allow` lists the methods the path takes (`GET, HEAD`).
+pub fn method_not_allowed(allow: HeaderValue) -> Answer {
+    let listed = String::from_utf8_lossy(allow.as_bytes()).into_owned();
     let mut response = error(
         StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method not allowed; use {allow}"),
+        &format!("method not allowed; use {listed}"),
     );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
+    response.headers_mut().insert(ALLOW, allow);
     response
 }
 

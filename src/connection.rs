@@ -231,3 +231,12 @@ impl Drop for Open {
         self.0.dec();
     }
 }
+
+/// Who is at the other end of a client connection, for the `X-Forwarded-*` and `Forwarded`
+/// headers of balance routes.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// Whether the connection is TLS (the listener has certificates).
+    pub tls: bool,
+}

@@ -176,6 +176,15 @@ impl Gate {
         self.limiter.as_ref().map_or(Ok(()), Limiter::take)
     }
 
+    /// Whether the gate checks a signature over the body (so the body must be read whole
+    /// before the request is let in).
+    pub fn signs_body(&self) -> bool {
+        matches!(
+            self.verifier,
+            Some(Verifier::StandardWebhooks { .. } | Verifier::Body { .. })
+        )
+    }
+
     /// Verifies a signature over the raw `body` (after [`Gate::check_head`]). For Standard
     /// Webhooks, the `webhook-id` to claim in [`Gate::replays`].
     pub fn check_body<'h>(

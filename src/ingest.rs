@@ -4,16 +4,14 @@
 //! `/healthz` and `/metrics`.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::IntCounter;
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 
 use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
 
@@ -21,6 +19,8 @@ use crate::answer::{
     closing, error, json, method_not_allowed, not_found, over_budget, rate_limited, retry_later,
     shutting_down, too_large, unauthorized, Answer,
 };
+use crate::balance::{self, Reply};
+use crate::connection::Peer;
 use crate::event::{self, Event};
 use crate::idempotency::{self, Claims, Duplicate};
 use crate::lane::{Admission, Rejected};
@@ -28,39 +28,60 @@ use crate::log::Commit;
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::proxy::Proxy;
 use crate::proxy::Settling;
+use crate::request_body::{read_whole, Unread};
 use crate::spec::{RouteSpec, Storage};
 use crate::table::RouteTable;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// Serves one request on the ingest listener: a route's (by its mode), or the proxy's own
+/// endpoints.
 pub async fn handle<T: RouteTable>(
     proxy: Arc<Proxy<T>>,
     request: Request<Incoming>,
-) -> Result<Answer, Infallible> {
+    peer: Peer,
+) -> Result<Response<Reply>, Infallible> {
+    let route = T::route(request.uri().path(), request.headers());
+    let response = match route.and_then(|route| Some((route, proxy.table.pool(route)?))) {
+        Some((route, pool)) => balance::serve(&proxy, route, pool, request, peer).await,
+        None => ingest_or_own(&proxy, route, request).await.map(Either::Left),
+    };
+    // Handing over to a successor: every client is to reconnect, and reach the new process.
+    if proxy.handing_over.load(Ordering::Relaxed) {
+        let (mut parts, body) = response.into_parts();
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return Ok(Response::from_parts(parts, body));
+    }
+    Ok(response)
+}
+
+/// A fan-out route's event, or the proxy's own endpoints.
+async fn ingest_or_own<T: RouteTable>(
+    proxy: &Proxy<T>,
+    route: Option<T::Route>,
+    request: Request<Incoming>,
+) -> Answer {
     let path = request.uri().path();
     #[cfg(feature = "failpoints")]
     if path == "/failpoints" && request.method() == Method::PUT {
         let query = request.uri().query().unwrap_or("");
-        return Ok(match crate::failpoints::configure(query) {
+        return match crate::failpoints::configure(query) {
             Ok(()) => json(StatusCode::OK, Bytes::from_static(b"{}")),
             Err(error) => json(
                 StatusCode::BAD_REQUEST,
                 Bytes::from(serde_json::json!({ "error": error }).to_string()),
             ),
-        });
+        };
     }
-    let response = match T::route(path) {
-        Some(route) if request.method() == Method::POST => ingest(&proxy, route, request).await,
-        Some(_) => method_not_allowed("POST"),
+    match route {
+        Some(route) if request.method() == Method::POST => ingest(proxy, route, request).await,
+        Some(_) => method_not_allowed(HeaderValue::from_static("POST")),
         // With `admin_listen`, `/metrics` and `/healthz` are served there, not here.
         None if proxy.admin_apart => not_found(),
-        None => own_endpoint(&proxy, path, request.method()),
-    };
-    // Handing over to a successor: every client is to reconnect, and reach the new process.
-    if proxy.handing_over.load(Ordering::Relaxed) {
-        return Ok(closing(response));
+        None => own_endpoint(proxy, path, request.method()),
     }
-    Ok(response)
 }
 
 /// `/healthz`, `/metrics`, or 404: what the proxy answers itself (on the ingest listener, or
@@ -79,8 +100,8 @@ pub fn own_endpoint<T: RouteTable>(proxy: &Proxy<T>, path: &str, method: &Method
             );
             response
         }
-        (HEALTHZ_PATH, _) => method_not_allowed("GET, HEAD"),
-        (METRICS_PATH, _) => method_not_allowed("GET"),
+        (HEALTHZ_PATH, _) => method_not_allowed(HeaderValue::from_static("GET, HEAD")),
+        (METRICS_PATH, _) => method_not_allowed(HeaderValue::from_static("GET")),
         _ => not_found(),
     }
 }
@@ -122,34 +143,10 @@ async fn ingest<T: RouteTable>(
         return over_budget();
     }
     let (head, body) = request.into_parts();
-    let reading = Limited::new(body, spec.max_body as usize).collect();
-    tokio::pin!(reading);
-    // Most bodies are whole by now: only one still arriving pays for a timer.
-    let body = match poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
-        Poll::Ready(read) => Ok(read),
-        Poll::Pending => tokio::time::timeout(T::SERVER.body_read_timeout, reading).await,
-    };
-    let body = match body {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            metrics.rejected(RejectReason::BodyTooLarge).inc();
-            return too_large(spec.max_body);
-        }
-        Ok(Err(_)) => {
-            metrics.rejected(RejectReason::BodyUnreadable).inc();
-            return error(
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read",
-            );
-        }
-        Err(_) => {
-            metrics.rejected(RejectReason::BodyTimeout).inc();
-            let message = format!(
-                "the body did not arrive within {}",
-                humantime::format_duration(T::SERVER.body_read_timeout)
-            );
-            return closing(error(StatusCode::REQUEST_TIMEOUT, &message));
-        }
+    let read = read_whole(body, spec.max_body as usize, T::SERVER.body_read_timeout).await;
+    let body = match read {
+        Ok(body) => body,
+        Err(unread) => return unreadable(metrics, spec, unread, T::SERVER.body_read_timeout),
     };
     if proxy.shutting_down.load(Ordering::Relaxed) {
         metrics.rejected(RejectReason::ShuttingDown).inc();
@@ -253,6 +250,36 @@ impl Drop for Settle<'_> {
             }
             drop(settlement);
         });
+    }
+}
+
+/// The answer to a body that could not be read whole, counted.
+pub fn unreadable(
+    metrics: &RouteMetrics,
+    spec: &RouteSpec,
+    unread: Unread,
+    patience: std::time::Duration,
+) -> Answer {
+    match unread {
+        Unread::TooLarge => {
+            metrics.rejected(RejectReason::BodyTooLarge).inc();
+            too_large(spec.max_body)
+        }
+        Unread::Unreadable => {
+            metrics.rejected(RejectReason::BodyUnreadable).inc();
+            error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+        }
+        Unread::Timeout => {
+            metrics.rejected(RejectReason::BodyTimeout).inc();
+            let message = format!(
+                "the body did not arrive within {}",
+                humantime::format_duration(patience)
+            );
+            closing(error(StatusCode::REQUEST_TIMEOUT, &message))
+        }
     }
 }
 

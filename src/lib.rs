@@ -16,6 +16,8 @@
 //!   first through the route's [`gate`] (credentials via [`signature`], [`rate_limit`]);
 //!   [`answer`]: every refusal.
 //!   [`tls`]: the listener's certificates; [`admin`]: `/metrics` and `/healthz` elsewhere.
+//! - [`balance`]: balance routes, whose requests go to one backend each and whose answers are
+//!   relayed ([`request_body`]: a body read whole, for ingest and for a repeatable try).
 //! - [`lane`]: where a route-target pair's events wait (its storage: in memory, or a cursor
 //!   over its durable route's [`log`] on disk), beside the target's resolved endpoint,
 //!   [`breaker`] and metrics; [`idempotency`]: the keys a route remembers.
@@ -33,6 +35,7 @@ extern crate self as fanout;
 
 pub mod admin;
 pub mod answer;
+pub mod balance;
 pub mod breaker;
 pub mod cli;
 pub mod connection;
@@ -53,6 +56,7 @@ pub mod parcel;
 pub mod proxy;
 pub mod rate_limit;
 pub mod report;
+pub mod request_body;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
@@ -70,6 +74,7 @@ pub use fanout_macros::routes;
 /// What generated code names, by absolute path, so it works wherever `routes!` is called.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::balance::Pool;
     pub use crate::event::Event;
     pub use crate::gate::Gate;
     pub use crate::idempotency::IdempotencyKeys;
@@ -83,5 +88,6 @@ pub mod __private {
         StandardWebhooksAuth, StatusSet, Storage, Strategy, TargetSpec, TlsFiles,
     };
     pub use crate::startup::StartupError;
-    pub use crate::table::RouteTable;
+    pub use crate::table::{under, RouteTable};
+    pub use hyper::header::{HeaderMap, HeaderName};
 }

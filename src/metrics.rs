@@ -11,7 +11,7 @@ use crate::dead_letter::Reason;
 use crate::spec::{RouteSpec, TargetSpec};
 
 /// Upper bounds of the delivery latency buckets, in seconds.
-const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -299,15 +299,15 @@ impl ConnectionMetrics {
     }
 }
 
-fn counter(opts: Opts) -> IntCounter {
+pub(crate) fn counter(opts: Opts) -> IntCounter {
     IntCounter::with_opts(opts).expect("counter options are valid by construction")
 }
 
-fn gauge(opts: Opts) -> IntGauge {
+pub(crate) fn gauge(opts: Opts) -> IntGauge {
     IntGauge::with_opts(opts).expect("gauge options are valid by construction")
 }
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
+pub(crate) fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
     registry
         .register(Box::new(collector.clone()))
         .expect("every route-target pair is unique, so no metric is registered twice");

@@ -27,6 +27,7 @@ impl Metrics {
             table.metrics(route).register(&registry);
         }
         table.lanes(&mut |lane| lane.metrics.register(&registry));
+        table.pools(&mut |pool| pool.register(&registry));
         for log in logs {
             log.metrics.register(&registry);
         }
@@ -42,6 +43,7 @@ impl Metrics {
             lane.metrics.depth.set(lane.depth() as i64);
             lane.metrics.oldest_age.set(lane.oldest_age().as_secs_f64());
         });
+        table.pools(&mut |pool| pool.refresh_gauges());
         self.held_bytes.set(crate::event::held_bytes() as i64);
         let mut text = Vec::with_capacity(16 * 1024);
         TextEncoder::new()

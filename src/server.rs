@@ -8,6 +8,7 @@
 //! for the protocol preface, headers (time and size), bodies (time, in `ingest`), h2c streams,
 //! and idle connections of both protocols.
 
+use http_body_util::Either;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -93,6 +94,8 @@ pub async fn run<T: RouteTable>(
     shutdown: impl Future<Output = ()>,
 ) {
     let (mut durable_workers, mut memory_workers) = start_workers(&proxy);
+    let mut health_checks = JoinSet::new();
+    proxy.table.pools(&mut |pool| pool.start_checks(&mut health_checks));
     let reporter = (!options.metrics_log_interval.is_zero()).then(|| {
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -191,6 +194,7 @@ pub async fn run<T: RouteTable>(
     proxy.hand_over().await;
     wait_for_empty_lanes(&proxy, deadline, false).await;
     memory_workers.shutdown().await;
+    health_checks.shutdown().await;
     if let Some(reporter) = reporter {
         reporter.abort();
     }
@@ -207,6 +211,13 @@ async fn serve<T: RouteTable>(
     mut closing: watch::Receiver<bool>,
 ) {
     let _open = connection::Open::count(&proxy.connections.open);
+    let Ok(addr) = stream.peer_addr() else {
+        return;
+    };
+    let peer = connection::Peer {
+        addr,
+        tls: options.tls.is_some(),
+    };
     let protocol = {
         let first_bytes = tokio::time::timeout(
             options.first_byte_timeout,
@@ -227,10 +238,10 @@ async fn serve<T: RouteTable>(
     };
     match protocol {
         Ok(Ok((connection::Protocol::Http1, io))) => {
-            serve_http(io, &builders.http1, proxy, options, closing).await
+            serve_http(io, &builders.http1, proxy, options, closing, peer).await
         }
         Ok(Ok((connection::Protocol::Http2, io))) => {
-            serve_http(io, &builders.http2, proxy, options, closing).await
+            serve_http(io, &builders.http2, proxy, options, closing, peer).await
         }
         Ok(Err(error)) if options.tls.is_some() => {
             proxy.connections.tls_failures.inc();
@@ -249,6 +260,7 @@ async fn serve_http<T: RouteTable>(
     proxy: Arc<Proxy<T>>,
     options: &Options,
     mut closing: watch::Receiver<bool>,
+    peer: connection::Peer,
 ) {
     let idle_closed = proxy.connections.idle_closed.clone();
     let activity = Arc::new(Activity::default());
@@ -258,8 +270,12 @@ async fn serve_http<T: RouteTable>(
             let proxy = proxy.clone();
             let busy = activity.begin();
             async move {
-                let response = crate::ingest::handle(proxy, request).await;
-                drop(busy);
+                let mut response = crate::ingest::handle(proxy, request, peer).await;
+                // A relayed answer keeps the connection busy until its body ends.
+                match response.as_mut().map(|r| r.body_mut()) {
+                    Ok(Either::Right(relay)) => relay.hold(busy),
+                    _ => drop(busy),
+                }
                 response
             }
         })

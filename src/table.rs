@@ -4,6 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use hyper::header::HeaderMap;
+
+use crate::balance::Pool;
 use crate::event::Event;
 use crate::gate::Gate;
 use crate::idempotency::IdempotencyKeys;
@@ -24,10 +27,13 @@ pub trait RouteTable: Send + Sync + Sized + 'static {
 
     /// Empty lanes for every route, their targets resolved by `resolver`.
     fn new(resolver: &mut Resolver<'_>) -> Result<Self, StartupError>;
-    /// The route whose path is `path` exactly.
-    fn route(path: &str) -> Option<Self::Route>;
+    /// The route a request to `path` with `headers` takes: an exact path, else the longest
+    /// prefix route; where routes share a path, the one whose `match` the headers meet.
+    fn route(path: &str, headers: &HeaderMap) -> Option<Self::Route>;
     fn spec(route: Self::Route) -> &'static RouteSpec;
-    /// Takes in a request's event as the route's mode says (`fanout`: into every lane, all
+    /// A balance route's backends; `None` for a fan-out route.
+    fn pool(&self, route: Self::Route) -> Option<&Pool>;
+    /// Takes in a fan-out route's event as its mode says (`fanout`: into every lane, all
     /// of its reject lanes or none; durable: once, into its log).
     fn accept(&self, route: Self::Route, event: Event) -> Result<Admission, Rejected>;
     /// The route's ingest counters.
@@ -46,10 +52,27 @@ pub trait RouteTable: Send + Sync + Sized + 'static {
         }
     }
 
+    /// Calls `visit` with the backends of every balance route.
+    fn pools(&self, visit: &mut dyn FnMut(&Pool)) {
+        for &route in Self::ROUTES {
+            if let Some(pool) = self.pool(route) {
+                visit(pool);
+            }
+        }
+    }
+
     /// Whether any lane has events a drain waits for (see [`Lane::undrained`]).
     fn busy(&self) -> bool {
         let mut busy = false;
         self.lanes(&mut |lane| busy |= lane.undrained() > 0);
         busy
     }
+}
+
+/// Whether `path` is `prefix` or below it (`/items` and `/items/t1`, not `/itemsx`): the test
+/// of a prefix route (`/items/*`); the prefix of `/*` is empty and takes every path.
+#[inline]
+pub fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

@@ -19,33 +19,42 @@ use std::time::Duration;
 
 use crate::startup::StartupError;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Opens connections to http:// and https:// urls (TLS with ALPN as the client speaks).
+pub type Connector = HttpsConnector<HttpConnector>;
+
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// How long an idle pooled connection to a target is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The clients made so far, one per (`ca_file`, `http2`); used at start-up only, to hand each
-/// target its client.
+/// The clients made so far, one per (`ca_file`, `http2`), with their connectors; used at
+/// start-up only, to hand each target its client (fan-out lanes) and connector (balance
+/// backends, which keep connections of their own).
 #[derive(Default)]
 pub struct Clients {
-    made: HashMap<(Option<String>, bool), HttpClient>,
+    made: HashMap<(Option<String>, bool), (HttpClient, Connector)>,
 }
 
 impl Clients {
-    /// The client for a target trusting `ca_file` too (read now, so a bad file stops
-    /// start-up), speaking HTTP/2 only if `http2`.
-    pub fn get(&mut self, ca_file: Option<&str>, http2: bool) -> Result<HttpClient, StartupError> {
+    /// The client and connector for a target trusting `ca_file` too (read now, so a bad file
+    /// stops start-up), speaking HTTP/2 only if `http2`.
+    pub fn get(
+        &mut self,
+        ca_file: Option<&str>,
+        http2: bool,
+    ) -> Result<(HttpClient, Connector), StartupError> {
         let key = (ca_file.map(str::to_owned), http2);
-        if let Some(client) = self.made.get(&key) {
-            return Ok(client.clone());
+        if let Some(made) = self.made.get(&key) {
+            return Ok(made.clone());
         }
         let roots = match ca_file {
             Some(path) => roots_with(path)?,
             None => webpki_roots(),
         };
-        let client = client(roots, http2);
-        self.made.insert(key, client.clone());
-        Ok(client)
+        let connector = connector(roots, http2);
+        let made = (client(connector.clone(), http2), connector);
+        self.made.insert(key, made.clone());
+        Ok(made)
     }
 }
 
@@ -70,7 +79,7 @@ fn roots_with(path: &str) -> Result<RootCertStore, StartupError> {
     Ok(roots)
 }
 
-fn client(roots: RootCertStore, http2: bool) -> HttpClient {
+fn connector(roots: RootCertStore, http2: bool) -> Connector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -83,11 +92,14 @@ fn client(roots: RootCertStore, http2: bool) -> HttpClient {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
-    let connector = if http2 {
+    if http2 {
         connector.enable_http2().wrap_connector(http)
     } else {
         connector.enable_http1().wrap_connector(http)
-    };
+    }
+}
+
+fn client(connector: Connector, http2: bool) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -12,7 +12,7 @@ mod client;
 mod link;
 mod sign;
 
-pub use client::Clients;
+pub use client::{Clients, Connector};
 
 use base64::Engine;
 use http_body_util::Full;
@@ -43,6 +43,8 @@ pub struct Endpoint {
     /// credentials), copied into every request.
     pub headers: HeaderMap,
     pub client: HttpClient,
+    /// What opens connections to the target, for those who keep their own (balance backends).
+    pub connector: Connector,
     /// The endpoint as compiled in (`http2`, the url as written).
     pub http: &'static HttpEndpoint,
     /// Signs every delivery, if the target has `sign:`.
@@ -119,7 +121,7 @@ impl Endpoint {
             .map(|path| substitute(path, env))
             .transpose()
             .map_err(|e| StartupError(format!("{place}, ca_file: {e}")))?;
-        let client = clients
+        let (client, connector) = clients
             .get(ca_file.as_deref(), http.http2)
             .map_err(|e| StartupError(format!("{place}: {e}")))?;
         let signer = http
@@ -134,6 +136,7 @@ impl Endpoint {
             host,
             headers,
             client,
+            connector,
             http,
             signer,
         })

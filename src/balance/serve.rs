@@ -1,0 +1,341 @@
+//! One request to a balance route: the route's checks (method, shutdown, gate, size), then
+//! tries on backends until one answers or the tries run out.
+//!
+//! Failover: a backend that cannot be connected to is left at once for another (nothing was
+//! sent, so even a streamed POST goes on). After a request was sent, a timeout, a failed
+//! connection or a status of `retry.on` goes on to another backend only for an idempotent
+//! method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or with `retry_non_idempotent`, and only if
+//! the body was kept: bodies up to [`REPLAY_LIMIT`] (by `Content-Length`) are read whole first
+//! and sent again as often as needed; larger or chunked bodies stream through, once. When no
+//! other backend is left, the last backend's answer is relayed as it is; with no answer at
+//! all, fanout answers 502 (the last error), 504 (the last try timed out) or 503 (no backend
+//! available from the start).
+
+use bytes::Bytes;
+use http_body_util::{Either, Full, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::http::request::Parts;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::backend::Backend;
+use super::connections::{Outgoing, SendError, Sender};
+use super::forward::{self, X_REQUEST_ID};
+use super::grpc;
+use super::health::{self, Verdict};
+use super::metrics::{Outcome, OwnAnswer};
+use super::relay::{InFlight, Relay, Reply};
+use super::Pool;
+use crate::answer::{
+    error, method_not_allowed, rate_limited, retry_later, shutting_down, too_large, unauthorized,
+    Answer,
+};
+use crate::connection::Peer;
+use crate::ingest::unreadable;
+use crate::metrics::RejectReason;
+use crate::proxy::Proxy;
+use crate::request_body::read_whole;
+use crate::spec::MethodSet;
+use crate::table::RouteTable;
+
+/// Request bodies up to this size (by `Content-Length`) are read whole before the first try,
+/// so that a failed try can be repeated on another backend.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// A request's body: read whole (sent again on every try), or streamed through once.
+enum Body {
+    Kept(Bytes),
+    Streamed(Incoming),
+}
+
+/// How the last try that got no relayable answer ended.
+enum Failure {
+    Connect(&'static str, String),
+    Failed(&'static str, String),
+    TimedOut(&'static str),
+}
+
+pub async fn serve<T: RouteTable>(
+    proxy: &Proxy<T>,
+    route: T::Route,
+    pool: &Pool,
+    request: Request<Incoming>,
+    peer: Peer,
+) -> Response<Reply> {
+    let grpc = grpc::is_grpc(request.headers());
+    let own = |answer: Answer| match grpc {
+        true => grpc::status_of(answer).map(Either::Left),
+        false => answer.map(Either::Left),
+    };
+    match admit(proxy, route, pool, request).await {
+        Ok((head, body)) => match relay(pool, head, body, peer).await {
+            Ok(response) => response,
+            Err(answer) => own(answer),
+        },
+        Err(answer) => own(answer),
+    }
+}
+
+/// The route's checks before any backend is tried; the request with its body kept whole if
+/// small enough (or if the gate verifies a signature over it).
+async fn admit<T: RouteTable>(
+    proxy: &Proxy<T>,
+    route: T::Route,
+    pool: &Pool,
+    request: Request<Incoming>,
+) -> Result<(Parts, Body), Answer> {
+    let spec = pool.route;
+    let metrics = proxy.table.metrics(route);
+    if !allowed(spec.balance.methods, request.method()) {
+        return Err(method_not_allowed(pool.allow.clone()));
+    }
+    if proxy.shutting_down.load(Ordering::Relaxed) {
+        metrics.rejected(RejectReason::ShuttingDown).inc();
+        return Err(shutting_down());
+    }
+    let gate = proxy.table.gate(route);
+    if gate.check_head(request.headers()).is_err() {
+        metrics.rejected(RejectReason::Unauthorized).inc();
+        return Err(unauthorized(gate));
+    }
+    if let Err(wait) = gate.take() {
+        metrics.rejected(RejectReason::RateLimited).inc();
+        return Err(rate_limited(wait));
+    }
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > spec.max_body) {
+        metrics.rejected(RejectReason::BodyTooLarge).inc();
+        return Err(too_large(spec.max_body));
+    }
+    let (head, body) = request.into_parts();
+    let small = body.is_end_stream() || declared.is_some_and(|n| n <= REPLAY_LIMIT);
+    if !(small || gate.signs_body()) {
+        return Ok((head, Body::Streamed(body)));
+    }
+    let patience = T::SERVER.body_read_timeout;
+    let limit = usize::try_from(spec.max_body).unwrap_or(usize::MAX);
+    let body = read_whole(body, limit, patience)
+        .await
+        .map_err(|unread| unreadable(metrics, spec, unread, patience))?;
+    if gate.check_body(&head.headers, &body).is_err() {
+        metrics.rejected(RejectReason::Unauthorized).inc();
+        return Err(unauthorized(gate));
+    }
+    Ok((head, Body::Kept(body)))
+}
+
+/// Tries backends until one answers (relayed) or none is left (fanout's own answer).
+async fn relay(
+    pool: &Pool,
+    mut head: Parts,
+    body: Body,
+    peer: Peer,
+) -> Result<Response<Reply>, Answer> {
+    let policy = &pool.route.balance;
+    let request_id = forward::prepare(&mut head.headers, &head.uri, peer);
+    let limit = usize::try_from(pool.route.max_body).unwrap_or(usize::MAX);
+    let (kept, mut streamed) = match body {
+        Body::Kept(kept) => (Some(kept), None),
+        Body::Streamed(body) => (None, Some(Limited::new(body, limit))),
+    };
+    let repeatable = kept.is_some() && (idempotent(&head.method) || policy.retry_non_idempotent);
+    let (mut tried, mut tries, mut last) = (0u64, 0u32, None::<Failure>);
+    let mut next = pool.pick(0);
+    while let Some(index) = next.take() {
+        if tries > 0 {
+            pool.metrics.retries.inc();
+        }
+        tried |= 1 << index;
+        tries += 1;
+        let more = tries < policy.attempts;
+        let backend = pool.backend(index);
+        let name = backend.spec.name;
+        let in_flight = InFlight::begin(backend);
+        let started = Instant::now();
+        let timeout = backend.spec.delivery.timeout;
+        let mut sender = match tokio::time::timeout(timeout, backend.connections.take()).await {
+            Ok(Ok(sender)) => sender,
+            Ok(Err(SendError::Connect(why) | SendError::Failed(why))) => {
+                failed(backend, Outcome::ConnectError);
+                last = Some(Failure::Connect(name, why));
+                next = more.then(|| pool.pick(tried)).flatten();
+                continue;
+            }
+            Err(_) => {
+                failed(backend, Outcome::ConnectError);
+                last = Some(Failure::Connect(name, "connecting timed out".into()));
+                next = more.then(|| pool.pick(tried)).flatten();
+                continue;
+            }
+        };
+        let body: Outgoing = match (&kept, streamed.take()) {
+            (Some(kept), _) => Either::Left(Full::new(kept.clone())),
+            (None, Some(streamed)) => Either::Right(streamed),
+            (None, None) => Either::Left(Full::default()),
+        };
+        let outgoing = request_for(backend, pool, &head, body);
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let sent = tokio::time::timeout(remaining, sender.send(&backend.connections, outgoing)).await;
+        let again = more && repeatable;
+        match sent {
+            Ok(Ok(answer)) => {
+                backend.metrics.latency.observe(started.elapsed().as_secs_f64());
+                let status = answer.status();
+                backend.metrics.outcome(Outcome::Status(status.as_u16())).inc();
+                let gateway_failure = matches!(status.as_u16(), 502..=504);
+                if gateway_failure {
+                    eject_if_due(backend);
+                } else {
+                    backend.health.succeeded();
+                }
+                if again && policy.retry_on.contains(status.as_u16()) {
+                    if let Some(other) = pool.pick(tried) {
+                        next = Some(other);
+                        continue;
+                    }
+                }
+                return Ok(relayed(answer, sender, in_flight, request_id));
+            }
+            Ok(Err(SendError::Connect(why))) => {
+                failed(backend, Outcome::ConnectError);
+                last = Some(Failure::Connect(name, why));
+                // Nothing was sent: a streamed body is lost only if it was handed over.
+                next = (more && kept.is_some()).then(|| pool.pick(tried)).flatten();
+            }
+            Ok(Err(SendError::Failed(why))) => {
+                failed(backend, Outcome::Error);
+                last = Some(Failure::Failed(name, why));
+                next = again.then(|| pool.pick(tried)).flatten();
+            }
+            Err(_) => {
+                failed(backend, Outcome::Timeout);
+                last = Some(Failure::TimedOut(name));
+                next = again.then(|| pool.pick(tried)).flatten();
+            }
+        }
+    }
+    Err(own_answer(pool, last))
+}
+
+/// The request for one try on `backend`.
+fn request_for(
+    backend: &Backend,
+    pool: &Pool,
+    head: &Parts,
+    body: Outgoing,
+) -> Request<Outgoing> {
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = backend.uri_for(backend.path_for(pool.route, &head.uri));
+    let headers = request.headers_mut();
+    *headers = head.headers.clone();
+    for (name, value) in &backend.endpoint.headers {
+        headers.insert(name, value.clone());
+    }
+    if backend.endpoint.http.http2 {
+        *request.version_mut() = Version::HTTP_2;
+    } else {
+        request.headers_mut().insert(HOST, backend.endpoint.host.clone());
+    }
+    request
+}
+
+/// The backend's answer for the client: hop-by-hop fields out, the request id in, the body
+/// streamed.
+fn relayed(
+    answer: Response<Incoming>,
+    sender: Sender,
+    in_flight: InFlight,
+    request_id: HeaderValue,
+) -> Response<Reply> {
+    let (mut parts, body) = answer.into_parts();
+    forward::strip(&mut parts.headers);
+    parts.headers.insert(X_REQUEST_ID, request_id);
+    parts.version = Version::default();
+    let connection = match sender {
+        Sender::Http1(connection) => Some(connection),
+        Sender::Http2(_) => None,
+    };
+    Response::from_parts(parts, Either::Right(Relay::new(body, in_flight, connection)))
+}
+
+/// Counts a failed try and, when it is one too many, ejects the backend.
+fn failed(backend: &Backend, outcome: Outcome) {
+    backend.metrics.outcome(outcome).inc();
+    eject_if_due(backend);
+}
+
+fn eject_if_due(backend: &Backend) {
+    if let Verdict::Ejected(cooldown) = backend.health.failed(health::now_ms()) {
+        backend.metrics.ejections.inc();
+        tracing::warn!(
+            route = backend.spec.route,
+            target = backend.spec.name,
+            cooldown = %humantime::format_duration(cooldown),
+            "backend ejected after failed tries in a row"
+        );
+    }
+}
+
+/// fanout's answer when no backend's could be relayed, counted.
+fn own_answer(pool: &Pool, last: Option<Failure>) -> Answer {
+    let route = pool.route.name;
+    let (kind, answer) = match last {
+        None => (
+            OwnAnswer::NoBackend,
+            retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("route \"{route}\" has no healthy backend; retry later"),
+            ),
+        ),
+        Some(Failure::TimedOut(target)) => (
+            OwnAnswer::Timeout,
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("backend \"{target}\" of route \"{route}\" did not answer in time"),
+            ),
+        ),
+        Some(Failure::Connect(target, why) | Failure::Failed(target, why)) => (
+            OwnAnswer::BadGateway,
+            error(
+                StatusCode::BAD_GATEWAY,
+                &format!("every try failed; the last, on backend \"{target}\" of route \"{route}\": {why}"),
+            ),
+        ),
+    };
+    pool.metrics.error(kind).inc();
+    answer
+}
+
+/// Whether `method` is in the route's `methods` (a method outside the standard ones only if
+/// the route takes every method).
+fn allowed(methods: MethodSet, method: &Method) -> bool {
+    // In `MethodSet::METHODS` order.
+    let index = match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => return methods == MethodSet::ALL,
+    };
+    methods.contains_bit(1 << index)
+}
+
+/// RFC 9110 9.2.2.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
