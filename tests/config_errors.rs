@@ -216,6 +216,17 @@ build_fails! {
     bad_default: "bad-default",
     bad_default_backoff: "bad-default-backoff",
     bad_default_batch: "bad-default-batch",
+    balance_field_on_fanout: "balance-field-on-fanout",
+    fanout_field_on_balance: "fanout-field-on-balance",
+    weight_on_fanout: "weight-on-fanout",
+    balance_target_retry: "balance-target-retry",
+    zero_weight: "zero-weight",
+    bad_method: "bad-method",
+    bad_health: "bad-health",
+    star_inside_path: "star-inside-path",
+    prefix_covers_reserved: "prefix-covers-reserved",
+    overlapping_prefixes: "overlapping-prefixes",
+    overlapping_exact_paths_same_match: "overlapping-exact-paths-same-match",
     several_mistakes: "several-mistakes",
 }
 

@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::spec::{Encoding, Fsync, Mode, Overflow, Spelled, Storage};
+use crate::spec::{Encoding, Fsync, Mode, Overflow, Spelled, Storage, Strategy};
 use crate::units;
 
 #[derive(Deserialize)]
@@ -244,6 +244,8 @@ pub struct Breaker {
     pub max_cooldown: Option<Dur>,
 }
 
+/// A route; `methods`, `strategy`, `health`, `retry`, `retry_non_idempotent` and a target's
+/// `weight` are a balance route's (`mode: balance`).
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -260,7 +262,39 @@ pub struct Route {
     pub idempotency_window: Option<Dur>,
     pub auth: Option<AuthText>,
     pub rate_limit: Option<RateLimit>,
+    #[serde(rename = "match")]
+    pub r#match: Option<Match>,
+    pub methods: Option<Vec<String>>,
+    pub strategy: Option<Named<Strategy>>,
+    pub health: Option<Health>,
+    /// Only `attempts` and `on` apply to a route's tries.
+    pub retry: Option<Retry>,
+    pub retry_non_idempotent: Option<bool>,
     pub targets: Vec<serde_yaml::Value>,
+}
+
+/// `match:` of a route: what a request must carry besides the path.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { headers: { x-action: echo } }"
+)]
+pub struct Match {
+    pub headers: serde_yaml::Mapping,
+}
+
+/// `health:` of a balance route.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { path: /healthz, interval: 5s }"
+)]
+pub struct Health {
+    pub path: String,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub unhealthy_after: Option<u64>,
+    pub healthy_after: Option<u64>,
 }
 
 with_policy_fields! {
@@ -277,6 +311,7 @@ with_policy_fields! {
         pub headers: serde_yaml::Mapping,
         pub ca_file: Option<String>,
         pub sign: Option<Sign>,
+        pub weight: Option<u64>,
     }
     policy
 }

@@ -258,7 +258,19 @@ const POLICY: &[&str] = &[
     "http2",
     "batch",
 ];
-const ROUTE: &[&str] = &["name", "path", "targets", "max_body"]; // name, path, targets |
+const ROUTE: &[&str] = &[
+    "name", // name, path, targets |
+    "path",
+    "targets",
+    "max_body",
+    "mode",
+    "match",
+    "methods",
+    "strategy",
+    "health",
+    "retry",
+    "retry_non_idempotent",
+];
 const TARGET: &[&str] = &[
     "name", // name, url |
     "url",
@@ -272,10 +284,19 @@ const TARGET: &[&str] = &[
     "breaker",
     "http2",
     "batch",
+    "weight",
 ];
 const RETRY: &[&str] = &["attempts", "backoff", "max_backoff", "on"];
 const BREAKER: &[&str] = &["failures", "cooldown", "max_cooldown"];
 const BATCH: &[&str] = &["max_events", "max_bytes", "max_wait"];
+const HEALTH: &[&str] = &[
+    "path", // path |
+    "interval",
+    "timeout",
+    "unhealthy_after",
+    "healthy_after",
+];
+const MATCH: &[&str] = &["headers"]; // headers |
 
 // Values, by kind: good ones, then bad ones.
 const HEADERS: (&[&str], &[&str]) = (
@@ -297,8 +318,27 @@ const NAMES: (&[&str], &[&str]) = (
     &["a.b", "\"\"", "\"two words\"", "é", "123"],
 );
 const PATHS: (&[&str], &[&str]) = (
-    &["/orders", "/leads", "/", "/a/b", "/%20"],
-    &["/metrics", "/healthz", "orders", "/a?b", "\"/a b\"", "\"\""],
+    &[
+        "/orders",
+        "/leads",
+        "/",
+        "/a/b",
+        "/%20",
+        "/a/*",
+        "/orders/*",
+    ],
+    &[
+        "/metrics",
+        "/healthz",
+        "orders",
+        "/a?b",
+        "\"/a b\"",
+        "\"\"",
+        "/*",
+        "/metrics/*",
+        "/a/*/b",
+        "//*",
+    ],
 );
 const URLS: (&[&str], &[&str]) = (
     &[
@@ -346,6 +386,7 @@ const COUNTS: (&[&str], &[&str]) = (
         "lots",
     ],
 );
+const METHODS: (&[&str], &[&str]) = (&["GET", "POST", "HEAD", "PATCH"], &["get", "FETCH", "\"\""]);
 const OTHER: (&[&str], &[&str]) = (
     &[
         "drop_oldest",
@@ -400,7 +441,10 @@ fn scalar() -> BoxedStrategy<Node> {
 
 /// Any node: scalars, lists and maps, nested a few levels, with keys from anywhere.
 fn any_node() -> BoxedStrategy<Node> {
-    let keys = [TOP, SERVER, POLICY, ROUTE, TARGET, RETRY, BREAKER, BATCH].concat();
+    let keys = [
+        TOP, SERVER, POLICY, ROUTE, TARGET, RETRY, BREAKER, BATCH, HEALTH, MATCH,
+    ]
+    .concat();
     scalar()
         .prop_recursive(3, 24, 4, move |inner| {
             prop_oneof![
@@ -430,6 +474,11 @@ fn value_for(key: &'static str) -> BoxedStrategy<Node> {
         "retry" => section(RETRY, 0),
         "breaker" => section(BREAKER, 0),
         "batch" => section(BATCH, 0),
+        "health" => section(HEALTH, 1),
+        "match" => section(MATCH, 1),
+        "methods" => list(scalar_from(METHODS), 0..4),
+        "mode" => scalar_from((&["fanout", "balance"], &["Balance", "proxy"])),
+        "strategy" => scalar_from((&["round_robin", "least_inflight", "random"], &["fastest"])),
         "routes" => list(section(ROUTE, 3), 1..4),
         "targets" => list(section(TARGET, 2), 1..4),
         "on" => list(scalar_from(COUNTS), 0..4),
@@ -457,10 +506,12 @@ fn value_for(key: &'static str) -> BoxedStrategy<Node> {
         | "cooldown"
         | "max_cooldown"
         | "max_wait"
+        | "interval"
         | "drain_timeout"
         | "metrics_log_interval" => scalar_from(DURATIONS),
         "max_body" | "max_bytes" => scalar_from(SIZES),
-        "buffer" | "concurrency" | "attempts" | "failures" | "max_events" => scalar_from(COUNTS),
+        "buffer" | "concurrency" | "attempts" | "failures" | "max_events" | "weight"
+        | "unhealthy_after" | "healthy_after" => scalar_from(COUNTS),
         _ => scalar(),
     };
     prop_oneof![30 => plausible, 1 => scalar(), 1 => any_node()].boxed()

@@ -3,15 +3,21 @@
 //! serde_derive's `Ctxt` does. One file per job:
 //! - here: the document, and how a problem is reported at its place;
 //! - `server`: the `server:` section;
-//! - `routes`: each route and target, their names, paths, urls and headers;
+//! - `routes`: each route, its route-level settings and its mode;
+//! - `targets`: each target, its url and headers;
+//! - `matching`: which requests a route takes (path, `match:`), and overlapping routes;
+//! - `balance`: the fields of balance routes, and the fields each mode has alone;
 //! - `policy`: the layering of lane and delivery policies, and their checks;
 //! - `security`: `auth:`, `rate_limit:`, `sign:` and `server.tls`;
-//! - `unique`: the checks across routes and targets (names, paths, identifiers).
+//! - `unique`: the checks across routes and targets (names, identifiers).
 
+mod balance;
+mod matching;
 mod policy;
 mod routes;
 mod security;
 mod server;
+mod targets;
 mod unique;
 
 use serde::de::DeserializeOwned;
@@ -87,6 +93,7 @@ pub fn resolve(file: &str, text: &str) -> Result<Routes, Vec<ConfigError>> {
         }
     }
     cx.check_unique_routes(&routes);
+    cx.check_overlapping_routes(&routes);
 
     if cx.errors.is_empty() {
         let routes = routes.into_iter().map(|(_, route)| route).collect();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::routes::check_placeholders;
+use super::targets::check_placeholders;
 use super::Checker;
 use crate::contract::SIGNATURE_HEADERS;
 use crate::model::{leak_slice, leak_str};
@@ -71,7 +71,7 @@ impl Checker<'_> {
         } else {
             let scheme = schemes.hmac.as_ref()?;
             let secret = self.secret(base, context, "auth.hmac.secret", &scheme.secret);
-            if !super::routes::is_header_name(&scheme.header) {
+            if !super::targets::is_header_name(&scheme.header) {
                 let message = format!("\"{}\" is not a valid header name", scheme.header);
                 self.report_field(base, context, "auth.hmac.header", message);
             }

@@ -67,7 +67,7 @@ impl Checker<'_> {
             let problem = if dir.is_empty() {
                 Some("must name a directory".to_owned())
             } else {
-                super::routes::check_placeholders(dir).err()
+                super::targets::check_placeholders(dir).err()
             };
             if let Some(message) = problem {
                 self.report_field("server", CONTEXT, "data_dir", message);

@@ -1,4 +1,5 @@
-//! Checks across routes and targets: names, paths and the identifiers names become.
+//! Checks across routes and targets: names and the identifiers names become. (Paths are
+//! compared in `matching`: two routes may share one when `match:` tells them apart.)
 
 use std::collections::HashMap;
 
@@ -11,7 +12,6 @@ impl Checker<'_> {
     /// not valid are reported already; only valid ones are compared as identifiers.
     pub(super) fn check_unique_routes(&mut self, routes: &[(usize, Route)]) {
         let mut names = HashMap::new();
-        let mut paths = HashMap::new();
         let mut idents = HashMap::new();
         let mut variants = HashMap::new();
         for (index, route) in routes {
@@ -39,17 +39,6 @@ impl Checker<'_> {
                         ),
                     );
                 }
-            }
-            if let Some(first) = paths.insert(&route.spec.path, &route.spec.name) {
-                self.report_field(
-                    &base,
-                    &context,
-                    "path",
-                    format!(
-                        "duplicate path \"{}\": route \"{first}\" has it already",
-                        route.spec.path
-                    ),
-                );
             }
         }
     }
