@@ -1,4 +1,4 @@
-//! Routing and dispatch of one event: the generated `Route::from_path` `match` plus the
+//! Routing and dispatch of one event: the generated `Route::find` `match` plus the
 //! unrolled mode function (`fanout`), against the obvious run-time router, a
 //! `HashMap<String, Vec<Sender<Event>>>` of bounded crossbeam channels built from the same
 //! routes file parsed with serde_yaml at start-up.
@@ -19,7 +19,7 @@ use fanout::event::Event;
 use fanout::lane::Lane;
 use fanout::sink::Resolver;
 use fanout::table::RouteTable;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,16 +92,18 @@ fn dispatch(c: &mut Criterion) {
     let table = Table::new(&mut Resolver::new(&|_| None)).expect("the bench routes resolve");
     let runtime = RuntimeRouter::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(ROUTES_FILE));
     let event = event();
+    let headers = HeaderMap::new();
 
     let mut group = c.benchmark_group("dispatch");
     for (path, targets) in ROUTES {
-        let route = Route::from_path(path).expect("a route of the bench file");
+        let route = Route::find(path, &headers).expect("a route of the bench file");
         let mut route_lanes: Vec<Arc<Lane>> = Vec::new();
         table.lanes_of(route, &mut |lane| route_lanes.push(lane.clone()));
         assert_eq!(route_lanes.len(), targets);
         group.bench_with_input(BenchmarkId::new("compiled", targets), &path, |b, &path| {
             b.iter(|| {
-                let route = Route::from_path(black_box(path)).expect("a route of the bench file");
+                let route =
+                    Route::find(black_box(path), &headers).expect("a route of the bench file");
                 let admission = table
                     .accept(route, event.clone())
                     .expect("drop_oldest lanes never reject");
@@ -139,11 +141,12 @@ fn dispatch(c: &mut Criterion) {
 fn unknown_path(c: &mut Criterion) {
     let runtime = RuntimeRouter::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(ROUTES_FILE));
 
+    let headers = HeaderMap::new();
     let mut group = c.benchmark_group("unknown_path");
     for (kind, path) in UNKNOWN_PATHS {
-        assert!(Route::from_path(path).is_none() && !runtime.senders.contains_key(path));
+        assert!(Route::find(path, &headers).is_none() && !runtime.senders.contains_key(path));
         group.bench_with_input(BenchmarkId::new("compiled", kind), &path, |b, &path| {
-            b.iter(|| Route::from_path(black_box(path)))
+            b.iter(|| Route::find(black_box(path), &headers))
         });
         group.bench_with_input(BenchmarkId::new("hashmap", kind), &path, |b, &path| {
             b.iter(|| runtime.senders.get(black_box(path)))

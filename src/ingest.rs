@@ -44,7 +44,12 @@ pub async fn handle<T: RouteTable>(
     let route = T::route(request.uri().path(), request.headers());
     let response = match route.and_then(|route| Some((route, proxy.table.pool(route)?))) {
         Some((route, pool)) => balance::serve(&proxy, route, pool, request, peer).await,
-        None => ingest_or_own(&proxy, route, request).await.map(Either::Left),
+        None if route.is_none() && balance::is_grpc(request.headers()) => {
+            balance::grpc_status(not_found()).map(Either::Left)
+        }
+        None => ingest_or_own(&proxy, route, request)
+            .await
+            .map(Either::Left),
     };
     // Handing over to a successor: every client is to reconnect, and reach the new process.
     if proxy.handing_over.load(Ordering::Relaxed) {

@@ -307,7 +307,10 @@ pub(crate) fn gauge(opts: Opts) -> IntGauge {
     IntGauge::with_opts(opts).expect("gauge options are valid by construction")
 }
 
-pub(crate) fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
+pub(crate) fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: &C,
+) {
     registry
         .register(Box::new(collector.clone()))
         .expect("every route-target pair is unique, so no metric is registered twice");

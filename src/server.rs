@@ -95,7 +95,9 @@ pub async fn run<T: RouteTable>(
 ) {
     let (mut durable_workers, mut memory_workers) = start_workers(&proxy);
     let mut health_checks = JoinSet::new();
-    proxy.table.pools(&mut |pool| pool.start_checks(&mut health_checks));
+    proxy
+        .table
+        .pools(&mut |pool| pool.start_checks(&mut health_checks));
     let reporter = (!options.metrics_log_interval.is_zero()).then(|| {
         let proxy = proxy.clone();
         tokio::spawn(async move {

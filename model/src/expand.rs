@@ -30,7 +30,10 @@ pub fn tokens(routes: &Routes) -> TokenStream {
         match r.spec.mode {
             Mode::Fanout => quote!(Route::#variant => self.#module.lanes.fanout(event),),
             Mode::Balance => {
-                let message = format!("route `{}` is a balance route: it has no lanes", r.spec.name);
+                let message = format!(
+                    "route `{}` is a balance route: it has no lanes",
+                    r.spec.name
+                );
                 quote!(Route::#variant => ::core::unreachable!(#message),)
             }
         }
@@ -47,17 +50,15 @@ pub fn tokens(routes: &Routes) -> TokenStream {
     let variant_docs: Vec<String> = routes
         .routes
         .iter()
-        .map(|r| {
-            match r.spec.mode {
-                Mode::Fanout => format!(
-                    " Route `{}`: events POSTed to `{}`.",
-                    r.spec.name, r.spec.path
-                ),
-                Mode::Balance => format!(
-                    " Route `{}`: requests to `{}`, each relayed to one backend.",
-                    r.spec.name, r.spec.path
-                ),
-            }
+        .map(|r| match r.spec.mode {
+            Mode::Fanout => format!(
+                " Route `{}`: events POSTed to `{}`.",
+                r.spec.name, r.spec.path
+            ),
+            Mode::Balance => format!(
+                " Route `{}`: requests to `{}`, each relayed to one backend.",
+                r.spec.name, r.spec.path
+            ),
         })
         .collect();
     let route_count = routes.routes.len();
@@ -180,36 +181,42 @@ pub fn file(routes: &Routes, source: &str) -> String {
 }
 
 /// `Route::find`: the route a request takes, by its path and, where routes share a path, its
-/// headers; straight-line code, no table lookup:
-/// - exact paths first, in one `match`; where several routes share a path, those with a
-///   `match` are tried first (the checks allow at most one without), in file order;
-/// - then prefix routes, longest prefix first, those with a `match` first likewise.
-///
-/// The model's checks guarantee that no request could take two routes at the same step.
+/// headers; straight-line code, no table lookup. The first of these tiers with a candidate
+/// wins (the model's overlap checks leave at most one candidate per tier):
+/// 1. exact paths, in one `match`: where several routes share a path, those with a `match`
+///    first, in file order, then the one without;
+/// 2. prefix routes with a `match`, longest prefix first;
+/// 3. prefix routes without, longest prefix first.
 fn find_function(routes: &[Route]) -> TokenStream {
     let mut exact: Vec<(&str, Vec<&Route>)> = Vec::new();
-    let mut prefixes: Vec<(&str, Vec<&Route>)> = Vec::new();
+    let mut prefixes: Vec<(&str, &Route)> = Vec::new();
     for route in routes {
-        let (path, prefix) = route.spec.path_pattern();
-        let groups = if prefix { &mut prefixes } else { &mut exact };
-        match groups.iter_mut().find(|(p, _)| *p == path) {
-            Some((_, group)) => group.push(route),
-            None => groups.push((path, vec![route])),
+        match route.spec.path_pattern() {
+            (prefix, true) => prefixes.push((prefix, route)),
+            (path, false) => match exact.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, group)) => group.push(route),
+                None => exact.push((path, vec![route])),
+            },
         }
     }
-    for (_, group) in exact.iter_mut().chain(prefixes.iter_mut()) {
+    for (_, group) in &mut exact {
         group.sort_by_key(|route| route.spec.match_headers.is_empty());
     }
-    prefixes.sort_by_key(|(prefix, _)| core::cmp::Reverse(prefix.len()));
+    prefixes.sort_by_key(|(prefix, route)| {
+        (
+            route.spec.match_headers.is_empty(),
+            core::cmp::Reverse(prefix.len()),
+        )
+    });
     let exact_arms = exact.iter().map(|(path, group)| {
         let tries = group.iter().map(|route| try_route(route));
         quote!(#path => { #( #tries )* })
     });
-    let prefix_tries = prefixes.iter().map(|(prefix, group)| {
-        let tries = group.iter().map(|route| try_route(route));
+    let prefix_tries = prefixes.iter().map(|(prefix, route)| {
+        let found = try_route(route);
         quote! {
             if ::fanout::__private::under(path, #prefix) {
-                #( #tries )*
+                #found
             }
         }
     });

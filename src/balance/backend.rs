@@ -101,8 +101,14 @@ mod tests {
             forwarded_path(base, pattern, &uri.parse().unwrap()).to_string()
         };
         let items = ("/items", true);
-        assert_eq!(path("", items, "/items/t1/count?x=1"), "/items/t1/count?x=1");
-        assert_eq!(path("/v2", items, "/items/t1/count?x=1"), "/v2/t1/count?x=1");
+        assert_eq!(
+            path("", items, "/items/t1/count?x=1"),
+            "/items/t1/count?x=1"
+        );
+        assert_eq!(
+            path("/v2", items, "/items/t1/count?x=1"),
+            "/v2/t1/count?x=1"
+        );
         assert_eq!(path("/v2", items, "/items"), "/v2");
         assert_eq!(path("/v2", ("/ask", false), "/ask?q=2"), "/v2?q=2");
         assert_eq!(path("", ("/ask", false), "/ask?q=2"), "/ask?q=2");

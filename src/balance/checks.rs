@@ -37,7 +37,12 @@ pub async fn run(backend: Arc<Backend>, check: HealthCheck) {
             if healthy {
                 tracing::info!(route, target, "backend healthy again: its checks pass");
             } else {
-                tracing::warn!(route, target, failed = checks.failed, "backend unhealthy: its checks fail");
+                tracing::warn!(
+                    route,
+                    target,
+                    failed = checks.failed,
+                    "backend unhealthy: its checks fail"
+                );
             }
         }
     }
@@ -55,13 +60,17 @@ async fn probe(backend: &Backend, path: &'static str) -> bool {
     if backend.endpoint.http.http2 {
         *request.version_mut() = Version::HTTP_2;
     } else {
-        request.headers_mut().insert(HOST, backend.endpoint.host.clone());
+        request
+            .headers_mut()
+            .insert(HOST, backend.endpoint.host.clone());
     }
     let Ok(answer) = sender.send(&backend.connections, request).await else {
         return false;
     };
     let passed = answer.status().is_success() || answer.status().is_redirection();
-    let read = Limited::new(answer.into_body(), CHECK_BODY_LIMIT).collect().await;
+    let read = Limited::new(answer.into_body(), CHECK_BODY_LIMIT)
+        .collect()
+        .await;
     if let (Ok(_), Sender::Http1(connection)) = (read, sender) {
         backend.connections.give_back(connection);
     }

@@ -66,7 +66,11 @@ impl Connections {
     /// A connection ready for a request: an idle one, or a new one.
     pub async fn take(&self) -> Result<Sender, SendError> {
         if self.http2 {
-            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let shared = self
+                .shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             if let Some(sender) = shared.filter(|s| !s.is_closed()) {
                 return Ok(Sender::Http2(sender));
             }

@@ -56,9 +56,10 @@ pub fn strip(headers: &mut HeaderMap) {
 /// backend gets its own), forwarding fields and the request id in. Returns the request id.
 pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: Peer) -> HeaderValue {
     strip(headers);
-    let host = headers
-        .remove(HOST)
-        .or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = headers.remove(HOST).or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let proto = if peer.tls { "https" } else { "http" };
     let ip = peer.addr.ip();
     let mut for_list = String::new();
@@ -78,7 +79,10 @@ pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: Peer) -> HeaderValue {
     }
     let _ = write!(forwarded, ";proto={proto}");
     if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
-        if host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        if host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
             let _ = write!(forwarded, ";host={host}");
         } else {
             let _ = write!(forwarded, ";host=\"{}\"", host.replace(['"', '\\'], ""));
@@ -97,7 +101,9 @@ pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: Peer) -> HeaderValue {
     }
     let request_id = headers
         .get(&X_REQUEST_ID)
-        .filter(|id| (1..=200).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic))
+        .filter(|id| {
+            (1..=200).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic)
+        })
         .cloned()
         .unwrap_or_else(new_request_id);
     headers.insert(X_REQUEST_ID, request_id.clone());

@@ -21,16 +21,16 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// `answer` (one of fanout's JSON refusals) as a gRPC status.
 pub fn status_of(answer: Answer) -> Answer {
     let code: u8 = match answer.status() {
-        StatusCode::UNAUTHORIZED => 16,                                // UNAUTHENTICATED
-        StatusCode::FORBIDDEN => 7,                                    // PERMISSION_DENIED
-        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,  // UNIMPLEMENTED
-        StatusCode::PAYLOAD_TOO_LARGE => 8,                            // RESOURCE_EXHAUSTED
+        StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
+        StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12, // UNIMPLEMENTED
+        StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
         StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => 4, // DEADLINE_EXCEEDED
         StatusCode::TOO_MANY_REQUESTS
         | StatusCode::BAD_GATEWAY
         | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        StatusCode::BAD_REQUEST => 13,           // INTERNAL
-        _ => 2,                                  // UNKNOWN
+        StatusCode::BAD_REQUEST => 13,  // INTERNAL
+        _ => 2,                         // UNKNOWN
     };
     // The body is whole already: reading it takes no wait.
     let body = answer.into_body().collect().now_or_never();

@@ -20,6 +20,7 @@ mod metrics;
 mod relay;
 mod serve;
 
+pub use grpc::{is_grpc, status_of as grpc_status};
 pub use relay::{Relay, Reply};
 pub use serve::serve;
 
@@ -53,7 +54,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(route: &'static RouteSpec, resolver: &mut Resolver<'_>) -> Result<Pool, StartupError> {
+    pub fn new(
+        route: &'static RouteSpec,
+        resolver: &mut Resolver<'_>,
+    ) -> Result<Pool, StartupError> {
         if route.targets.len() > MAX_BACKENDS {
             return Err(StartupError(format!(
                 "route \"{}\" has {} backends; a balance route may have {MAX_BACKENDS} at most",
@@ -82,6 +86,11 @@ impl Pool {
         &self.backends[index]
     }
 
+    /// Every backend's name and resolved url, in the routes file's order.
+    pub fn backends(&self) -> impl Iterator<Item = (&'static str, &hyper::Uri)> {
+        self.backends.iter().map(|b| (b.spec.name, &b.endpoint.uri))
+    }
+
     /// A backend for a request that has tried those in `tried` (a bit per index), among those
     /// available now, as the route's strategy says; `None` if none is left.
     pub fn pick(&self, tried: u64) -> Option<usize> {
@@ -97,7 +106,10 @@ impl Pool {
                 let (n, start) = (self.backends.len(), self.schedule[turn % len] as usize);
                 let load = |i: usize| {
                     let backend = &self.backends[i];
-                    (backend.metrics.in_flight.get().max(0) as u64, backend.spec.weight.max(1) as u64)
+                    (
+                        backend.metrics.in_flight.get().max(0) as u64,
+                        backend.spec.weight.max(1) as u64,
+                    )
                 };
                 let mut best: Option<(usize, (u64, u64))> = None;
                 for i in (0..n).map(|k| (start + k) % n).filter(|&i| open(i)) {
@@ -115,7 +127,10 @@ impl Pool {
             }
             Strategy::Random => {
                 let weight = |i: usize| self.backends[i].spec.weight.max(1);
-                let total: u32 = (0..self.backends.len()).filter(|&i| open(i)).map(weight).sum();
+                let total: u32 = (0..self.backends.len())
+                    .filter(|&i| open(i))
+                    .map(weight)
+                    .sum();
                 if total == 0 {
                     return None;
                 }

@@ -14,8 +14,8 @@
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::http::request::Parts;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -181,13 +181,20 @@ async fn relay(
         };
         let outgoing = request_for(backend, pool, &head, body);
         let remaining = timeout.saturating_sub(started.elapsed());
-        let sent = tokio::time::timeout(remaining, sender.send(&backend.connections, outgoing)).await;
+        let sent =
+            tokio::time::timeout(remaining, sender.send(&backend.connections, outgoing)).await;
         let again = more && repeatable;
         match sent {
             Ok(Ok(answer)) => {
-                backend.metrics.latency.observe(started.elapsed().as_secs_f64());
+                backend
+                    .metrics
+                    .latency
+                    .observe(started.elapsed().as_secs_f64());
                 let status = answer.status();
-                backend.metrics.outcome(Outcome::Status(status.as_u16())).inc();
+                backend
+                    .metrics
+                    .outcome(Outcome::Status(status.as_u16()))
+                    .inc();
                 let gateway_failure = matches!(status.as_u16(), 502..=504);
                 if gateway_failure {
                     eject_if_due(backend);
@@ -224,12 +231,7 @@ async fn relay(
 }
 
 /// The request for one try on `backend`.
-fn request_for(
-    backend: &Backend,
-    pool: &Pool,
-    head: &Parts,
-    body: Outgoing,
-) -> Request<Outgoing> {
+fn request_for(backend: &Backend, pool: &Pool, head: &Parts, body: Outgoing) -> Request<Outgoing> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = backend.uri_for(backend.path_for(pool.route, &head.uri));
@@ -241,7 +243,9 @@ fn request_for(
     if backend.endpoint.http.http2 {
         *request.version_mut() = Version::HTTP_2;
     } else {
-        request.headers_mut().insert(HOST, backend.endpoint.host.clone());
+        request
+            .headers_mut()
+            .insert(HOST, backend.endpoint.host.clone());
     }
     request
 }
@@ -262,7 +266,10 @@ fn relayed(
         Sender::Http1(connection) => Some(connection),
         Sender::Http2(_) => None,
     };
-    Response::from_parts(parts, Either::Right(Relay::new(body, in_flight, connection)))
+    Response::from_parts(
+        parts,
+        Either::Right(Relay::new(body, in_flight, connection)),
+    )
 }
 
 /// Counts a failed try and, when it is one too many, ejects the backend.

@@ -4,6 +4,7 @@
                                              port (prints `PORT <n>`), h2c
     python3 grpc_echo.py call HOST:PORT      calls every kind of method there and prints one
                                              JSON object with what came back
+    python3 grpc_echo.py unavailable HOST:PORT  one call expected to fail: [code, details]
 
 Methods (bytes in, bytes out, no .proto needed):
   Echo   unary: NAME:request, trailing metadata x-served-by: NAME
@@ -74,6 +75,8 @@ def call(target):
         chat = method("stream_stream", "Chat")(iter([b"one", b"two", b"three"]), metadata=metadata, timeout=10)
         out["chat"] = [r.decode() for r in chat]
         out["chat_trailers"] = dict(chat.trailing_metadata())
+        other = method("unary_unary", "Echo")(b"hi", metadata=(("x-action", "other"),), timeout=10)
+        out["other"] = other.decode()
         try:
             method("unary_unary", "Echo")(b"hi", metadata=(("x-action", "nobody"),), timeout=10)
             out["unrouted"] = None
@@ -82,8 +85,20 @@ def call(target):
     print(json.dumps(out), flush=True)
 
 
+def unavailable(target):
+    """One unary call that fanout cannot serve: its status and details."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            channel.unary_unary(f"/{SERVICE}/Echo")(b"hi", metadata=(("x-action", "echo"),), timeout=10)
+            print(json.dumps(None), flush=True)
+        except grpc.RpcError as error:
+            print(json.dumps([error.code().name, error.details()]), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2])
+    elif sys.argv[1] == "unavailable":
+        unavailable(sys.argv[2])
     else:
         call(sys.argv[2])

@@ -2,13 +2,13 @@
 
     python3 worker.py NAME PORT      (PORT 0: any free port)
 
-Prints `PORT <n>` once listening. Paths:
+Prints `PORT <n>` once listening. Paths (the verbs may follow any prefix: `/big/upload`):
   GET  /healthz            200, or 503 while sick
   POST /control/sick       the health checks fail from now on; /control/well undoes it
-  ANY  /status/<code>      answers <code> with a JSON body naming the worker
-  ANY  /slow/<ms>          waits <ms> ms, then echoes
-  GET  /download/<bytes>   streams <bytes> zero bytes in 64 KiB chunks (Content-Length set)
-  POST /upload             reads the body as it comes (Content-Length or chunked) and answers
+  ANY  .../status/<code>   answers <code> with a JSON body naming the worker
+  ANY  .../slow/<ms>       waits <ms> ms, then echoes
+  GET  .../download/<n>    streams <n> zero bytes in 64 KiB chunks (Content-Length set)
+  POST .../upload          reads the body as it comes (Content-Length or chunked) and answers
                            {"worker", "bytes"}
   ANY  anything else       echoes {"worker", "method", "path", "len", "headers"}
 """
@@ -71,12 +71,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.read_body()
             sick.clear()
             return self.answer(200, {"worker": name})
-        if path.startswith("/status/"):
+        parts = path.strip("/").split("/")
+        verb, arg = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
+        if verb == "status":
             self.read_body()
-            return self.answer(int(path.split("/")[2]), {"worker": name})
-        if path.startswith("/download/"):
+            return self.answer(int(arg), {"worker": name})
+        if verb == "download":
             self.read_body()
-            left = int(path.split("/")[2])
+            left = int(arg)
             self.send_response(200)
             self.send_header("content-type", "application/octet-stream")
             self.send_header("content-length", str(left))
@@ -87,10 +89,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(piece)
                 left -= len(piece)
             return None
-        if path == "/upload":
+        if parts[-1] == "upload":
             return self.answer(200, {"worker": name, "bytes": self.read_body()})
-        if path.startswith("/slow/"):
-            time.sleep(int(path.split("/")[2]) / 1000)
+        if verb == "slow":
+            time.sleep(int(arg) / 1000)
         length = self.read_body()
         return self.answer(
             200,

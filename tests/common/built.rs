@@ -48,7 +48,10 @@ pub fn fanout_with(
     // Copied beside and renamed into place: the binary at `binary` may still be running (a
     // test binary before this one left it, or another test run shares the directory), and a
     // running executable cannot be written over (ETXTBSY), but it can be replaced.
-    let copy = binary.with_extension(format!("{}.new", std::process::id()));
+    // The copy's name is this process's and this call's: tests of one binary build at once.
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let copy = binary.with_extension(format!("{}.{n}.new", std::process::id()));
     fs::copy(&built, &copy).map_err(|e| format!("copy {}: {e}", built.display()))?;
     fs::rename(&copy, &binary).map_err(|e| format!("rename {}: {e}", copy.display()))?;
     Ok((binary, routes_file))
