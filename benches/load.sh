@@ -10,11 +10,13 @@
 # --fanout BIN measures that binary (built with benches/routes/load.yaml, e.g. from an older
 # commit) instead of building one. --only takes a
 # comma-separated subset of: baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,
-# ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,memory,backlog,
-# startup,rebuild,static.
+# ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,balance2,
+# nginx-balance2,haproxy-balance2,balance2-c1,nginx-balance2-c1,haproxy-balance2-c1,direct-c1,
+# memory,backlog,startup,rebuild,static.
 #
 # Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
-# (installed with apt-get when missing and running as root). Builds, in target/load/ (in
+# (installed with apt-get when missing and running as root; nginx and haproxy too, for the
+# balance scenarios). Builds, in target/load/ (in
 # $CARGO_TARGET_DIR/load/ when that is set):
 # the rig's baseline and sink, and fanout with benches/routes/load.yaml compiled in
 # (`--release`, the build users ship). Scenarios, each a rig run (wrk -t1 -c64, SUT pinned to CPU 0, load
@@ -33,6 +35,11 @@
 #             durable ingest, to compare with `down`
 #   disk2     a durable route (fsync 10ms; disk2-always: fsync always) delivering to 2 sinks:
 #             to compare with `reject2`
+#   balance2  a balance route relaying each request to one of 2 sinks; nginx-balance2 and
+#             haproxy-balance2: nginx (proxy_pass) and HAProxy doing the same
+#             (benches/proxies.sh: one worker, keep-alive upstreams, least connections);
+#             the -c1 variants send one request at a time, and direct-c1 posts to a sink
+#             itself, so each proxy's added latency is its p50/p99 minus direct-c1's
 # then memory (1,000,000 events of 200 bytes held in 4 lanes whose targets are down), backlog
 # (a durable route holding BACKLOG events, default 10,000,000, for a dead target: RSS and bytes
 # on disk per event),
@@ -41,7 +48,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT="" FANOUT=""
-ONLY=baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,memory,backlog,startup,rebuild,static
+ONLY=baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,balance2,nginx-balance2,haproxy-balance2,balance2-c1,nginx-balance2-c1,haproxy-balance2-c1,direct-c1,memory,backlog,startup,rebuild,static
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
@@ -55,6 +62,11 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -x $RIG/rig.sh ]] || { echo "load: no load rig at $RIG (use --rig DIR)" >&2; exit 2; }
+for tool in nginx haproxy; do
+  if ! command -v $tool >/dev/null && [[ ! -x /usr/sbin/$tool ]] && [[ $(id -u) == 0 ]]; then
+    apt-get install -y -qq $tool >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $tool >/dev/null; }
+  fi
+done
 if ! command -v wrk >/dev/null; then
   if [[ $(id -u) == 0 ]]; then apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; fi
   command -v wrk >/dev/null || { echo "load: wrk is missing: apt-get install -y wrk" >&2; exit 2; }
@@ -78,12 +90,13 @@ if [[ -z $FANOUT ]]; then
 fi
 
 # ---- throughput scenarios ----------------------------------------------------------------
-rig() { # label path targets sut
-  local label=$1 path=$2 targets=$3 sut=$4 args=()
+rig() { # label path targets sut [conns]
+  local label=$1 path=$2 targets=$3 sut=$4 conns=${5:-64} args=()
   wanted "$label" || return 0
   [[ -n $targets ]] && args=(--targets "$targets")
   log "round $round/$ROUNDS: scenario $label"
   "$RIG/rig.sh" --sut "$sut" --port 8080 --path "$path" "${args[@]}" --pin --duration "$DURATION" \
+    --conns "$conns" \
     --label "$label" --out "$OUT/$label-$round" 2>"$OUT/$label-$round.log" | tee -a "$RESULTS"
 }
 # The authenticated scenarios: rig.sh always runs the post.lua beside it, so they run it from
@@ -127,6 +140,16 @@ for round in $(seq "$ROUNDS"); do
   rig batch2 /batch2 8101,8102 "$F"
   rig sign-batch2 /sign-batch2 8101,8102 "$F"
   rig h2x2 /h2x2 8101,8102 "$F"
+  # Balance: fanout, nginx and HAProxy relaying each request to one of two sinks, saturated
+  # (64 connections) and one request at a time (-c1: the latency each adds to a sink's own,
+  # which `direct-c1` measures with wrk posting to a sink).
+  for c in 64 1; do
+    suffix=$([[ $c == 1 ]] && echo -c1 || true)
+    rig "balance2$suffix" /balance2 8101,8102 "$F" "$c"
+    rig "nginx-balance2$suffix" /balance2 8101,8102 "$ROOT/benches/proxies.sh nginx --port 8080 --dir $OUT/nginx" "$c"
+    rig "haproxy-balance2$suffix" /balance2 8101,8102 "$ROOT/benches/proxies.sh haproxy --port 8080 --dir $OUT/haproxy" "$c"
+  done
+  rig direct-c1 /in "" "$SINK_BIN --ports 8080 --workers 1" 1
 done
 
 # ---- memory: a million events held across 4 lanes ----------------------------------------

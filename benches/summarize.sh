@@ -5,7 +5,9 @@
 # counts 202s only (the sustained no-loss rate for reject lanes); "CPU µs/event" is the SUT's
 # CPU time per accepted event, every target included. A second table puts each scenario that
 # has a twin in the run (the same route but for one setting) as a ratio to it: the cost of
-# that setting (authentication, signing, storage on disk).
+# that setting (authentication, signing, storage on disk). A third compares the balance
+# scenarios' proxies (fanout, nginx, HAProxy): throughput, CPU per request, and the latency
+# each adds at one request in flight.
 set -euo pipefail
 awk '
 function median(list,    v, k, i, j, t) {
@@ -24,6 +26,7 @@ function worst(a, b) { return (a == "" || b + 0 > a + 0) ? b : a }
   ok[l] = ok[l] " " accepted
   refused[l] = refused[l] " " f["bad_status"] / f["duration_s"]
   p99[l] = p99[l] " " f["p99_ms"]
+  p50[l] = p50[l] " " f["p50_ms"]
   us[l] = us[l] " " (accepted ? f["sut_cpu_pct"] / 100 * 1e6 / accepted : 0)
   rss[l] = rss[l] " " f["rss_mb"]
   lost[l] = f["missing"] == "na" ? "na" : worst(lost[l], f["missing"])
@@ -49,6 +52,18 @@ END {
     if (t == "" || !(t in OK) || !OK[t]) continue
     if (header != "") { print header; header = "" }
     printf "| %s | %s | %.2f | %.2f | %.2f |\n", l, t, OK[l] / OK[t], US[t] ? US[l] / US[t] : 0, P99[t] ? P99[l] / P99[t] : 0
+  }
+  # Balance: each proxy saturated (-c64) and one request at a time (-c1), its latency added
+  # to a sink answered directly (direct-c1).
+  header = "\n| proxy | requests/s | x baseline | CPU µs/request | added p50 ms (c1) | added p99 ms (c1) |\n|---|---|---|---|---|---|"
+  d = "direct-c1"
+  split("balance2 nginx-balance2 haproxy-balance2", proxies, " ")
+  for (i = 1; i <= 3; i++) {
+    l = proxies[i]; c = l "-c1"
+    if (!(l in OK) || !(c in OK) || !(d in OK)) continue
+    if (header != "") { print header; header = "" }
+    printf "| %s | %.0f | %.2f | %.2f | %.3f | %.3f |\n", l, OK[l], OK[b] ? OK[l] / OK[b] : 0, US[l],
+      median(p50[c]) - median(p50[d]), P99[c] - P99[d]
   }
   for (i = 1; i <= m; i++) print "\n" extra[i]
 }' "$1"

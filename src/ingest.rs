@@ -16,7 +16,7 @@ use std::sync::Arc;
 use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
 
 use crate::answer::{
-    closing, error, json, method_not_allowed, not_found, over_budget, rate_limited, retry_later,
+    error, json, method_not_allowed, not_found, over_budget, rate_limited, retry_later,
     shutting_down, too_large, unauthorized, Answer,
 };
 use crate::balance::{self, Reply};
@@ -28,7 +28,7 @@ use crate::log::Commit;
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::proxy::Proxy;
 use crate::proxy::Settling;
-use crate::request_body::{read_whole, Unread};
+use crate::request_body::{read_whole, unreadable};
 use crate::spec::{RouteSpec, Storage};
 use crate::table::RouteTable;
 
@@ -43,7 +43,15 @@ pub async fn handle<T: RouteTable>(
 ) -> Result<Response<Reply>, Infallible> {
     let route = T::route(request.uri().path(), request.headers());
     let response = match route.and_then(|route| Some((route, proxy.table.pool(route)?))) {
-        Some((route, pool)) => balance::serve(&proxy, route, pool, request, peer).await,
+        Some((route, pool)) => {
+            let context = balance::Context {
+                gate: proxy.table.gate(route),
+                metrics: proxy.table.metrics(route),
+                shutting_down: proxy.shutting_down.load(Ordering::Relaxed),
+                body_read_timeout: T::SERVER.body_read_timeout,
+            };
+            balance::serve(pool, context, request, peer).await
+        }
         None if route.is_none() && balance::is_grpc(request.headers()) => {
             balance::grpc_status(not_found()).map(Either::Left)
         }
@@ -255,36 +263,6 @@ impl Drop for Settle<'_> {
             }
             drop(settlement);
         });
-    }
-}
-
-/// The answer to a body that could not be read whole, counted.
-pub fn unreadable(
-    metrics: &RouteMetrics,
-    spec: &RouteSpec,
-    unread: Unread,
-    patience: std::time::Duration,
-) -> Answer {
-    match unread {
-        Unread::TooLarge => {
-            metrics.rejected(RejectReason::BodyTooLarge).inc();
-            too_large(spec.max_body)
-        }
-        Unread::Unreadable => {
-            metrics.rejected(RejectReason::BodyUnreadable).inc();
-            error(
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read",
-            )
-        }
-        Unread::Timeout => {
-            metrics.rejected(RejectReason::BodyTimeout).inc();
-            let message = format!(
-                "the body did not arrive within {}",
-                humantime::format_duration(patience)
-            );
-            closing(error(StatusCode::REQUEST_TIMEOUT, &message))
-        }
     }
 }
 

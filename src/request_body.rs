@@ -1,6 +1,6 @@
 //! Reading a client's request body whole, within a size limit and a time limit: what ingest
 //! does with every event, and a balance route with a body small enough to keep for another
-//! try (or one whose signature must be checked first).
+//! try (or one whose signature must be checked first); and the answer when it cannot be.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -8,6 +8,12 @@ use hyper::body::Incoming;
 use std::future::{poll_fn, Future};
 use std::task::Poll;
 use std::time::Duration;
+
+use hyper::StatusCode;
+
+use crate::answer::{closing, error, too_large, Answer};
+use crate::metrics::{RejectReason, RouteMetrics};
+use crate::spec::RouteSpec;
 
 /// Why a body could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,5 +41,35 @@ pub async fn read_whole(body: Incoming, limit: usize, patience: Duration) -> Res
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Unread::TooLarge),
         Err(_) => Err(Unread::Unreadable),
+    }
+}
+
+/// The answer to a body that could not be read whole, counted.
+pub fn unreadable(
+    metrics: &RouteMetrics,
+    spec: &RouteSpec,
+    unread: Unread,
+    patience: Duration,
+) -> Answer {
+    match unread {
+        Unread::TooLarge => {
+            metrics.rejected(RejectReason::BodyTooLarge).inc();
+            too_large(spec.max_body)
+        }
+        Unread::Unreadable => {
+            metrics.rejected(RejectReason::BodyUnreadable).inc();
+            error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+        }
+        Unread::Timeout => {
+            metrics.rejected(RejectReason::BodyTimeout).inc();
+            let message = format!(
+                "the body did not arrive within {}",
+                humantime::format_duration(patience)
+            );
+            closing(error(StatusCode::REQUEST_TIMEOUT, &message))
+        }
     }
 }

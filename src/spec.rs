@@ -51,6 +51,10 @@ impl fmt::Display for Listing<'_> {
             writeln!(f, "  admin_listen={admin}")?;
         }
         for route in &self.routes {
+            if route.mode == Mode::Balance {
+                balance_route(f, route)?;
+                continue;
+            }
             writeln!(
                 f,
                 "route {}  POST {}  max_body={} mode={} storage={}",
@@ -60,6 +64,7 @@ impl fmt::Display for Listing<'_> {
                 route.mode.as_str(),
                 route.storage.as_str(),
             )?;
+            match_headers(f, route)?;
             if route.storage == Storage::Disk {
                 writeln!(
                     f,
@@ -68,33 +73,7 @@ impl fmt::Display for Listing<'_> {
                 )?;
             }
             writeln!(f, "  idempotency_window={}", d(route.idempotency_window))?;
-            match &route.auth {
-                // Secrets are shown as written: `${NAME}`, never a value.
-                Some(Auth::StandardWebhooks(scheme)) => writeln!(
-                    f,
-                    "  auth: standard_webhooks secrets={} tolerance={}",
-                    scheme.secrets.len(),
-                    d(scheme.tolerance)
-                )?,
-                Some(Auth::Hmac(scheme)) => writeln!(
-                    f,
-                    "  auth: hmac header={} encoding={} prefix={:?}",
-                    scheme.header,
-                    scheme.encoding.as_str(),
-                    scheme.prefix
-                )?,
-                Some(auth) => writeln!(f, "  auth: {}", auth.scheme())?,
-                None => {}
-            }
-            if let Some(limit) = &route.rate_limit {
-                writeln!(
-                    f,
-                    "  rate_limit: events={} per={} burst={}",
-                    limit.events,
-                    d(limit.per),
-                    limit.burst
-                )?;
-            }
+            gate(f, route)?;
             for t in route.targets {
                 writeln!(f, "  target {}  {}", t.name, t.endpoint.address())?;
                 let (lane, delivery) = (&t.lane, &t.delivery);
@@ -164,4 +143,110 @@ impl fmt::Display for Listing<'_> {
         }
         Ok(())
     }
+}
+
+/// Who may send to `route`, and how fast, as `--routes` prints it.
+fn gate(f: &mut fmt::Formatter<'_>, route: &RouteSpec) -> fmt::Result {
+    let d = humantime::format_duration;
+    match &route.auth {
+        // Secrets are shown as written: `${NAME}`, never a value.
+        Some(Auth::StandardWebhooks(scheme)) => writeln!(
+            f,
+            "  auth: standard_webhooks secrets={} tolerance={}",
+            scheme.secrets.len(),
+            d(scheme.tolerance)
+        )?,
+        Some(Auth::Hmac(scheme)) => writeln!(
+            f,
+            "  auth: hmac header={} encoding={} prefix={:?}",
+            scheme.header,
+            scheme.encoding.as_str(),
+            scheme.prefix
+        )?,
+        Some(auth) => writeln!(f, "  auth: {}", auth.scheme())?,
+        None => {}
+    }
+    if let Some(limit) = &route.rate_limit {
+        writeln!(
+            f,
+            "  rate_limit: events={} per={} burst={}",
+            limit.events,
+            d(limit.per),
+            limit.burst
+        )?;
+    }
+    Ok(())
+}
+
+/// `match: { headers }` of `route`, if it has one.
+fn match_headers(f: &mut fmt::Formatter<'_>, route: &RouteSpec) -> fmt::Result {
+    for (name, value) in route.match_headers {
+        writeln!(f, "  match header {name}: {value}")?;
+    }
+    Ok(())
+}
+
+/// A balance route as `--routes` prints it: its policy, then each backend.
+fn balance_route(f: &mut fmt::Formatter<'_>, route: &RouteSpec) -> fmt::Result {
+    let d = humantime::format_duration;
+    let balance = &route.balance;
+    let methods = match balance.methods {
+        MethodSet::ALL => "ANY".to_owned(),
+        set => set.names().collect::<Vec<_>>().join(","),
+    };
+    writeln!(
+        f,
+        "route {}  {methods} {}  mode=balance",
+        route.name, route.path
+    )?;
+    match_headers(f, route)?;
+    writeln!(
+        f,
+        "  strategy={} attempts={} retry_on=[{}] retry_non_idempotent={}",
+        balance.strategy.as_str(),
+        balance.attempts,
+        balance.retry_on,
+        balance.retry_non_idempotent,
+    )?;
+    if route.max_body != u64::MAX {
+        writeln!(f, "  max_body={}", route.max_body)?;
+    }
+    if let Some(check) = &balance.health {
+        writeln!(
+            f,
+            "  health: path={} interval={} timeout={} unhealthy_after={} healthy_after={}",
+            check.path,
+            d(check.interval),
+            d(check.timeout),
+            check.unhealthy_after,
+            check.healthy_after,
+        )?;
+    }
+    gate(f, route)?;
+    for t in route.targets {
+        let breaker = &t.delivery.breaker;
+        writeln!(
+            f,
+            "  backend {}  {}  weight={}",
+            t.name,
+            t.endpoint.address(),
+            t.weight
+        )?;
+        writeln!(
+            f,
+            "    timeout={} ejection: failures={} cooldown={} max_cooldown={}",
+            d(t.delivery.timeout),
+            breaker.failures,
+            d(breaker.cooldown),
+            d(breaker.max_cooldown),
+        )?;
+        let Endpoint::Http(http) = &t.endpoint;
+        if http.http2 {
+            writeln!(f, "    http2: true")?;
+        }
+        for (name, value) in http.headers {
+            writeln!(f, "    header {name}: {value}")?;
+        }
+    }
+    Ok(())
 }

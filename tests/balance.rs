@@ -62,6 +62,9 @@ fn count(counts: &HashMap<String, usize>, worker: &str) -> usize {
 
 #[test]
 fn round_robin_takes_each_backend_in_turn() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let counts = spread(s.fanout.addr, "/rr/x", 30);
     assert_eq!(
@@ -77,6 +80,9 @@ fn round_robin_takes_each_backend_in_turn() {
 
 #[test]
 fn least_inflight_spreads_requests_one_at_a_time_by_weight() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     // w1 has weight 2, w2 weight 1: with nothing in flight every pick is a tie, which goes
     // round by weight.
@@ -88,6 +94,9 @@ fn least_inflight_spreads_requests_one_at_a_time_by_weight() {
 
 #[test]
 fn random_honours_weights() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let counts = spread(s.fanout.addr, "/random/x", 400);
     // w1 has weight 3 of 4: 300 expected, the bounds are 5 standard deviations.
@@ -97,6 +106,9 @@ fn random_honours_weights() {
 
 #[test]
 fn a_killed_backend_is_ejected_and_idempotent_requests_fail_over_until_it_rejoins() {
+    if !support::stack("http.server") {
+        return;
+    }
     let mut s = setup();
     let addr = s.fanout.addr;
     let port = s.workers[1].port;
@@ -131,6 +143,9 @@ fn a_killed_backend_is_ejected_and_idempotent_requests_fail_over_until_it_rejoin
 
 #[test]
 fn health_checks_take_a_sick_backend_out_and_bring_it_back() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let addr = s.fanout.addr;
     let sick = curl(&[
@@ -180,6 +195,9 @@ fn failed_tries(addr: SocketAddr, route: &str) -> f64 {
 
 #[test]
 fn a_failed_post_is_relayed_not_replayed_unless_allowed() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let addr = s.fanout.addr;
     let body = [
@@ -215,6 +233,9 @@ fn a_failed_post_is_relayed_not_replayed_unless_allowed() {
 
 #[test]
 fn fanout_answers_502_503_and_504_itself_in_json() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let addr = s.fanout.addr;
     let refused = curl(&[&format!("http://{addr}/dead/x")]);
@@ -256,6 +277,9 @@ fn fanout_answers_502_503_and_504_itself_in_json() {
 
 #[test]
 fn requests_carry_forwarding_headers_and_a_request_id_and_lose_hop_by_hop_ones() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let addr = s.fanout.addr;
     let answer = curl(&[
@@ -304,6 +328,9 @@ fn requests_carry_forwarding_headers_and_a_request_id_and_lose_hop_by_hop_ones()
 
 #[test]
 fn the_gate_and_the_methods_apply_to_balance_routes() {
+    if !support::stack("http.server") {
+        return;
+    }
     let s = setup();
     let addr = s.fanout.addr;
     let url = format!("http://{addr}/guarded");

@@ -28,6 +28,9 @@ fn peak_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_100_mib_upload_and_download_stream_through_with_memory_flat() {
+    if !support::stack("http.server") {
+        return;
+    }
     let worker = Backend::worker("w1");
     let dead = ReservedPort::new();
     let (w1, dead_addr) = (worker.addr(), dead.addr.to_string());
@@ -105,6 +108,9 @@ fn grpc_client(mode: &str, addr: std::net::SocketAddr) -> serde_json::Value {
 
 #[test]
 fn grpc_calls_of_every_kind_pass_through_with_their_trailers() {
+    if !support::stack("grpc") {
+        return;
+    }
     let (mut p1, p2) = (Backend::grpc("p1"), Backend::grpc("p2"));
     let dead = ReservedPort::new();
     let dead_addr = dead.addr.to_string();

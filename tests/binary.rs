@@ -30,6 +30,14 @@ fn routes_flag_prints_the_compiled_table() {
         "{table}"
     );
     assert!(table.contains("on=[408,429,500,502-599]"), "{table}");
+    assert!(
+        table.contains("route items  GET,POST /items/*  mode=balance"),
+        "{table}"
+    );
+    assert!(
+        table.contains("backend w1  http://${W1:-127.0.0.1:5001}  weight=2"),
+        "{table}"
+    );
 }
 
 #[test]

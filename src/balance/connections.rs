@@ -116,11 +116,7 @@ impl Connections {
         let (sender, connection) = http1::handshake(stream)
             .await
             .map_err(|e| SendError::Connect(describe(&e)))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "backend connection ended with an error");
-            }
-        });
+        drive(connection);
         Ok(sender)
     }
 
@@ -133,13 +129,21 @@ impl Connections {
             .handshake(stream)
             .await
             .map_err(|e| SendError::Connect(describe(&e)))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "backend connection ended with an error");
-            }
-        });
+        drive(connection);
         Ok(sender)
     }
+}
+
+/// Runs a connection's I/O until it ends.
+fn drive<C>(connection: C)
+where
+    C: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "backend connection ended with an error");
+        }
+    });
 }
 
 impl Sender {

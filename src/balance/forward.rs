@@ -4,7 +4,7 @@
 //! (RFC 7239, appended to) and `X-Request-Id` (the client's if it sent a sane one, else a new
 //! one, also put on the answer) set on the request.
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, TE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, FORWARDED, HOST, TE};
 use hyper::Uri;
 use std::fmt::Write;
 
@@ -56,6 +56,8 @@ pub fn strip(headers: &mut HeaderMap) {
 /// backend gets its own), forwarding fields and the request id in. Returns the request id.
 pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: Peer) -> HeaderValue {
     strip(headers);
+    // fanout answered `Expect: 100-continue` itself (hyper does, once the body is read).
+    headers.remove(EXPECT);
     let host = headers.remove(HOST).or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())

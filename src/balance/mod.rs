@@ -22,7 +22,7 @@ mod serve;
 
 pub use grpc::{is_grpc, status_of as grpc_status};
 pub use relay::{Relay, Reply};
-pub use serve::serve;
+pub use serve::{serve, Context};
 
 use hyper::header::HeaderValue;
 use prometheus::Registry;

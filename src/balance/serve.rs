@@ -17,8 +17,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Version};
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::backend::Backend;
 use super::connections::{Outgoing, SendError, Sender};
@@ -33,12 +32,10 @@ use crate::answer::{
     Answer,
 };
 use crate::connection::Peer;
-use crate::ingest::unreadable;
-use crate::metrics::RejectReason;
-use crate::proxy::Proxy;
-use crate::request_body::read_whole;
+use crate::gate::Gate;
+use crate::metrics::{RejectReason, RouteMetrics};
+use crate::request_body::{read_whole, unreadable};
 use crate::spec::MethodSet;
-use crate::table::RouteTable;
 
 /// Request bodies up to this size (by `Content-Length`) are read whole before the first try,
 /// so that a failed try can be repeated on another backend.
@@ -57,10 +54,17 @@ enum Failure {
     TimedOut(&'static str),
 }
 
-pub async fn serve<T: RouteTable>(
-    proxy: &Proxy<T>,
-    route: T::Route,
+/// What a balance request needs of its route beside the pool.
+pub struct Context<'a> {
+    pub gate: &'a Gate,
+    pub metrics: &'a RouteMetrics,
+    pub shutting_down: bool,
+    pub body_read_timeout: Duration,
+}
+
+pub async fn serve(
     pool: &Pool,
+    context: Context<'_>,
     request: Request<Incoming>,
     peer: Peer,
 ) -> Response<Reply> {
@@ -69,7 +73,7 @@ pub async fn serve<T: RouteTable>(
         true => grpc::status_of(answer).map(Either::Left),
         false => answer.map(Either::Left),
     };
-    match admit(proxy, route, pool, request).await {
+    match admit(pool, &context, request).await {
         Ok((head, body)) => match relay(pool, head, body, peer).await {
             Ok(response) => response,
             Err(answer) => own(answer),
@@ -80,22 +84,20 @@ pub async fn serve<T: RouteTable>(
 
 /// The route's checks before any backend is tried; the request with its body kept whole if
 /// small enough (or if the gate verifies a signature over it).
-async fn admit<T: RouteTable>(
-    proxy: &Proxy<T>,
-    route: T::Route,
+async fn admit(
     pool: &Pool,
+    context: &Context<'_>,
     request: Request<Incoming>,
 ) -> Result<(Parts, Body), Answer> {
     let spec = pool.route;
-    let metrics = proxy.table.metrics(route);
+    let (gate, metrics) = (context.gate, context.metrics);
     if !allowed(spec.balance.methods, request.method()) {
         return Err(method_not_allowed(pool.allow.clone()));
     }
-    if proxy.shutting_down.load(Ordering::Relaxed) {
+    if context.shutting_down {
         metrics.rejected(RejectReason::ShuttingDown).inc();
         return Err(shutting_down());
     }
-    let gate = proxy.table.gate(route);
     if gate.check_head(request.headers()).is_err() {
         metrics.rejected(RejectReason::Unauthorized).inc();
         return Err(unauthorized(gate));
@@ -118,7 +120,7 @@ async fn admit<T: RouteTable>(
     if !(small || gate.signs_body()) {
         return Ok((head, Body::Streamed(body)));
     }
-    let patience = T::SERVER.body_read_timeout;
+    let patience = context.body_read_timeout;
     let limit = usize::try_from(spec.max_body).unwrap_or(usize::MAX);
     let body = read_whole(body, limit, patience)
         .await

@@ -13,6 +13,29 @@ use crate::common::process::Fanout;
 const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/balance/worker.py");
 pub const GRPC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/balance/grpc_echo.py");
 
+/// Whether python3 with `module` (`http.server`, `grpc`) and curl run here. When not, a test
+/// that needs them is skipped with a note on stderr, unless `CI` is `true`: there it fails
+/// (`.ci/run` installs grpcio and curl).
+pub fn stack(module: &str) -> bool {
+    let python = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output();
+    let curl = Command::new("curl").arg("--version").output();
+    let why = match (python, curl) {
+        (Ok(p), Ok(c)) if p.status.success() && c.status.success() => return true,
+        (Ok(p), _) if !p.status.success() => String::from_utf8_lossy(&p.stderr).into_owned(),
+        (Err(e), _) => format!("python3 does not run: {e}"),
+        _ => "curl does not run".to_owned(),
+    };
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "CI=true and the balance tests' stack is missing: {why}"
+    );
+    eprintln!("skipping a balance test: {why}");
+    false
+}
+
 /// A Python backend process, killed when dropped.
 pub struct Backend {
     child: Child,
