@@ -61,7 +61,7 @@ CONF
     cat >"$DIR/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s

@@ -233,10 +233,34 @@ impl Drop for Open {
 }
 
 /// Who is at the other end of a client connection, for the `X-Forwarded-*` and `Forwarded`
-/// headers of balance routes.
-#[derive(Clone, Copy, Debug)]
+/// headers of balance routes; their values are made once per connection.
+#[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: std::net::SocketAddr,
     /// Whether the connection is TLS (the listener has certificates).
     pub tls: bool,
+    /// The client's address, as `X-Forwarded-For` gives it (`10.0.0.7`).
+    pub forwarded_for: hyper::header::HeaderValue,
+    /// `for=10.0.0.7;proto=http` (RFC 7239; an IPv6 address quoted in brackets).
+    pub forwarded: hyper::header::HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: std::net::SocketAddr, tls: bool) -> Peer {
+        let ip = addr.ip();
+        let proto = if tls { "https" } else { "http" };
+        let forwarded = match ip {
+            std::net::IpAddr::V4(ip) => format!("for={ip};proto={proto}"),
+            std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
+        let value = |text: String| {
+            hyper::header::HeaderValue::try_from(text).expect("an address is a header value")
+        };
+        Peer {
+            addr,
+            tls,
+            forwarded_for: value(ip.to_string()),
+            forwarded: value(forwarded),
+        }
+    }
 }

@@ -216,10 +216,7 @@ async fn serve<T: RouteTable>(
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
-    let peer = connection::Peer {
-        addr,
-        tls: options.tls.is_some(),
-    };
+    let peer = connection::Peer::new(addr, options.tls.is_some());
     let protocol = {
         let first_bytes = tokio::time::timeout(
             options.first_byte_timeout,
@@ -271,6 +268,7 @@ async fn serve_http<T: RouteTable>(
         service_fn(move |request| {
             let proxy = proxy.clone();
             let busy = activity.begin();
+            let peer = peer.clone();
             async move {
                 let mut response = crate::ingest::handle(proxy, request, peer).await;
                 // A relayed answer keeps the connection busy until its body ends.

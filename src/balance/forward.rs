@@ -1,12 +1,12 @@
 //! The headers of a relayed request and of its answer (RFC 9110 7.6.1): hop-by-hop fields
 //! removed both ways (those `Connection` names too; `TE: trailers` kept, which gRPC needs);
 //! `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`
-//! (RFC 7239, appended to) and `X-Request-Id` (the client's if it sent a sane one, else a new
-//! one, also put on the answer) set on the request.
+//! (RFC 7239 `for` and `proto`, appended to; the host is in `X-Forwarded-Host`) and
+//! `X-Request-Id` (the client's if it sent a sane one, else a new one, also put on the
+//! answer) set on the request.
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, FORWARDED, HOST, TE};
 use hyper::Uri;
-use std::fmt::Write;
 
 use crate::connection::Peer;
 
@@ -54,7 +54,7 @@ pub fn strip(headers: &mut HeaderMap) {
 
 /// Prepares a client's request headers for relaying: hop-by-hop fields out, `Host` out (each
 /// backend gets its own), forwarding fields and the request id in. Returns the request id.
-pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: Peer) -> HeaderValue {
+pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: &Peer) -> HeaderValue {
     strip(headers);
     // fanout answered `Expect: 100-continue` itself (hyper does, once the body is read).
     headers.remove(EXPECT);
@@ -62,41 +62,22 @@ pub fn prepare(headers: &mut HeaderMap, uri: &Uri, peer: Peer) -> HeaderValue {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let proto = if peer.tls { "https" } else { "http" };
-    let ip = peer.addr.ip();
-    let mut for_list = String::new();
-    if let Some(earlier) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        for_list.push_str(earlier);
-        for_list.push_str(", ");
-    }
-    let _ = write!(for_list, "{ip}");
-    let mut forwarded = String::new();
-    if let Some(earlier) = headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
-        forwarded.push_str(earlier);
-        forwarded.push_str(", ");
-    }
-    match ip {
-        std::net::IpAddr::V4(ip) => _ = write!(forwarded, "for={ip}"),
-        std::net::IpAddr::V6(ip) => _ = write!(forwarded, "for=\"[{ip}]\""),
-    }
-    let _ = write!(forwarded, ";proto={proto}");
-    if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
-        if host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        {
-            let _ = write!(forwarded, ";host={host}");
-        } else {
-            let _ = write!(forwarded, ";host=\"{}\"", host.replace(['"', '\\'], ""));
+    let appended = |earlier: Option<&HeaderValue>, ours: &HeaderValue| match earlier {
+        None => Some(ours.clone()),
+        Some(earlier) => {
+            let mut list = earlier.as_bytes().to_vec();
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(ours.as_bytes());
+            HeaderValue::from_bytes(&list).ok()
         }
+    };
+    if let Some(value) = appended(headers.get(&X_FORWARDED_FOR), &peer.forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    let value = |text: String| HeaderValue::from_str(&text).ok();
-    if let Some(for_list) = value(for_list) {
-        headers.insert(X_FORWARDED_FOR, for_list);
+    if let Some(value) = appended(headers.get(FORWARDED), &peer.forwarded) {
+        headers.insert(FORWARDED, value);
     }
-    if let Some(forwarded) = value(forwarded) {
-        headers.insert(FORWARDED, forwarded);
-    }
+    let proto = if peer.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
@@ -124,10 +105,7 @@ mod tests {
     use super::*;
 
     fn peer() -> Peer {
-        Peer {
-            addr: "10.0.0.7:5555".parse().unwrap(),
-            tls: false,
-        }
+        Peer::new("10.0.0.7:5555".parse().unwrap(), false)
     }
 
     #[test]
@@ -140,7 +118,7 @@ mod tests {
         headers.insert("host", "api.example:8000".parse().unwrap());
         headers.insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
         headers.insert("x-kept", "yes".parse().unwrap());
-        let id = prepare(&mut headers, &"/x".parse().unwrap(), peer());
+        let id = prepare(&mut headers, &"/x".parse().unwrap(), &peer());
         assert!(headers.get("connection").is_none() && headers.get("x-secret").is_none());
         assert!(headers.get("keep-alive").is_none() && headers.get("host").is_none());
         assert_eq!(headers["te"], "trailers");
@@ -148,10 +126,7 @@ mod tests {
         assert_eq!(headers["x-forwarded-for"], "192.0.2.1, 10.0.0.7");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "api.example:8000");
-        assert_eq!(
-            headers["forwarded"],
-            "for=10.0.0.7;proto=http;host=api.example:8000"
-        );
+        assert_eq!(headers["forwarded"], "for=10.0.0.7;proto=http");
         assert_eq!(headers["x-request-id"], id);
         assert_eq!(id.len(), 36);
     }
@@ -161,7 +136,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-request-id", "abc-123".parse().unwrap());
         headers.insert("te", "gzip".parse().unwrap());
-        let id = prepare(&mut headers, &"/x".parse().unwrap(), peer());
+        let id = prepare(&mut headers, &"/x".parse().unwrap(), &peer());
         assert_eq!(id, "abc-123");
         assert!(headers.get("te").is_none());
     }

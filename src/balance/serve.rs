@@ -14,9 +14,10 @@
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Version};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::backend::Backend;
@@ -140,7 +141,7 @@ async fn relay(
     peer: Peer,
 ) -> Result<Response<Reply>, Answer> {
     let policy = &pool.route.balance;
-    let request_id = forward::prepare(&mut head.headers, &head.uri, peer);
+    let request_id = forward::prepare(&mut head.headers, &head.uri, &peer);
     let limit = usize::try_from(pool.route.max_body).unwrap_or(usize::MAX);
     let (kept, mut streamed) = match body {
         Body::Kept(kept) => (Some(kept), None),
@@ -160,50 +161,39 @@ async fn relay(
         let name = backend.spec.name;
         let in_flight = InFlight::begin(backend);
         let started = Instant::now();
-        let timeout = backend.spec.delivery.timeout;
-        let mut sender = match tokio::time::timeout(timeout, backend.connections.take()).await {
-            Ok(Ok(sender)) => sender,
-            Ok(Err(SendError::Connect(why) | SendError::Failed(why))) => {
-                failed(backend, Outcome::ConnectError);
-                last = Some(Failure::Connect(name, why));
-                next = more.then(|| pool.pick(tried)).flatten();
-                continue;
-            }
-            Err(_) => {
-                failed(backend, Outcome::ConnectError);
-                last = Some(Failure::Connect(name, "connecting timed out".into()));
-                next = more.then(|| pool.pick(tried)).flatten();
-                continue;
-            }
-        };
-        let body: Outgoing = match (&kept, streamed.take()) {
-            (Some(kept), _) => Either::Left(Full::new(kept.clone())),
-            (None, Some(streamed)) => Either::Right(streamed),
-            (None, None) => Either::Left(Full::default()),
-        };
-        let outgoing = request_for(backend, pool, &head, body);
-        let remaining = timeout.saturating_sub(started.elapsed());
-        let sent =
-            tokio::time::timeout(remaining, sender.send(&backend.connections, outgoing)).await;
         let again = more && repeatable;
-        match sent {
-            Ok(Ok(answer)) => {
-                backend
-                    .metrics
-                    .latency
-                    .observe(started.elapsed().as_secs_f64());
-                let status = answer.status();
-                backend
-                    .metrics
-                    .outcome(Outcome::Status(status.as_u16()))
-                    .inc();
-                let gateway_failure = matches!(status.as_u16(), 502..=504);
-                if gateway_failure {
+        // One deadline for connecting and the answer's head; `connected` tells which it cut.
+        let connected = AtomicBool::new(false);
+        let attempt = async {
+            let mut sender = backend.connections.take().await?;
+            connected.store(true, Ordering::Relaxed);
+            let body: Outgoing = match (&kept, streamed.take()) {
+                (Some(kept), _) => Either::Left(Full::new(kept.clone())),
+                (None, Some(streamed)) => Either::Right(streamed),
+                (None, None) => Either::Left(Full::default()),
+            };
+            // The headers are copied only when another try may need them.
+            let headers = match again {
+                true => head.headers.clone(),
+                false => std::mem::take(&mut head.headers),
+            };
+            let outgoing = request_for(backend, pool, &head, headers, body);
+            let answer = sender.send(&backend.connections, outgoing).await?;
+            Ok::<_, SendError>((answer, sender))
+        };
+        let tried_once = tokio::time::timeout(backend.spec.delivery.timeout, attempt).await;
+        let (outcome, failure) = match tried_once {
+            Ok(Ok((answer, sender))) => {
+                let latency = started.elapsed().as_secs_f64();
+                backend.metrics.latency.observe(latency);
+                let status = answer.status().as_u16();
+                backend.metrics.outcome(Outcome::Status(status)).inc();
+                if matches!(status, 502..=504) {
                     eject_if_due(backend);
                 } else {
                     backend.health.succeeded();
                 }
-                if again && policy.retry_on.contains(status.as_u16()) {
+                if again && policy.retry_on.contains(status) {
                     if let Some(other) = pool.pick(tried) {
                         next = Some(other);
                         continue;
@@ -211,34 +201,43 @@ async fn relay(
                 }
                 return Ok(relayed(answer, sender, in_flight, request_id));
             }
-            Ok(Err(SendError::Connect(why))) => {
-                failed(backend, Outcome::ConnectError);
-                last = Some(Failure::Connect(name, why));
-                // Nothing was sent: a streamed body is lost only if it was handed over.
-                next = (more && kept.is_some()).then(|| pool.pick(tried)).flatten();
+            // Nothing was sent: any request may go on to another backend.
+            Ok(Err(SendError::Connect(why))) if !connected.load(Ordering::Relaxed) => {
+                (Outcome::ConnectError, Failure::Connect(name, why))
             }
-            Ok(Err(SendError::Failed(why))) => {
-                failed(backend, Outcome::Error);
-                last = Some(Failure::Failed(name, why));
-                next = again.then(|| pool.pick(tried)).flatten();
+            Err(_) if !connected.load(Ordering::Relaxed) => (
+                Outcome::ConnectError,
+                Failure::Connect(name, "connecting timed out".into()),
+            ),
+            Ok(Err(SendError::Connect(why) | SendError::Failed(why))) => {
+                (Outcome::Error, Failure::Failed(name, why))
             }
-            Err(_) => {
-                failed(backend, Outcome::Timeout);
-                last = Some(Failure::TimedOut(name));
-                next = again.then(|| pool.pick(tried)).flatten();
-            }
-        }
+            Err(_) => (Outcome::Timeout, Failure::TimedOut(name)),
+        };
+        failed(backend, outcome);
+        let retry = match failure {
+            Failure::Connect(..) => more,
+            _ => again,
+        };
+        last = Some(failure);
+        next = retry.then(|| pool.pick(tried)).flatten();
     }
     Err(own_answer(pool, last))
 }
 
 /// The request for one try on `backend`.
-fn request_for(backend: &Backend, pool: &Pool, head: &Parts, body: Outgoing) -> Request<Outgoing> {
+fn request_for(
+    backend: &Backend,
+    pool: &Pool,
+    head: &Parts,
+    headers: HeaderMap,
+    body: Outgoing,
+) -> Request<Outgoing> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = backend.uri_for(backend.path_for(pool.route, &head.uri));
+    *request.headers_mut() = headers;
     let headers = request.headers_mut();
-    *headers = head.headers.clone();
     for (name, value) in &backend.endpoint.headers {
         headers.insert(name, value.clone());
     }
