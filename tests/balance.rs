@@ -21,6 +21,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(&[])
+}
+
+/// [`setup`] with extra flags for fanout.
+fn setup_with(args: &[&str]) -> Setup {
     let workers: Vec<Backend> = ["w1", "w2", "w3"]
         .into_iter()
         .map(Backend::worker)
@@ -28,14 +33,17 @@ fn setup() -> Setup {
     let dead = ReservedPort::new();
     let addrs: Vec<String> = workers.iter().map(Backend::addr).collect();
     let dead_addr = dead.addr.to_string();
-    let fanout = support::fanout(&[
-        ("W1", &addrs[0]),
-        ("W2", &addrs[1]),
-        ("W3", &addrs[2]),
-        ("DEAD", &dead_addr),
-        ("P1", &dead_addr),
-        ("P2", &dead_addr),
-    ]);
+    let fanout = support::fanout_with_args(
+        args,
+        &[
+            ("W1", &addrs[0]),
+            ("W2", &addrs[1]),
+            ("W3", &addrs[2]),
+            ("DEAD", &dead_addr),
+            ("P1", &dead_addr),
+            ("P2", &dead_addr),
+        ],
+    );
     Setup {
         workers,
         fanout,
@@ -314,6 +322,14 @@ fn requests_carry_forwarding_headers_and_a_request_id_and_lose_hop_by_hop_ones()
         Some(id),
         "the client sees it too"
     );
+    // An HTTP/2 client (h2c) of an HTTP/1.1 backend: the answer's connection headers go.
+    let h2 = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{addr}/items/h2"),
+    ]);
+    assert_eq!(h2.status, 200, "{}", h2.body);
+    assert_eq!(h2.json()["path"], "/items/h2");
+    assert!(h2.header("connection").is_none() && h2.header("keep-alive").is_none());
     let given = curl(&[
         "-H",
         "X-Request-Id: trace-42",
@@ -353,4 +369,42 @@ fn the_gate_and_the_methods_apply_to_balance_routes() {
         "a fan-out route beside them: {}",
         event.body
     );
+}
+
+#[test]
+fn behind_the_tls_listener_backends_are_told_the_client_spoke_https() {
+    if !support::stack("http.server") {
+        return;
+    }
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("make a certificate");
+    let dir = common::scratch_dir("balance-tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let s = setup_with(&["--tls-cert", &cert, "--tls-key", &key]);
+    let port = s.fanout.addr.port();
+    for version in ["--http1.1", "--http2"] {
+        let answer = curl(&[
+            version,
+            "--cacert",
+            &cert,
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            &format!("https://localhost:{port}/items/secure"),
+        ]);
+        assert_eq!(answer.status, 200, "{version}: {}", answer.body);
+        let headers = &answer.json()["headers"];
+        assert_eq!(headers["x-forwarded-proto"], "https", "{version}");
+        assert_eq!(
+            headers["forwarded"], "for=127.0.0.1;proto=https",
+            "{version}"
+        );
+        assert_eq!(
+            headers["x-forwarded-host"],
+            format!("localhost:{port}"),
+            "{version}"
+        );
+    }
 }

@@ -96,6 +96,11 @@ impl Drop for Backend {
 /// fanout built with tests/routes/balance.yaml, its placeholders set by `env`; every name the
 /// file uses must be in `env` (`DEAD` and unused ones can point at a refusing port).
 pub fn fanout(env: &[(&str, &str)]) -> Fanout {
+    fanout_with_args(&[], env)
+}
+
+/// [`fanout`] with extra flags (`--tls-cert`...).
+pub fn fanout_with_args(args: &[&str], env: &[(&str, &str)]) -> Fanout {
     // Built once per test binary: its tests start at once.
     static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let binary = BINARY.get_or_init(|| {
@@ -103,7 +108,7 @@ pub fn fanout(env: &[(&str, &str)]) -> Fanout {
         let (binary, _) = fanout_with("balance", routes, &[]).expect("build with balance.yaml");
         binary.to_str().expect("a UTF-8 path").to_owned()
     });
-    Fanout::start_with(binary, &[], env)
+    Fanout::start_with(binary, args, env)
 }
 
 /// A curl exchange: status, response headers (lowercase names) and body.
