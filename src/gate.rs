@@ -176,6 +176,12 @@ impl Gate {
         self.limiter.as_ref().map_or(Ok(()), Limiter::take)
     }
 
+    /// Whether the gate's credential is the request's `Authorization` (a bearer token): a
+    /// secret of fanout's, which a balance route does not pass on to its backends.
+    pub fn takes_authorization(&self) -> bool {
+        matches!(self.verifier, Some(Verifier::Bearer { .. }))
+    }
+
     /// Whether the gate checks a signature over the body (so the body must be read whole
     /// before the request is let in).
     pub fn signs_body(&self) -> bool {

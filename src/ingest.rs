@@ -50,7 +50,9 @@ pub async fn handle<T: RouteTable>(
                 shutting_down: proxy.shutting_down.load(Ordering::Relaxed),
                 body_read_timeout: T::SERVER.body_read_timeout,
             };
-            balance::serve(pool, context, request, peer).await
+            // Boxed: the relay's state is large, and inline it would make every request's
+            // future (fan-out ones too) that much larger to create and move.
+            Box::pin(balance::serve(pool, context, request, peer)).await
         }
         None if route.is_none() && balance::is_grpc(request.headers()) => {
             balance::grpc_status(not_found()).map(Either::Left)

@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,7 +116,10 @@ async fn admit(
         metrics.rejected(RejectReason::BodyTooLarge).inc();
         return Err(too_large(spec.max_body));
     }
-    let (head, body) = request.into_parts();
+    let (mut head, body) = request.into_parts();
+    if gate.takes_authorization() {
+        head.headers.remove(AUTHORIZATION);
+    }
     let small = body.is_end_stream() || declared.is_some_and(|n| n <= REPLAY_LIMIT);
     if !(small || gate.signs_body()) {
         return Ok((head, Body::Streamed(body)));
