@@ -39,7 +39,7 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub async fn handle<T: RouteTable>(
     proxy: Arc<Proxy<T>>,
     request: Request<Incoming>,
-    peer: Peer,
+    peer: Arc<Peer>,
 ) -> Result<Response<Reply>, Infallible> {
     let route = T::route(request.uri().path(), request.headers());
     let response = match route.and_then(|route| Some((route, proxy.table.pool(route)?))) {

@@ -216,7 +216,7 @@ async fn serve<T: RouteTable>(
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
-    let peer = connection::Peer::new(addr, options.tls.is_some());
+    let peer = Arc::new(connection::Peer::new(addr, options.tls.is_some()));
     let protocol = {
         let first_bytes = tokio::time::timeout(
             options.first_byte_timeout,
@@ -259,7 +259,7 @@ async fn serve_http<T: RouteTable>(
     proxy: Arc<Proxy<T>>,
     options: &Options,
     mut closing: watch::Receiver<bool>,
-    peer: connection::Peer,
+    peer: Arc<connection::Peer>,
 ) {
     let idle_closed = proxy.connections.idle_closed.clone();
     let activity = Arc::new(Activity::default());
@@ -270,7 +270,11 @@ async fn serve_http<T: RouteTable>(
             let busy = activity.begin();
             let peer = peer.clone();
             async move {
-                let mut response = crate::ingest::handle(proxy, request, peer).await;
+                // Boxed: hyper moves the service's future into its connection state once per
+                // request, and a request's whole state inline (the body read, the commit
+                // awaited) would be a memmove of a few KiB each time.
+                let handled = Box::pin(crate::ingest::handle(proxy, request, peer));
+                let mut response = handled.await;
                 // A relayed answer keeps the connection busy until its body ends.
                 match response.as_mut().map(|r| r.body_mut()) {
                     Ok(Either::Right(relay)) => relay.hold(busy),

@@ -67,7 +67,7 @@ pub async fn serve(
     pool: &Pool,
     context: Context<'_>,
     request: Request<Incoming>,
-    peer: Peer,
+    peer: std::sync::Arc<Peer>,
 ) -> Response<Reply> {
     let grpc = grpc::is_grpc(request.headers());
     let own = |answer: Answer| match grpc {
@@ -141,7 +141,7 @@ async fn relay(
     pool: &Pool,
     mut head: Parts,
     body: Body,
-    peer: Peer,
+    peer: std::sync::Arc<Peer>,
 ) -> Result<Response<Reply>, Answer> {
     let policy = &pool.route.balance;
     let request_id = forward::prepare(&mut head.headers, &head.uri, &peer);
