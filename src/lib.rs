@@ -11,7 +11,7 @@
 //!   `Table` of routes with their lanes, and each route's mode, behind [`table`]; its statics
 //!   are the [`spec`] shapes.
 //! - [`server`]: accept loop, connections ([`connection`]: protocol, idleness), shutdown and
-//!   drain.
+//!   drain ([`workers`]: the lanes' delivery workers started, drained and stopped).
 //! - [`ingest`]: one request → one [`event`] taken in by its route's mode, or an error answer;
 //!   first through the route's [`gate`] (credentials via [`signature`], [`rate_limit`]);
 //!   [`answer`]: every refusal.
@@ -67,6 +67,7 @@ pub mod startup;
 pub mod table;
 pub mod tls;
 pub mod tools;
+pub mod workers;
 
 /// Expands a routes file into a routing table; see the `fanout-macros` crate.
 pub use fanout_macros::routes;

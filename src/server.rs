@@ -22,12 +22,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::connection::{self, Activity, Builders};
-use crate::delivery;
 use crate::proxy::Proxy;
 use crate::report;
 use crate::spec::ServerSpec;
 use crate::table::RouteTable;
 use crate::tls::Certificates;
+use crate::workers;
 
 /// Start-up knobs: the compiled `server:` section, with the command line's overrides.
 #[derive(Clone, Debug)]
@@ -83,9 +83,6 @@ const DURABLE_GRACE: Duration = Duration::from_secs(1);
 /// connection) before they are closed.
 const HANDOVER_GRACE: Duration = Duration::from_secs(1);
 
-/// How often a drain checks whether every lane is empty.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
-
 /// Serves `listener` until `shutdown` completes, then drains and returns.
 pub async fn run<T: RouteTable>(
     listener: TcpListener,
@@ -93,7 +90,7 @@ pub async fn run<T: RouteTable>(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (mut durable_workers, mut memory_workers) = start_workers(&proxy);
+    let (mut durable_workers, mut memory_workers) = workers::start(&proxy.table);
     let mut health_checks = JoinSet::new();
     proxy
         .table
@@ -191,16 +188,16 @@ pub async fn run<T: RouteTable>(
     // next process, which must be the only one to deliver or dead-letter it.
     proxy.table.lanes(&mut |lane| lane.stop());
     let handover = deadline.min(Instant::now() + DURABLE_GRACE);
-    wait_for_empty_lanes(&proxy, handover, true).await;
+    workers::wait_for_empty_lanes(&proxy.table, handover, true).await;
     durable_workers.shutdown().await;
     proxy.hand_over().await;
-    wait_for_empty_lanes(&proxy, deadline, false).await;
+    workers::wait_for_empty_lanes(&proxy.table, deadline, false).await;
     memory_workers.shutdown().await;
     health_checks.shutdown().await;
     if let Some(reporter) = reporter {
         reporter.abort();
     }
-    report_leftovers(&proxy);
+    workers::report_leftovers(&proxy.table);
 }
 
 /// Serves one connection to its end: waits for its first bytes, picks HTTP/1.1 or h2c, and
@@ -318,39 +315,6 @@ async fn serve_http<T: RouteTable>(
     }
 }
 
-/// Spawns `concurrency` supervised delivery workers per lane: those of durable lanes, and
-/// those of memory lanes.
-fn start_workers<T: RouteTable>(proxy: &Arc<Proxy<T>>) -> (JoinSet<()>, JoinSet<()>) {
-    let (mut durable, mut memory) = (JoinSet::new(), JoinSet::new());
-    proxy.table.lanes(&mut |lane| {
-        let workers = if lane.log().is_some() {
-            &mut durable
-        } else {
-            &mut memory
-        };
-        for _ in 0..lane.spec.delivery.concurrency {
-            let lane = lane.clone();
-            workers.spawn(async move { delivery::supervise(&lane).await });
-        }
-    });
-    (durable, memory)
-}
-
-/// Waits until no durable lane (if `durable`, else no memory lane) has events a drain waits
-/// for, or the deadline.
-async fn wait_for_empty_lanes<T: RouteTable>(proxy: &Proxy<T>, deadline: Instant, durable: bool) {
-    let busy = || {
-        let mut busy = false;
-        proxy.table.lanes(&mut |lane| {
-            busy |= lane.log().is_some() == durable && lane.undrained() > 0;
-        });
-        busy
-    };
-    while busy() && Instant::now() < deadline {
-        tokio::time::sleep(DRAIN_POLL).await;
-    }
-}
-
 /// At shutdown, serves the connections already in the listener's queue before it is closed:
 /// with SO_REUSEPORT, the kernel may have queued them for this process while a new one
 /// listens beside it, and closing would reset them. (Linux 5.14+ can move them to the other
@@ -378,39 +342,4 @@ fn hand_back_queue<T: RouteTable>(
             drop(slot);
         });
     }
-}
-
-/// Counts what the drain did not deliver as dropped (reason `shutdown`) and logs it per lane.
-/// Events held by a worker were counted when the worker stopped. A durable lane drops
-/// nothing: what it did not deliver stays in its log.
-fn report_leftovers<T: RouteTable>(proxy: &Proxy<T>) {
-    proxy.table.lanes(&mut |lane| {
-        if lane.log().is_some() {
-            tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
-                waiting = lane.depth(),
-                "durable lane stopped: what it holds stays in its log"
-            );
-            return;
-        }
-        let waiting = lane.clear() as u64;
-        lane.metrics.dropped_shutdown.inc_by(waiting);
-        let undelivered = lane.metrics.dropped_shutdown.get();
-        if undelivered > 0 {
-            tracing::warn!(
-                route = lane.spec.route,
-                target = lane.spec.name,
-                undelivered,
-                "lane stopped with undelivered events"
-            );
-        } else {
-            tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
-                undelivered,
-                "lane drained"
-            );
-        }
-    });
 }

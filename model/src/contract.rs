@@ -10,6 +10,9 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Paths a route may not take.
 pub const RESERVED_PATHS: &[&str] = &[HEALTHZ_PATH, METRICS_PATH];
 
+/// Backends a balance route may have at most: a request's tried backends are a 64-bit set.
+pub const MAX_BALANCE_BACKENDS: usize = 64;
+
 /// The largest `max_body` a route may have: an event's length lives in 30 bits of its header.
 pub const MAX_BODY_LIMIT: u64 = (1 << 30) - 1;
 

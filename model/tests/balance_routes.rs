@@ -251,3 +251,31 @@ fn matches_that_a_request_could_satisfy_both_are_refused() {
         "{message}"
     );
 }
+
+#[test]
+fn a_balance_route_has_at_most_64_backends() {
+    let targets = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "      - {{ name: t{i}, url: \"http://127.0.0.1:{}\" }}\n",
+                    5000 + i
+                )
+            })
+            .collect()
+    };
+    let file = |n: usize| {
+        format!(
+            "routes:\n  - name: api\n    path: /api\n    mode: balance\n    targets:\n{}",
+            targets(n)
+        )
+    };
+    assert_eq!(routes(&file(64)).len(), 1);
+    let error = errors(&file(65));
+    assert!(
+        error.contains(
+            "route \"api\", field \"targets\": a balance route has at most 64 backends, not 65"
+        ),
+        "{error}"
+    );
+}

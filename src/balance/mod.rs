@@ -30,14 +30,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
+use fanout_model::contract::MAX_BALANCE_BACKENDS;
+
 use crate::sink::Resolver;
 use crate::spec::{RouteSpec, Strategy};
 use crate::startup::StartupError;
 use backend::Backend;
 use metrics::PoolMetrics;
-
-/// Backends a balance route may have at most (a request's tried backends are a 64-bit set).
-const MAX_BACKENDS: usize = 64;
 
 /// A balance route's backends.
 pub struct Pool {
@@ -58,13 +57,8 @@ impl Pool {
         route: &'static RouteSpec,
         resolver: &mut Resolver<'_>,
     ) -> Result<Pool, StartupError> {
-        if route.targets.len() > MAX_BACKENDS {
-            return Err(StartupError(format!(
-                "route \"{}\" has {} backends; a balance route may have {MAX_BACKENDS} at most",
-                route.name,
-                route.targets.len()
-            )));
-        }
+        // The routes' checks hold this (a request's tried backends are a 64-bit set).
+        assert!(route.targets.len() <= MAX_BALANCE_BACKENDS);
         let backends = route
             .targets
             .iter()

@@ -6,6 +6,7 @@ use serde_yaml::Value;
 use super::policy::Layered;
 use super::server::check_max_body;
 use super::Checker;
+use crate::contract::MAX_BALANCE_BACKENDS;
 use crate::ident;
 use crate::model::{leak, leak_slice, leak_str, Route, Target};
 use crate::raw;
@@ -120,6 +121,13 @@ impl Checker<'_> {
             if let Err(message) = check_max_body(max_body) {
                 self.report_field(&base, &context, "max_body", message);
             }
+        }
+        if mode == Mode::Balance && raw.targets.len() > MAX_BALANCE_BACKENDS {
+            let message = format!(
+                "a balance route has at most {MAX_BALANCE_BACKENDS} backends, not {}",
+                raw.targets.len()
+            );
+            self.report_field(&base, &context, "targets", message);
         }
         if raw.targets.is_empty() {
             self.report_field(
