@@ -236,7 +236,6 @@ impl Drop for Open {
 /// headers of balance routes; their values are made once per connection.
 #[derive(Clone, Debug)]
 pub struct Peer {
-    pub addr: std::net::SocketAddr,
     /// Whether the connection is TLS (the listener has certificates).
     pub tls: bool,
     /// The client's address, as `X-Forwarded-For` gives it (`10.0.0.7`).
@@ -257,7 +256,6 @@ impl Peer {
             hyper::header::HeaderValue::try_from(text).expect("an address is a header value")
         };
         Peer {
-            addr,
             tls,
             forwarded_for: value(ip.to_string()),
             forwarded: value(forwarded),

@@ -27,8 +27,8 @@ pub trait RouteTable: Send + Sync + Sized + 'static {
 
     /// Empty lanes for every route, their targets resolved by `resolver`.
     fn new(resolver: &mut Resolver<'_>) -> Result<Self, StartupError>;
-    /// The route a request to `path` with `headers` takes: an exact path, else the longest
-    /// prefix route; where routes share a path, the one whose `match` the headers meet.
+    /// The route a request to `path` with `headers` takes: an exact path, else a prefix route
+    /// (those with a `match` the headers meet first, then the longest prefix).
     fn route(path: &str, headers: &HeaderMap) -> Option<Self::Route>;
     fn spec(route: Self::Route) -> &'static RouteSpec;
     /// A balance route's backends; `None` for a fan-out route.

@@ -305,11 +305,7 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
         )
         .await;
     for target in [&roomy, &gated] {
-        let ids: Vec<String> = target
-            .received()
-            .iter()
-            .map(|r| r.header("fanout-event-id").to_owned())
-            .collect();
+        let ids = target.event_ids();
         assert_eq!(
             ids,
             [first.clone(), second.clone()],

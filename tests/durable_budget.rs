@@ -125,11 +125,7 @@ async fn batch_and_single_lanes_read_one_log() {
         "events travel in batches: {} requests",
         bulk.count()
     );
-    let singles: HashSet<String> = single
-        .received()
-        .iter()
-        .map(|r| r.header("fanout-event-id").to_owned())
-        .collect();
+    let singles: HashSet<String> = single.event_ids().into_iter().collect();
     assert_eq!(singles.len(), 45);
     proxy.shutdown().await;
     let segments = std::fs::read_dir(dir.join("routes/batched"))

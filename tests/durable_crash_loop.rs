@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::blocking::{log_verify, read_answer, write_request};
+use common::blocking::{log_verify, read_answer, wait_metric, write_request};
 use common::process::{Delivered, Fanout, PyTarget, StopOnDrop};
-use common::{scratch_dir, segments, Reply, Target};
+use common::{scratch_dir, segments, Reply, Target, PATIENCE};
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
@@ -320,13 +320,12 @@ fn a_crash_repeats_what_was_unfinished_not_what_came_after() {
     let got = runtime.block_on(answering.wait_for(2));
     assert_eq!(got[1].header("fanout-event-id"), later);
     // A repeat of the 40 would have been taken before `later` (log order); with 16 workers it
-    // could still arrive just after it.
-    std::thread::sleep(Duration::from_millis(200));
-    let ids: Vec<String> = answering
-        .received()
-        .iter()
-        .map(|r| r.header("fanout-event-id").to_owned())
-        .collect();
+    // could still arrive just after it: once the lane holds nothing, it would have.
+    let lane = [("route", "orders"), ("target", "flaky")];
+    for gauge in ["fanout_lane_depth", "fanout_lane_inflight"] {
+        wait_metric(fanout.addr, (gauge, &lane), |v| v == 0.0, PATIENCE);
+    }
+    let ids = answering.event_ids();
     assert_eq!(
         ids,
         [first.clone(), later],

@@ -111,8 +111,10 @@ pub fn fanout_with_args(args: &[&str], env: &[(&str, &str)]) -> Fanout {
     Fanout::start_with(binary, args, env)
 }
 
-/// A curl exchange: status, response headers (lowercase names) and body.
+/// A curl exchange: status line, status, response headers (lowercase names) and body.
 pub struct Curl {
+    /// `HTTP/1.1 200 OK`, `HTTP/2 200`.
+    pub status_line: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -165,6 +167,7 @@ pub fn curl(args: &[&str]) -> Curl {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     Curl {
+        status_line: head.lines().next().unwrap_or_default().to_owned(),
         status,
         headers,
         body: body.to_owned(),

@@ -173,6 +173,15 @@ impl Target {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// The `fanout-event-id` of every request received, in arrival order.
+    pub fn event_ids(&self) -> Vec<String> {
+        let received = self.received();
+        received
+            .iter()
+            .map(|r| r.header("fanout-event-id").to_owned())
+            .collect()
+    }
+
     pub fn count(&self) -> usize {
         self.assert_readable();
         self.shared.received.lock().unwrap().len()

@@ -121,8 +121,20 @@ impl Fanout {
 
     /// The resident set size of the process, from `/proc/<pid>/status` (VmRSS), in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
+        self.memory_kib("VmRSS")
+    }
+
+    /// The peak resident set size of the process so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.memory_kib("VmHWM")
+    }
+
+    /// A `KiB` field of `/proc/<pid>/status`.
+    fn memory_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status
+            .lines()
+            .find(|l| l.split(':').next() == Some(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 }

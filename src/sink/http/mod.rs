@@ -216,12 +216,17 @@ fn attempt_header(attempt: u32) -> HeaderValue {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with its causes, each said once: `tcp connect error: Connection refused (os
+/// error 111)`.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
