@@ -8,23 +8,11 @@ mod support;
 
 use std::process::Command;
 
+use common::blocking::metric_blocking;
 use common::ReservedPort;
 use support::{curl, Backend, GRPC};
 
 const HUNDRED_MIB: u64 = 100 * 1024 * 1024;
-
-/// fanout's peak resident set (VmHWM), in KiB.
-fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM");
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|k| k.parse().ok())
-        .expect("a number")
-}
 
 #[test]
 fn a_100_mib_upload_and_download_stream_through_with_memory_flat() {
@@ -44,7 +32,7 @@ fn a_100_mib_upload_and_download_stream_through_with_memory_flat() {
     let addr = fanout.addr;
     // A warm-up request, so the peak below counts only what streaming costs.
     assert_eq!(curl(&[&format!("http://{addr}/big/x")]).status, 200);
-    let before = peak_kib(fanout.child.id());
+    let before = fanout.peak_rss_kib().expect("fanout's VmHWM");
 
     let file = common::scratch_dir("upload").join("100MiB");
     let sized = std::fs::File::create(&file).expect("create the upload file");
@@ -85,11 +73,70 @@ fn a_100_mib_upload_and_download_stream_through_with_memory_flat() {
         "every byte reached the client"
     );
 
-    let grown = peak_kib(fanout.child.id()).saturating_sub(before);
+    let peak = fanout.peak_rss_kib().expect("fanout's VmHWM");
+    let grown = peak.saturating_sub(before);
     assert!(
         grown < 32 * 1024,
         "fanout's peak memory grew by {grown} KiB while 200 MiB streamed through"
     );
+}
+
+#[test]
+fn a_streamed_body_over_max_body_is_refused_and_not_held_against_the_backend() {
+    if !support::stack("http.server") {
+        return;
+    }
+    let (w1, w2) = (Backend::worker("w1"), Backend::worker("w2"));
+    let dead = ReservedPort::new();
+    let (a1, a2, dead_addr) = (w1.addr(), w2.addr(), dead.addr.to_string());
+    let env = [
+        ("W1", a1.as_str()),
+        ("W2", &a2),
+        ("W3", &dead_addr),
+        ("DEAD", &dead_addr),
+    ];
+    let env = [&env[..], &[("P1", &dead_addr), ("P2", &dead_addr)]].concat();
+    let fanout = support::fanout(&env);
+    let file = common::scratch_dir("over-max-body").join("100KiB");
+    std::fs::write(&file, vec![b'x'; 100 * 1024]).expect("write the upload");
+    let url = format!("http://{}/random/upload", fanout.addr);
+    let upload = |times: usize| {
+        for _ in 0..times {
+            let answer = curl(&[
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &url,
+            ]);
+            assert_eq!(
+                answer.status, 413,
+                "route max_body is 64KiB: {}",
+                answer.body
+            );
+        }
+    };
+    // More than the backends' `failures` (5) in a row: were they counted, both would go.
+    upload(12);
+    let addr = fanout.addr;
+    let route = [("route", "random"), ("reason", "body_too_large")];
+    assert_eq!(
+        metric_blocking(addr, "fanout_events_rejected_total", &route),
+        12.0
+    );
+    for target in ["w1", "w2"] {
+        let labels = [("route", "random"), ("target", target)];
+        assert_eq!(
+            metric_blocking(addr, "fanout_backend_ejections_total", &labels),
+            0.0
+        );
+        assert_eq!(
+            metric_blocking(addr, "fanout_backend_healthy", &labels),
+            1.0
+        );
+    }
+    let small = curl(&["--data", "{}", &url]);
+    assert_eq!(small.status, 200, "{}", small.body);
 }
 
 /// Runs grpc_echo.py `mode` against `addr`; its JSON output.

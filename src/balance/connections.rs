@@ -7,6 +7,7 @@
 //! true`, h2c for http://) share one multiplexed connection, opened again when it closes.
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -16,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tower_service::Service;
 
-use crate::sink::http::Connector;
+use crate::sink::http::{error_chain, Connector};
 
 /// A request body on its way to a backend: kept whole (small enough to send again on another
 /// backend), or streamed from the client as it arrives (within the route's `max_body`).
@@ -50,6 +51,12 @@ pub enum SendError {
     Connect(String),
     /// The request was sent (or partly), and the connection failed before an answer's head.
     Failed(String),
+    /// An idle connection had closed and no new one could be opened: the request comes back
+    /// unsent, its body untouched, for another backend.
+    Unsent(String, Box<Request<Outgoing>>),
+    /// The client's side of the request failed: its body broke off or went over the route's
+    /// `max_body` (`too_large`). Not the backend's doing.
+    Client { too_large: bool },
 }
 
 impl Connections {
@@ -78,17 +85,30 @@ impl Connections {
             *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
             return Ok(Sender::Http2(sender));
         }
-        loop {
+        // An idle connection whose last request is still uploading (the backend answered
+        // before reading it all) is not ready: it stays idle, and is not waited for.
+        let mut busy = Vec::new();
+        let found = loop {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match idle {
-                Some(mut sender) if !sender.is_closed() => {
-                    if sender.ready().await.is_ok() {
-                        return Ok(Sender::Http1(sender));
-                    }
-                }
-                Some(_) => {}
-                None => return self.open_http1().await.map(Sender::Http1),
+                Some(sender) if sender.is_closed() => {}
+                Some(mut sender) => match sender.ready().now_or_never() {
+                    Some(Ok(())) => break Some(sender),
+                    Some(Err(_)) => {}
+                    None => busy.push(sender),
+                },
+                None => break None,
             }
+        };
+        if !busy.is_empty() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut busy);
+        }
+        match found {
+            Some(sender) => Ok(Sender::Http1(sender)),
+            None => self.open_http1().await.map(Sender::Http1),
         }
     }
 
@@ -108,14 +128,14 @@ impl Connections {
         connector
             .call(self.uri.clone())
             .await
-            .map_err(|e| SendError::Connect(describe(&*e)))
+            .map_err(|e| SendError::Connect(error_chain(&*e)))
     }
 
     async fn open_http1(&self) -> Result<http1::SendRequest<Outgoing>, SendError> {
         let stream = self.connect().await?;
         let (sender, connection) = http1::handshake(stream)
             .await
-            .map_err(|e| SendError::Connect(describe(&e)))?;
+            .map_err(|e| SendError::Connect(error_chain(&e)))?;
         drive(connection);
         Ok(sender)
     }
@@ -128,10 +148,21 @@ impl Connections {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(stream)
             .await
-            .map_err(|e| SendError::Connect(describe(&e)))?;
+            .map_err(|e| SendError::Connect(error_chain(&e)))?;
         drive(connection);
         Ok(sender)
     }
+}
+
+/// A failed send: the client's fault when hyper says the request (its body) failed, else the
+/// backend's.
+fn failed(error: hyper::Error) -> SendError {
+    if error.is_user() {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+        return SendError::Client { too_large };
+    }
+    SendError::Failed(error_chain(&error))
 }
 
 /// Runs a connection's I/O until it ends.
@@ -154,14 +185,22 @@ impl Sender {
         connections: &Connections,
         request: Request<Outgoing>,
     ) -> Result<Response<Incoming>, SendError> {
-        let failed = |e: hyper::Error| SendError::Failed(describe(&e));
         match self {
             Sender::Http2(sender) => sender.send_request(request).await.map_err(failed),
             Sender::Http1(sender) => match sender.try_send_request(request).await {
                 Ok(response) => Ok(response),
                 Err(mut error) => match error.take_message() {
                     Some(request) => {
-                        let mut fresh = connections.open_http1().await?;
+                        let mut fresh = match connections.open_http1().await {
+                            Ok(fresh) => fresh,
+                            Err(error) => {
+                                let why = match error {
+                                    SendError::Connect(why) => why,
+                                    _ => "no new connection".to_owned(),
+                                };
+                                return Err(SendError::Unsent(why, Box::new(request)));
+                            }
+                        };
                         let answer = fresh.send_request(request).await.map_err(failed);
                         *sender = fresh;
                         answer
@@ -171,19 +210,4 @@ impl Sender {
             },
         }
     }
-}
-
-/// An error with its causes: `tcp connect error: Connection refused (os error 111)`.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -37,7 +37,9 @@ pub fn strip(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    // `Connection: TE` comes with `TE: trailers` from an HTTP/1.1 client: the check below
+    // decides for TE.
+    for name in named.into_iter().filter(|name| name != TE) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
@@ -139,5 +141,13 @@ mod tests {
         let id = prepare(&mut headers, &"/x".parse().unwrap(), &peer());
         assert_eq!(id, "abc-123");
         assert!(headers.get("te").is_none());
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "TE".parse().unwrap());
+        headers.insert("te", "trailers".parse().unwrap());
+        prepare(&mut headers, &"/x".parse().unwrap(), &peer());
+        assert_eq!(
+            headers["te"], "trailers",
+            "an HTTP/1.1 client's TE: trailers stays"
+        );
     }
 }

@@ -56,10 +56,6 @@ impl Health {
         self.checked.load(Ordering::Relaxed)
     }
 
-    pub fn ejected(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now
-    }
-
     pub fn set_checked(&self, healthy: bool) {
         self.checked.store(healthy, Ordering::Relaxed);
     }
@@ -75,6 +71,11 @@ impl Health {
 
     /// Counts a failed try at `now`; ejects the backend when it is one too many.
     pub fn failed(&self, now: u64) -> Verdict {
+        // Tries begun before the ejection that end in failure now say nothing new: only a
+        // failure after the cool-down doubles the next one.
+        if self.ejected_until.load(Ordering::Relaxed) > now {
+            return Verdict::Kept;
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < self.policy.failures {
             return Verdict::Kept;
@@ -143,6 +144,11 @@ mod tests {
             Verdict::Ejected(Duration::from_millis(100))
         );
         assert!(!health.available(1050) && health.available(1100));
+        assert_eq!(
+            health.failed(1050),
+            Verdict::Kept,
+            "in flight before the ejection"
+        );
         assert_eq!(
             health.failed(1100),
             Verdict::Ejected(Duration::from_millis(200))

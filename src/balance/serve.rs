@@ -7,9 +7,10 @@
 //! method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or with `retry_non_idempotent`, and only if
 //! the body was kept: bodies up to [`REPLAY_LIMIT`] (by `Content-Length`) are read whole first
 //! and sent again as often as needed; larger or chunked bodies stream through, once. When no
-//! other backend is left, the last backend's answer is relayed as it is; with no answer at
-//! all, fanout answers 502 (the last error), 504 (the last try timed out) or 503 (no backend
-//! available from the start).
+//! other backend is left, the last answer a backend gave is relayed as it is; with no answer
+//! at all, fanout answers 502 (the last error), 504 (the last try timed out) or 503 (no
+//! backend available from the start). A streamed body that fails on the client's side is a
+//! 400 or 413 of fanout's, not held against the backend.
 
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
@@ -35,7 +36,7 @@ use crate::answer::{
 use crate::connection::Peer;
 use crate::gate::Gate;
 use crate::metrics::{RejectReason, RouteMetrics};
-use crate::request_body::{read_whole, unreadable};
+use crate::request_body::{read_whole, unreadable, Unread};
 use crate::spec::MethodSet;
 
 /// Request bodies up to this size (by `Content-Length`) are read whole before the first try,
@@ -75,7 +76,7 @@ pub async fn serve(
         false => answer.map(Either::Left),
     };
     match admit(pool, &context, request).await {
-        Ok((head, body)) => match relay(pool, head, body, peer).await {
+        Ok((head, body)) => match relay(pool, context.metrics, head, body, peer).await {
             Ok(response) => response,
             Err(answer) => own(answer),
         },
@@ -139,6 +140,7 @@ async fn admit(
 /// Tries backends until one answers (relayed) or none is left (fanout's own answer).
 async fn relay(
     pool: &Pool,
+    metrics: &RouteMetrics,
     mut head: Parts,
     body: Body,
     peer: std::sync::Arc<Peer>,
@@ -152,6 +154,9 @@ async fn relay(
     };
     let repeatable = kept.is_some() && (idempotent(&head.method) || policy.retry_non_idempotent);
     let (mut tried, mut tries, mut last) = (0u64, 0u32, None::<Failure>);
+    // A backend's answer with a status of `retry.on`, kept while another backend is tried:
+    // relayed if no later try gets an answer.
+    let mut retried: Option<Response<Reply>> = None;
     let mut next = pool.pick(0);
     while let Some(index) = next.take() {
         if tries > 0 {
@@ -196,13 +201,34 @@ async fn relay(
                 } else {
                     backend.health.succeeded();
                 }
+                let answer = relayed(answer, sender, in_flight, request_id.clone());
                 if again && policy.retry_on.contains(status) {
                     if let Some(other) = pool.pick(tried) {
                         next = Some(other);
+                        retried = Some(answer);
                         continue;
                     }
                 }
-                return Ok(relayed(answer, sender, in_flight, request_id));
+                return Ok(answer);
+            }
+            Ok(Err(SendError::Client { too_large })) => {
+                // The client's body failed, not the backend: nothing is counted against it.
+                let unread = match too_large {
+                    true => Unread::TooLarge,
+                    false => Unread::Unreadable,
+                };
+                return Err(unreadable(metrics, pool.route, unread, Duration::ZERO));
+            }
+            // An idle connection had closed and no new one opened: the request comes back
+            // unsent, its body and headers with it.
+            Ok(Err(SendError::Unsent(why, request))) => {
+                let (parts, body) = (*request).into_parts();
+                head.headers = parts.headers;
+                head.headers.remove(HOST);
+                if let Either::Right(body) = body {
+                    streamed = Some(body);
+                }
+                (Outcome::ConnectError, Failure::Connect(name, why))
             }
             // Nothing was sent: any request may go on to another backend.
             Ok(Err(SendError::Connect(why))) if !connected.load(Ordering::Relaxed) => {
@@ -225,7 +251,10 @@ async fn relay(
         last = Some(failure);
         next = retry.then(|| pool.pick(tried)).flatten();
     }
-    Err(own_answer(pool, last))
+    match retried {
+        Some(answer) => Ok(answer),
+        None => Err(own_answer(pool, last)),
+    }
 }
 
 /// The request for one try on `backend`.
