@@ -25,7 +25,7 @@ use criterion::{
 use crossbeam_channel::{Sender, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use fanout::event::Event;
-use fanout::lane::{Lane, Settled};
+use fanout::fan_out::lane::{Lane, Settled};
 use fanout::sink::Resolver;
 use fanout::table::RouteTable;
 use hyper::header::HeaderValue;

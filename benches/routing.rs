@@ -16,7 +16,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use crossbeam_channel::{Receiver, Sender};
 use fanout::event::Event;
-use fanout::lane::Lane;
+use fanout::fan_out::lane::Lane;
 use fanout::sink::Resolver;
 use fanout::table::RouteTable;
 use hyper::header::{HeaderMap, HeaderValue};
@@ -107,10 +107,13 @@ fn dispatch(c: &mut Criterion) {
                 let admission = table
                     .accept(route, event.clone())
                     .expect("drop_oldest lanes never reject");
-                assert!(matches!(admission, fanout::lane::Admission::Queued));
+                assert!(matches!(
+                    admission,
+                    fanout::fan_out::lane::Admission::Queued
+                ));
                 for lane in &route_lanes {
                     let (event, held) = lane.try_take().expect("dispatch pushed one event here");
-                    held.settle(fanout::lane::Settled::Delivered);
+                    held.settle(fanout::fan_out::lane::Settled::Delivered);
                     black_box(event);
                 }
             })

@@ -5,69 +5,45 @@
 //! slow or dead target never hurts the client or the other targets.
 //!
 //! # Layout
-//! Data flows from top to bottom (ARCHITECTURE.md walks one event through it):
+//! Folders follow a request's stages, top to bottom (ARCHITECTURE.md walks one event and one
+//! balance request through them):
 //! - `routes.yaml` → `build.rs` (find, check, track) → the `routes!` macro (`macros/`, over
-//!   the shared model in `model/`) → [`routes`]: the generated `Route` enum, path `match`,
-//!   `Table` of routes with their lanes, and each route's mode, behind [`table`]; its statics
-//!   are the [`spec`] shapes.
-//! - [`server`]: accept loop, connections ([`connection`]: protocol, idleness), shutdown and
-//!   drain ([`workers`]: the lanes' delivery workers started, drained and stopped).
-//! - [`ingest`]: one request → one [`event`] taken in by its route's mode, or an error answer;
-//!   first through the route's [`gate`] (credentials via [`signature`], [`rate_limit`]);
-//!   [`answer`]: every refusal.
-//!   [`tls`]: the listener's certificates; [`admin`]: `/metrics` and `/healthz` elsewhere.
-//! - [`balance`]: balance routes, whose requests go to one backend each and whose answers are
-//!   relayed ([`request_body`]: a body read whole, for ingest and for a repeatable try).
-//! - [`lane`]: where a route-target pair's events wait (its storage: in memory, or a cursor
-//!   over its durable route's [`log`] on disk), beside the target's resolved endpoint,
-//!   [`breaker`] and metrics; [`idempotency`]: the keys a route remembers.
-//! - [`delivery`]: lane workers taking events and sending a [`parcel`] (one event, or a batch)
-//!   through a [`sink`] (one module per kind of target: [`sink::http`]), with retries.
+//!   the shared model in `model/`) → [`routes`]: the generated `Route` enum, `Route::find`,
+//!   `Table` of routes with their lanes or pools, and each route's mode, behind [`table`]; its
+//!   statics are the [`spec`] shapes.
+//! - [`ingress`]: listeners, connections, TLS, the route lookup that hands a request to its
+//!   mode (`ingress::dispatch`), bodies, fanout's own answers, the admin listener.
+//! - [`auth`]: a route's gate (credentials, signatures, replays) and rate limit, for both
+//!   modes.
+//! - The two modes: [`fan_out`] (one [`event`] per request, 202, one lane per target, delivery
+//!   workers with retries) and [`balance`] (one backend per request, its answer relayed).
+//! - [`storage`]: where a fan-out route's events wait (a lane's queue in memory, or the
+//!   route's write-ahead log on disk and each lane's cursor over it) and the dead letters.
+//! - [`sink`]: one module per kind of target, what it sends (a parcel: one event or a batch)
+//!   and the target's circuit breaker.
 //! - [`metrics`]: counters and gauges; [`report`]: their Prometheus text and the periodic log
 //!   line.
-//! - [`dead_letter`]: where a lane puts what it gives up on; [`data_dir`]: the directory of
-//!   logs and dead letters, its lock and its hand-over on a restart; [`tools`]: the
-//!   `dead-letters` (list, replay, purge) and `log verify` commands.
-//! - [`proxy`]: the state the above share; [`startup`], [`shutdown`], [`cli`], [`demo`]: the
-//!   process around it.
+//! - [`shared`]: the state the above share; [`ops`]: the process around it (flags, start-up,
+//!   signals, the data directory, the operator's commands, the demo).
 
 extern crate self as fanout;
 
-pub mod admin;
-pub mod answer;
+pub mod auth;
 pub mod balance;
-pub mod breaker;
-pub mod cli;
-pub mod connection;
-pub mod data_dir;
-pub mod dead_letter;
-pub mod delivery;
-pub mod demo;
 pub mod event;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
-pub mod gate;
-pub mod idempotency;
-pub mod ingest;
-pub mod lane;
-pub mod log;
+pub mod fan_out;
+pub mod ingress;
 pub mod metrics;
-pub mod parcel;
-pub mod proxy;
-pub mod rate_limit;
+pub mod ops;
 pub mod report;
-pub mod request_body;
 pub mod routes;
-pub mod server;
-pub mod shutdown;
-pub mod signature;
+pub mod shared;
 pub mod sink;
 pub mod spec;
-pub mod startup;
+pub mod storage;
 pub mod table;
-pub mod tls;
-pub mod tools;
-pub mod workers;
 
 /// Expands a routes file into a routing table; see the `fanout-macros` crate.
 pub use fanout_macros::routes;
@@ -75,12 +51,13 @@ pub use fanout_macros::routes;
 /// What generated code names, by absolute path, so it works wherever `routes!` is called.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::auth::gate::Gate;
     pub use crate::balance::Pool;
     pub use crate::event::Event;
-    pub use crate::gate::Gate;
-    pub use crate::idempotency::IdempotencyKeys;
-    pub use crate::lane::{Admission, Lane, Rejected};
+    pub use crate::fan_out::idempotency::IdempotencyKeys;
+    pub use crate::fan_out::lane::{Admission, Lane, Rejected};
     pub use crate::metrics::RouteMetrics;
+    pub use crate::ops::startup::StartupError;
     pub use crate::sink::Resolver;
     pub use crate::spec::{
         Auth, BalancePolicy, BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Encoding,
@@ -88,7 +65,6 @@ pub mod __private {
         Mode, Overflow, RateLimit, RetryPolicy, RouteSpec, ServerSpec, Signing,
         StandardWebhooksAuth, StatusSet, Storage, Strategy, TargetSpec, TlsFiles,
     };
-    pub use crate::startup::StartupError;
     pub use crate::table::{under, RouteTable};
     pub use hyper::header::{HeaderMap, HeaderName};
 }

@@ -7,14 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-use fanout::cli::{Cli, Command, LogCommand, LogFormat};
-use fanout::proxy::Proxy;
+use fanout::ingress::admin;
+use fanout::ingress::server::{self, Options};
+use fanout::ingress::tls::Certificates;
+use fanout::ops::cli::{Cli, Command, LogCommand, LogFormat};
+use fanout::ops::startup::StartupError;
+use fanout::ops::{data_dir, demo, shutdown, tools};
 use fanout::routes::{Route, Table, SERVER};
-use fanout::server::{self, Options};
+use fanout::shared::Shared;
 use fanout::spec::Listing;
-use fanout::startup::StartupError;
-use fanout::tls::Certificates;
-use fanout::{admin, data_dir, demo, shutdown, tools};
 use std::path::PathBuf;
 
 /// mimalloc instead of the system allocator: every event and every delivery allocates a few
@@ -79,11 +80,11 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
                 .expect("build.rs checked that server.admin_listen is an address")
         }),
     };
-    let mut proxy = Proxy::<Table>::new(&env)?;
-    proxy.admin_apart = admin_address.is_some();
-    let proxy = Arc::new(proxy);
+    let mut shared = Shared::<Table>::new(&env)?;
+    shared.admin_apart = admin_address.is_some();
+    let shared = Arc::new(shared);
     if matches!(cli.command, Some(Command::Demo)) {
-        demo::start(&proxy).await?;
+        demo::start(&shared).await?;
     }
     let address: SocketAddr = match cli.listen {
         Some(address) => address,
@@ -110,9 +111,9 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         let admin = listen(address)
             .map_err(|e| StartupError(format!("cannot listen on {address} (admin_listen): {e}")))?;
         admin_bound = Some(admin.local_addr().unwrap_or(address));
-        admin::spawn(admin, proxy.clone());
+        admin::spawn(admin, shared.clone());
     }
-    open_data_dir(&proxy, data_dir)?;
+    open_data_dir(&shared, data_dir)?;
     // SIGHUP reloads the TLS certificate; without one it is logged and ignored, never the
     // default (which would end the process and its memory lanes).
     match &tls {
@@ -139,7 +140,7 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
     }
     options.tls = tls;
     raise_open_files_limit(options.max_connections);
-    server::run(listener, proxy, options, shutdown::signal_received()).await;
+    server::run(listener, shared, options, shutdown::signal_received()).await;
     tracing::info!("fanout stopped");
     Ok(())
 }
@@ -190,13 +191,13 @@ fn data_dir(
 /// process is handing it over) in the background while serving. Without one, durable routes
 /// cannot start.
 fn open_data_dir(
-    proxy: &Arc<Proxy<Table>>,
+    shared: &Arc<Shared<Table>>,
     dir: Result<PathBuf, StartupError>,
 ) -> Result<(), StartupError> {
     let dir = match dir {
         Ok(dir) => dir,
         Err(error) => {
-            if let Some(log) = proxy.logs.first() {
+            if let Some(log) = shared.logs.first() {
                 return Err(StartupError(format!(
                     "route \"{}\" is durable (storage: disk): {error}",
                     log.route.name
@@ -206,12 +207,12 @@ fn open_data_dir(
         }
     };
     match data_dir::try_lock(&dir)? {
-        Some(locked) => proxy.own(locked),
+        Some(locked) => shared.own(locked),
         None => {
-            let proxy = proxy.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 let opened = match data_dir::lock(&dir).await {
-                    Ok(locked) => proxy.own(locked),
+                    Ok(locked) => shared.own(locked),
                     Err(error) => Err(error),
                 };
                 if let Err(error) = opened {

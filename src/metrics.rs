@@ -7,8 +7,8 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
-use crate::dead_letter::Reason;
 use crate::spec::{RouteSpec, TargetSpec};
+use crate::storage::dead_letter::Reason;
 
 /// Upper bounds of the delivery latency buckets, in seconds.
 pub(crate) const LATENCY_BUCKETS: &[f64] = &[

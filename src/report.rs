@@ -4,8 +4,8 @@
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 use std::sync::Arc;
 
-use crate::log::Log;
 use crate::metrics::ConnectionMetrics;
+use crate::storage::wal::Log;
 use crate::table::RouteTable;
 
 /// Everything `/metrics` shows.

@@ -53,10 +53,10 @@ impl Books {
 }
 
 /// Waits until the lane has nothing waiting or held, then checks that its books balance.
-async fn settled_books(proxy: &Running<Table>, route: &str, target: &str) -> Books {
+async fn settled_books(shared: &Running<Table>, route: &str, target: &str) -> Books {
     let deadline = Instant::now() + common::PATIENCE;
     loop {
-        let books = Books::read(&proxy.metrics().await, route, target);
+        let books = Books::read(&shared.metrics().await, route, target);
         if books.quiet() {
             assert!(
                 books.balanced(),
@@ -82,10 +82,10 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
         ("FAST", addr(&fast)),
         ("FAILING", addr(&failing)),
     ];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
     let clients: Vec<_> = (0..8)
         .map(|client| {
-            let addr = proxy.addr;
+            let addr = shared.addr;
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
                 for n in 0..40 {
@@ -106,10 +106,10 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
     }
     assert!(accepted > 0);
 
-    let oldest = settled_books(&proxy, "policies", "oldest").await;
-    let newest = settled_books(&proxy, "policies", "newest").await;
-    let strict = settled_books(&proxy, "policies", "strict").await;
-    let failing_books = settled_books(&proxy, "policies", "failing").await;
+    let oldest = settled_books(&shared, "policies", "oldest").await;
+    let newest = settled_books(&shared, "policies", "newest").await;
+    let strict = settled_books(&shared, "policies", "strict").await;
+    let failing_books = settled_books(&shared, "policies", "failing").await;
     assert_eq!(oldest.accepted, accepted as f64);
     assert!(
         oldest.dropped > 0.0,
@@ -124,7 +124,7 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
     assert_eq!(failing_books.failed, accepted as f64);
 
     // Retries are counted when sent: every event went out three times.
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let retries = metrics.value(
         "fanout_lane_retries_total",
         &[("route", "policies"), ("target", "failing")],
@@ -138,19 +138,19 @@ async fn every_overflow_policy_balances_under_concurrent_clients() {
 /// while a worker gathers them, and returns the target and the stopped proxy's state.
 async fn shut_down_while_gathering(
     drain: Option<Duration>,
-) -> (Target, std::sync::Arc<fanout::proxy::Proxy<Table>>) {
+) -> (Target, std::sync::Arc<fanout::shared::Shared<Table>>) {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("BATCH", addr(&target))], drain).await;
+    let shared = start_proxy::<Table>(&[("BATCH", addr(&target))], drain).await;
     for n in 0..5 {
-        proxy.post("/batched", &n.to_string()).await.id();
+        shared.post("/batched", &n.to_string()).await.id();
     }
     // A worker holds the batch's first event while max_wait (1s) runs; the rest wait.
     let labels = [("route", "batched"), ("target", "lines")];
-    proxy
+    shared
         .wait_metric("fanout_lane_inflight", &labels, 1.0)
         .await;
-    let state = proxy.proxy.clone();
-    proxy.shutdown().await;
+    let state = shared.shared.clone();
+    shared.shutdown().await;
     (target, state)
 }
 
@@ -188,27 +188,27 @@ async fn a_shutdown_with_events_held_by_a_target_that_never_answers_balances() {
     let silent = Target::start(Reply::Gated).await; // accepts, reads, never answers
     let fast = Target::start(Reply::Status(200)).await;
     let env = [("SILENT", addr(&silent)), ("FAST", addr(&fast))];
-    let proxy = start_proxy::<Table>(&env, Some(Duration::from_millis(300))).await;
+    let shared = start_proxy::<Table>(&env, Some(Duration::from_millis(300))).await;
     for n in 0..30 {
-        proxy.post("/hanging", &n.to_string()).await.id();
+        shared.post("/hanging", &n.to_string()).await.id();
     }
     let labels = [("route", "hanging"), ("target", "silent")];
-    proxy
+    shared
         .wait_metric_at_least("fanout_lane_inflight", &labels, 1.0)
         .await;
     // Attempts time out (200ms) and are retried while the other lane delivers everything.
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "hanging"), ("target", "healthy")],
             30.0,
         )
         .await;
-    proxy
+    shared
         .wait_metric_at_least("fanout_lane_retries_total", &labels, 1.0)
         .await;
-    let state = proxy.proxy.clone();
-    proxy.shutdown().await;
+    let state = shared.shared.clone();
+    shared.shutdown().await;
 
     let lane = &state.table.hanging.lanes.silent;
     let m = &lane.metrics;
@@ -229,7 +229,7 @@ async fn a_shutdown_with_events_held_by_a_target_that_never_answers_balances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_target_loses_nothing_uncounted() {
     let flappy = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("FLAPPY", addr(&flappy))], None).await;
+    let shared = start_proxy::<Table>(&[("FLAPPY", addr(&flappy))], None).await;
     let mut ids = Vec::new();
     let started = Instant::now();
     let mut up = true;
@@ -244,12 +244,12 @@ async fn a_flapping_target_loses_nothing_uncounted() {
             });
             flipped = Instant::now();
         }
-        ids.push(proxy.post("/flapping", &n.to_string()).await.id());
+        ids.push(shared.post("/flapping", &n.to_string()).await.id());
         tokio::time::sleep(Duration::from_millis(10)).await; // paces the client over ~1.5s
     }
     flappy.set_reply(Reply::Status(200));
 
-    let books = settled_books(&proxy, "flapping", "flappy").await;
+    let books = settled_books(&shared, "flapping", "flappy").await;
     assert_eq!(books.accepted, 120.0);
     assert_eq!(
         books.delivered, 120.0,
@@ -276,10 +276,10 @@ async fn a_soak_of_concurrent_clients_then_a_drain_loses_nothing_uncounted() {
         ("SOAK_SLOW", addr(&slow)),
         ("SOAK_DEAD", dead.addr.to_string()),
     ];
-    let proxy = start_proxy::<Table>(&env, Some(Duration::from_secs(5))).await;
+    let shared = start_proxy::<Table>(&env, Some(Duration::from_secs(5))).await;
     let clients: Vec<_> = (0..8)
         .map(|client| {
-            let addr = proxy.addr;
+            let addr = shared.addr;
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for n in 0..60 {
@@ -300,8 +300,8 @@ async fn a_soak_of_concurrent_clients_then_a_drain_loses_nothing_uncounted() {
         accepted.extend(client.await.expect("a client task does not panic"));
     }
     assert!(!accepted.is_empty());
-    let state = proxy.proxy.clone();
-    proxy.shutdown().await;
+    let state = shared.shared.clone();
+    shared.shutdown().await;
 
     let route = &state.table.soak.metrics;
     assert_eq!(route.accepted.get(), accepted.len() as u64);

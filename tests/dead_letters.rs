@@ -19,7 +19,7 @@ mod support;
 use common::blocking::{http_once, metric_blocking, FanoutAt};
 use common::process::FANOUT;
 use common::{scratch_dir, start_proxy, Reply, Target};
-use fanout::data_dir;
+use fanout::ops::data_dir;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -352,7 +352,7 @@ fn replay_sends_every_file_oldest_first_and_removes_what_it_empties() {
 async fn a_memory_lane_holds_what_it_cannot_dead_letter_and_drops_it_only_at_shutdown() {
     let target = Target::start(Reply::Status(400)).await;
     let env = [("REFUSING", target.addr.to_string())];
-    let proxy = start_proxy::<table::Table>(&env, Some(Duration::from_millis(300))).await;
+    let shared = start_proxy::<table::Table>(&env, Some(Duration::from_millis(300))).await;
     let dir = scratch_dir("memory-dead-letters");
     let obstacle = dir.join("dead-letters/kept");
     std::fs::create_dir_all(dir.join("dead-letters")).unwrap();
@@ -360,25 +360,25 @@ async fn a_memory_lane_holds_what_it_cannot_dead_letter_and_drops_it_only_at_shu
     let locked = data_dir::try_lock(&dir)
         .unwrap()
         .expect("a fresh directory is free");
-    proxy.proxy.own(locked).expect("the data directory opens");
+    shared.shared.own(locked).expect("the data directory opens");
     let lane = [("route", "kept"), ("target", "refusing")];
 
     for n in 0..2 {
         assert_eq!(
-            proxy.post("/kept", &format!("{{\"n\":{n}}}")).await.status,
+            shared.post("/kept", &format!("{{\"n\":{n}}}")).await.status,
             202
         );
     }
-    proxy.wait_metric_at_least(ERRORS, &lane, 2.0).await;
-    let metrics = proxy.metrics().await;
+    shared.wait_metric_at_least(ERRORS, &lane, 2.0).await;
+    let metrics = shared.metrics().await;
     assert_eq!(metrics.value("fanout_lane_failed_total", &lane), 0.0);
     assert_eq!(metrics.value("fanout_lane_inflight", &lane), 2.0);
     std::fs::remove_file(&obstacle).unwrap();
     let refused = [lane[0], lane[1], ("reason", "refused")];
-    proxy
+    shared
         .wait_metric("fanout_lane_dead_letters_total", &refused, 2.0)
         .await;
-    proxy
+    shared
         .wait_metric("fanout_lane_failed_total", &lane, 2.0)
         .await;
 
@@ -389,13 +389,13 @@ async fn a_memory_lane_holds_what_it_cannot_dead_letter_and_drops_it_only_at_shu
     assert_eq!(written.lines().count(), 2, "{written}");
     std::fs::remove_file(&current).unwrap();
     std::fs::create_dir(&current).unwrap();
-    let errors = proxy.metrics().await.value(ERRORS, &lane);
-    assert_eq!(proxy.post("/kept", "{\"n\":2}").await.status, 202);
-    proxy
+    let errors = shared.metrics().await.value(ERRORS, &lane);
+    assert_eq!(shared.post("/kept", "{\"n\":2}").await.status, 202);
+    shared
         .wait_metric_at_least(ERRORS, &lane, errors + 1.0)
         .await;
-    let state = proxy.proxy.clone();
-    proxy.shutdown().await;
+    let state = shared.shared.clone();
+    shared.shutdown().await;
     let metrics = &state.table.kept.lanes.refusing.metrics;
     assert_eq!(metrics.dropped_shutdown.get(), 1);
     assert_eq!(metrics.failed.get(), 2);

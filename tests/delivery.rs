@@ -24,7 +24,7 @@ async fn every_target_receives_every_event_with_its_id_body_and_headers() {
         ("PAIR_B", addr(&b)),
         ("PAIR_TOKEN", "s3cret".to_owned()),
     ];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
 
     let mut sent = Vec::new();
     for n in 0..20 {
@@ -33,7 +33,7 @@ async fn every_target_receives_every_event_with_its_id_body_and_headers() {
         } else {
             (format!("line {n}"), "text/plain; charset=utf-8")
         };
-        let answer = common::post(proxy.addr, "/pair", &body, content_type).await;
+        let answer = common::post(shared.addr, "/pair", &body, content_type).await;
         assert_eq!(answer.status, 202, "{answer:?}");
         assert_eq!(answer.header("content-type"), Some("application/json"));
         let id = answer.id();
@@ -67,10 +67,10 @@ async fn every_target_receives_every_event_with_its_id_body_and_headers() {
         .all(|r| r.headers.get("x-token").is_none()));
 
     let labels = [("route", "pair"), ("target", "a")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 20.0)
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(
         metrics.value("fanout_events_accepted_total", &[("route", "pair")]),
         20.0
@@ -88,9 +88,9 @@ async fn a_target_answering_503_gets_the_event_again_until_it_takes_it() {
         }
     })
     .await;
-    let proxy = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
 
-    let id = proxy.post("/retry", "{\"order\":1}").await.id();
+    let id = shared.post("/retry", "{\"order\":1}").await.id();
     let received = target.wait_for(3).await;
     let attempts: Vec<&str> = received
         .iter()
@@ -101,10 +101,10 @@ async fn a_target_answering_503_gets_the_event_again_until_it_takes_it() {
     assert!(received.iter().all(|r| r.body_text() == "{\"order\":1}"));
 
     let labels = [("route", "retry"), ("target", "flaky")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 1.0)
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 2.0);
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 0.0);
 }
@@ -119,8 +119,8 @@ async fn retry_after_from_the_target_is_honoured() {
         }
     })
     .await;
-    let proxy = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
-    proxy.post("/retry", "{}").await.id();
+    let shared = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
+    shared.post("/retry", "{}").await.id();
     let received = target.wait_for(2).await;
     // max_backoff (50ms) caps what the target may ask for (1s), and the random backoff
     // (up to 10ms) is not used instead.
@@ -134,18 +134,18 @@ async fn retry_after_from_the_target_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_comes_up_late_still_gets_the_event() {
     let late = common::ReservedPort::new();
-    let proxy = start_proxy::<Table>(&[("LATE", late.addr.to_string())], None).await;
-    let id = proxy.post("/late", "{\"early\":true}").await.id();
+    let shared = start_proxy::<Table>(&[("LATE", late.addr.to_string())], None).await;
+    let id = shared.post("/late", "{\"early\":true}").await.id();
 
     let labels = [("route", "late"), ("target", "sleepy")];
-    proxy
+    shared
         .wait_metric_at_least("fanout_lane_retries_total", &labels, 2.0)
         .await;
     let target = Target::start_on(late, Reply::Status(200));
     let received = target.wait_for(1).await;
     assert_eq!(received[0].header("fanout-event-id"), id);
     assert_ne!(received[0].header("fanout-attempt"), "1");
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 1.0)
         .await;
 }
@@ -153,15 +153,15 @@ async fn a_target_that_comes_up_late_still_gets_the_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_is_not_retried_and_counts_as_failed() {
     let target = Target::start(Reply::Status(400)).await;
-    let proxy = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
-    proxy.post("/retry", "{}").await.id();
+    let shared = start_proxy::<Table>(&[("RETRY", addr(&target))], None).await;
+    shared.post("/retry", "{}").await.id();
 
     let labels = [("route", "retry"), ("target", "flaky")];
-    proxy
+    shared
         .wait_metric("fanout_lane_failed_total", &labels, 1.0)
         .await;
     assert_eq!(target.count(), 1);
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
     assert_eq!(metrics.value("fanout_lane_delivered_total", &labels), 0.0);
 }
@@ -169,16 +169,19 @@ async fn a_400_is_not_retried_and_counts_as_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_returns() {
     let target = Target::start(Reply::HangUp).await;
-    let proxy = start_proxy::<Table>(&[("BREAKER", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("BREAKER", addr(&target))], None).await;
     for n in 0..10 {
-        proxy.post("/breaker", &format!("{{\"n\":{n}}}")).await.id();
+        shared
+            .post("/breaker", &format!("{{\"n\":{n}}}"))
+            .await
+            .id();
     }
     let labels = [("route", "breaker"), ("target", "flappy")];
-    proxy
+    shared
         .wait_metric("fanout_lane_circuit_open", &labels, 1.0)
         .await;
     let opened_at = target.wait_for(3).await[2].at;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 3.0);
     assert!(
         metrics.value("fanout_lane_depth", &labels)
@@ -187,10 +190,10 @@ async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_ret
     );
 
     target.set_reply(Reply::Status(200));
-    proxy
+    shared
         .wait_metric("fanout_lane_circuit_open", &labels, 0.0)
         .await;
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 7.0)
         .await;
     let received = target.received();
@@ -205,18 +208,18 @@ async fn the_breaker_opens_on_a_dead_target_stops_sending_and_closes_when_it_ret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_evicts_the_oldest_waiting_events_and_counts_them() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Table>(&[("OLDEST", addr(&target))], None).await;
-    let first = proxy.post("/oldest", "0").await.id();
+    let shared = start_proxy::<Table>(&[("OLDEST", addr(&target))], None).await;
+    let first = shared.post("/oldest", "0").await.id();
     target.wait_for(1).await; // the lane's one worker now holds event 0
     let mut ids = vec![first];
     for n in 1..10 {
-        ids.push(proxy.post("/oldest", &n.to_string()).await.id());
+        ids.push(shared.post("/oldest", &n.to_string()).await.id());
     }
     target.open_gate(10);
     let received = target.wait_for(3).await;
 
     let labels = [("route", "oldest"), ("target", "gated")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 3.0)
         .await;
     let bodies: Vec<&str> = received.iter().map(|r| r.body_text()).collect();
@@ -225,7 +228,7 @@ async fn drop_oldest_evicts_the_oldest_waiting_events_and_counts_them() {
         ["0", "8", "9"],
         "the two newest waiting events survive"
     );
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(
         metrics.value(
             "fanout_lane_dropped_total",
@@ -243,15 +246,15 @@ async fn drop_oldest_evicts_the_oldest_waiting_events_and_counts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_newest_keeps_what_the_lane_holds_and_counts_the_rest() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Table>(&[("NEWEST", addr(&target))], None).await;
-    proxy.post("/newest", "0").await.id();
+    let shared = start_proxy::<Table>(&[("NEWEST", addr(&target))], None).await;
+    shared.post("/newest", "0").await.id();
     target.wait_for(1).await;
     for n in 1..10 {
-        assert_eq!(proxy.post("/newest", &n.to_string()).await.status, 202);
+        assert_eq!(shared.post("/newest", &n.to_string()).await.status, 202);
     }
     target.open_gate(10);
     let labels = [("route", "newest"), ("target", "gated")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 3.0)
         .await;
     let bodies: Vec<String> = target
@@ -260,7 +263,7 @@ async fn drop_newest_keeps_what_the_lane_holds_and_counts_the_rest() {
         .map(|r| r.body_text().to_owned())
         .collect();
     assert_eq!(bodies, ["0", "1", "2"]);
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(
         metrics.value(
             "fanout_lane_dropped_total",
@@ -278,12 +281,12 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
         ("STRICT_ROOMY", addr(&roomy)),
         ("STRICT_GATED", addr(&gated)),
     ];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
 
-    let first = proxy.post("/strict", "first").await.id();
+    let first = shared.post("/strict", "first").await.id();
     gated.wait_for(1).await; // its worker holds the first event; the lane is empty
-    let second = proxy.post("/strict", "second").await.id(); // fills the gated lane
-    let refused = proxy.post("/strict", "third").await;
+    let second = shared.post("/strict", "second").await.id(); // fills the gated lane
+    let refused = shared.post("/strict", "third").await;
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.header("content-type"), Some("application/json"));
@@ -297,7 +300,7 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
     gated.open_gate(10);
     gated.wait_for(2).await;
     roomy.wait_for(2).await;
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "strict"), ("target", "gated")],
@@ -312,7 +315,7 @@ async fn a_full_reject_lane_refuses_the_whole_event_with_503() {
             "the refused event reached no lane"
         );
     }
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(
         metrics.value("fanout_events_accepted_total", &[("route", "strict")]),
         2.0
@@ -331,9 +334,9 @@ async fn a_slow_target_does_not_slow_a_fast_one_on_the_same_route() {
     let slow = Target::start(Reply::Slow(Duration::from_secs(2))).await;
     let fast = Target::start(Reply::Status(200)).await;
     let env = [("MIXED_SLOW", addr(&slow)), ("MIXED_FAST", addr(&fast))];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
     for n in 0..50 {
-        proxy.post("/mixed", &n.to_string()).await.id();
+        shared.post("/mixed", &n.to_string()).await.id();
     }
     fast.wait_for(50).await;
     assert!(
@@ -348,12 +351,12 @@ async fn shutdown_delivers_what_the_lanes_hold_before_stopping() {
     let slow = Target::start(Reply::Slow(Duration::from_millis(20))).await;
     let fast = Target::start(Reply::Status(200)).await;
     let env = [("MIXED_SLOW", addr(&slow)), ("MIXED_FAST", addr(&fast))];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
     for n in 0..30 {
-        proxy.post("/mixed", &n.to_string()).await.id();
+        shared.post("/mixed", &n.to_string()).await.id();
     }
-    let lanes = proxy.proxy.clone();
-    proxy.shutdown().await;
+    let lanes = shared.shared.clone();
+    shared.shutdown().await;
     assert_eq!(
         slow.count(),
         30,
@@ -368,17 +371,17 @@ async fn shutdown_delivers_what_the_lanes_hold_before_stopping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_left_at_the_drain_deadline_are_counted_as_dropped_at_shutdown() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Table>(
+    let shared = start_proxy::<Table>(
         &[("OLDEST", addr(&target))],
         Some(Duration::from_millis(300)),
     )
     .await;
     for n in 0..3 {
-        proxy.post("/oldest", &n.to_string()).await.id();
+        shared.post("/oldest", &n.to_string()).await.id();
     }
     target.wait_for(1).await;
-    let state = proxy.proxy.clone();
-    proxy.shutdown().await;
+    let state = shared.shared.clone();
+    shared.shutdown().await;
     let lane = &state.table.oldest.lanes.gated;
     assert_eq!(
         lane.metrics.dropped_shutdown.get(),
@@ -413,15 +416,15 @@ async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped(
         ("PAIR_B", addr(&b)),
         ("PAIR_TOKEN", "t".to_owned()),
     ];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
     for n in 0..40 {
-        proxy.post("/pair", &n.to_string()).await.id();
+        shared.post("/pair", &n.to_string()).await.id();
     }
     for target in ["a", "b"] {
         let labels = [("route", "pair"), ("target", target)];
         let deadline = tokio::time::Instant::now() + common::PATIENCE;
         loop {
-            let m = proxy.metrics().await;
+            let m = shared.metrics().await;
             let settled = m.value("fanout_lane_delivered_total", &labels)
                 + m.value("fanout_lane_failed_total", &labels)
                 + m.value("fanout_lane_dropped_total", &labels);
@@ -440,7 +443,7 @@ async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let m = proxy.metrics().await;
+    let m = shared.metrics().await;
     assert!(
         m.value("fanout_lane_failed_total", &[("target", "b")]) >= 8.0,
         "404s are permanent failures"
@@ -451,14 +454,14 @@ async fn for_every_idle_lane_accepted_equals_delivered_plus_failed_plus_dropped(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batching_lane_sends_many_events_per_request_as_ndjson() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("BATCHED", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("BATCHED", addr(&target))], None).await;
     let mut sent = Vec::new();
     for n in 0..25 {
         let body = format!("{{\"n\":{n}}}");
-        sent.push((proxy.post("/batched", &body).await.id(), body));
+        sent.push((shared.post("/batched", &body).await.id(), body));
     }
     let labels = [("route", "batched"), ("target", "lines")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 25.0)
         .await;
 
@@ -487,9 +490,9 @@ async fn a_batching_lane_sends_many_events_per_request_as_ndjson() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_batch_goes_at_once_without_waiting_out_max_wait() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("PATIENT", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("PATIENT", addr(&target))], None).await;
     for n in 0..5 {
-        proxy.post("/patient", &n.to_string()).await.id();
+        shared.post("/patient", &n.to_string()).await.id();
     }
     // max_wait is 60s, far beyond the test's patience: only a full batch can arrive.
     let received = target.wait_for(1).await;
@@ -506,11 +509,11 @@ async fn a_failed_batch_is_retried_whole() {
         }
     })
     .await;
-    let proxy = start_proxy::<Table>(&[("BATCHED", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("BATCHED", addr(&target))], None).await;
     for n in 0..3 {
-        proxy.post("/batched", &n.to_string()).await.id();
+        shared.post("/batched", &n.to_string()).await.id();
     }
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &[("route", "batched")], 3.0)
         .await;
     let received = target.received();
@@ -529,14 +532,14 @@ async fn a_failed_batch_is_retried_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_target_gets_concurrent_deliveries_multiplexed_on_one_connection() {
     let target = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<Table>(&[("H2", addr(&target))], None).await;
-    let id = proxy.post("/multiplexed", "{\"over\":\"h2\"}").await.id();
+    let shared = start_proxy::<Table>(&[("H2", addr(&target))], None).await;
+    let id = shared.post("/multiplexed", "{\"over\":\"h2\"}").await.id();
     // A body over 64 KiB (the initial flow-control window) must still arrive whole.
     let big = format!("\"{}\"", "x".repeat(70 * 1024));
-    let answer = common::post(proxy.addr, "/multiplexed", &big, "application/json").await;
+    let answer = common::post(shared.addr, "/multiplexed", &big, "application/json").await;
     assert_eq!(answer.status, 202, "{answer:?}");
     for n in 0..4 {
-        proxy.post("/multiplexed", &n.to_string()).await.id();
+        shared.post("/multiplexed", &n.to_string()).await.id();
     }
     // Six requests held open by the target at once, all on one connection.
     let received = target.wait_for(6).await;
@@ -590,15 +593,15 @@ async fn closing_target() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_closes_after_each_answer_gets_each_event_once() {
     let (addr, mut heads) = closing_target().await;
-    let proxy = start_proxy::<Table>(&[("RETRY", addr.to_string())], None).await;
+    let shared = start_proxy::<Table>(&[("RETRY", addr.to_string())], None).await;
     for n in 0..3 {
-        proxy.post("/retry", &n.to_string()).await.id();
+        shared.post("/retry", &n.to_string()).await.id();
     }
     let labels = [("route", "retry"), ("target", "flaky")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &labels, 3.0)
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
     assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 0.0);
     let mut seen = 0;
@@ -612,8 +615,8 @@ async fn a_target_that_closes_after_each_answer_gets_each_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_event_is_sent_with_content_length_zero() {
     let (addr, mut heads) = closing_target().await;
-    let proxy = start_proxy::<Table>(&[("RETRY", addr.to_string())], None).await;
-    proxy.post("/retry", "").await.id();
+    let shared = start_proxy::<Table>(&[("RETRY", addr.to_string())], None).await;
+    shared.post("/retry", "").await.id();
     let head = tokio::time::timeout(common::PATIENCE, heads.recv())
         .await
         .expect("the event arrives")

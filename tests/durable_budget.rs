@@ -8,7 +8,7 @@
 mod common;
 
 use common::{scratch_dir, start_proxy, Reply, Running, Target};
-use fanout::data_dir;
+use fanout::ops::data_dir;
 use std::collections::HashSet;
 
 mod table {
@@ -23,18 +23,21 @@ async fn start(env: &[(&str, String)]) -> (Running<Table>, std::path::PathBuf) {
     let locked = data_dir::try_lock(&dir)
         .unwrap()
         .expect("a fresh directory is free");
-    running.proxy.own(locked).expect("the data directory opens");
+    running
+        .shared
+        .own(locked)
+        .expect("the data directory opens");
     (running, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_budget_answers_503_until_the_target_drains() {
     let target = Target::start(Reply::Status(503)).await;
-    let (proxy, _dir) = start(&[("GATED", target.addr.to_string())]).await;
+    let (shared, _dir) = start(&[("GATED", target.addr.to_string())]).await;
     let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(900));
     let mut accepted = Vec::new();
     let refused = loop {
-        let answer = proxy.post("/small", &body).await;
+        let answer = shared.post("/small", &body).await;
         if answer.status != 202 {
             break answer;
         }
@@ -52,7 +55,7 @@ async fn a_full_disk_budget_answers_503_until_the_target_drains() {
         "80 KiB holds at least 60 such events: {}",
         accepted.len()
     );
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert!(
         metrics.value(
             "fanout_events_rejected_total",
@@ -61,14 +64,14 @@ async fn a_full_disk_budget_answers_503_until_the_target_drains() {
     );
 
     target.set_reply(Reply::Status(200));
-    proxy
+    shared
         .wait_metric_at_least(
             "fanout_lane_delivered_total",
             &[("route", "small")],
             accepted.len() as f64,
         )
         .await;
-    let again = proxy.post("/small", &body).await;
+    let again = shared.post("/small", &body).await;
     assert_eq!(
         again.status, 202,
         "the budget is free again once delivered: {}",
@@ -83,7 +86,7 @@ async fn a_full_disk_budget_answers_503_until_the_target_drains() {
     for id in &accepted {
         assert!(ids.contains(id), "{id} was accepted and not delivered");
     }
-    proxy.shutdown().await;
+    shared.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,15 +97,15 @@ async fn batch_and_single_lanes_read_one_log() {
         ("BULK", bulk.addr.to_string()),
         ("SINGLE", single.addr.to_string()),
     ];
-    let (proxy, dir) = start(&env).await;
+    let (shared, dir) = start(&env).await;
     let mut ids = Vec::new();
     for n in 0..45 {
-        let answer = proxy.post("/batched", &format!("{{\"n\":{n}}}")).await;
+        let answer = shared.post("/batched", &format!("{{\"n\":{n}}}")).await;
         assert_eq!(answer.status, 202);
         ids.push(answer.id());
     }
     single.wait_for(45).await;
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "batched"), ("target", "bulk")],
@@ -127,7 +130,7 @@ async fn batch_and_single_lanes_read_one_log() {
     );
     let singles: HashSet<String> = single.event_ids().into_iter().collect();
     assert_eq!(singles.len(), 45);
-    proxy.shutdown().await;
+    shared.shutdown().await;
     let segments = std::fs::read_dir(dir.join("routes/batched"))
         .expect("the route's log directory")
         .map(|entry| entry.expect("a directory entry").path())
@@ -139,18 +142,18 @@ async fn batch_and_single_lanes_read_one_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_older_than_max_age_is_a_dead_letter() {
     let down = Target::start(Reply::Status(503)).await;
-    let (proxy, dir) = start(&[("DOWN", down.addr.to_string())]).await;
-    let answer = proxy.post("/aging", "{\"stale\":true}").await;
+    let (shared, dir) = start(&[("DOWN", down.addr.to_string())]).await;
+    let answer = shared.post("/aging", "{\"stale\":true}").await;
     assert_eq!(answer.status, 202);
     let labels = [
         ("route", "aging"),
         ("target", "down"),
         ("reason", "expired"),
     ];
-    proxy
+    shared
         .wait_metric("fanout_lane_dead_letters_total", &labels, 1.0)
         .await;
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_failed_total",
             &[("route", "aging"), ("target", "down")],
@@ -164,23 +167,23 @@ async fn an_event_older_than_max_age_is_a_dead_letter() {
     assert_eq!(letter["body"], "{\"stale\":true}");
     assert_eq!(letter["content_type"], "application/json");
     assert!(letter["attempts"].as_u64().unwrap() >= 1);
-    proxy.shutdown().await;
+    shared.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fsync_policy_delivers_every_event_it_acknowledged() {
     let sink = Target::start(Reply::Status(200)).await;
-    let (proxy, _dir) = start(&[("SINK", sink.addr.to_string())]).await;
+    let (shared, _dir) = start(&[("SINK", sink.addr.to_string())]).await;
     let mut acknowledged: Vec<(&str, String)> = Vec::new();
     for route in ["sync-always", "sync-period", "sync-never"] {
         // Four clients at once, so that writes and syncs are shared.
         let posts = (0..4).map(|client| {
-            let proxy = &proxy;
+            let shared = &shared;
             async move {
                 let mut ids = Vec::new();
                 for n in 0..10 {
                     let body = format!("{{\"client\":{client},\"n\":{n}}}");
-                    ids.push(proxy.post(&format!("/{route}"), &body).await.id());
+                    ids.push(shared.post(&format!("/{route}"), &body).await.id());
                 }
                 ids
             }
@@ -198,7 +201,7 @@ async fn every_fsync_policy_delivers_every_event_it_acknowledged() {
             .collect::<Vec<_>>();
         assert_eq!(deliveries, [format!("/{route}")], "{route}: {id}");
     }
-    proxy.shutdown().await;
+    shared.shutdown().await;
 }
 
 /// When the event `id` (a UUID v7) was accepted, in Unix milliseconds.
@@ -215,17 +218,17 @@ async fn max_age_holds_after_a_breaker_pause_for_single_events_and_batches() {
         ("PAUSED_SINGLE", single.addr.to_string()),
         ("PAUSED_BATCH", batch.addr.to_string()),
     ];
-    let (proxy, dir) = start(&env).await;
+    let (shared, dir) = start(&env).await;
     let mut ids = HashSet::new();
     for n in 0..5 {
-        let answer = proxy.post("/paused", &format!("{{\"n\":{n}}}")).await;
+        let answer = shared.post("/paused", &format!("{{\"n\":{n}}}")).await;
         assert_eq!(answer.status, 202);
         ids.insert(answer.id());
     }
     let lanes = [("single", &single), ("batch", &batch)];
     for (name, _) in lanes {
         let lane = [("route", "paused"), ("target", name)];
-        proxy
+        shared
             .wait_metric("fanout_lane_circuit_open", &lane, 1.0)
             .await;
     }
@@ -237,11 +240,11 @@ async fn max_age_holds_after_a_breaker_pause_for_single_events_and_batches() {
     });
     for (name, _) in lanes {
         let expired = [("route", "paused"), ("target", name), ("reason", "expired")];
-        proxy
+        shared
             .wait_metric("fanout_lane_dead_letters_total", &expired, 5.0)
             .await;
         let lane = [("route", "paused"), ("target", name)];
-        let metrics = proxy.metrics().await;
+        let metrics = shared.metrics().await;
         assert_eq!(metrics.value("fanout_lane_failed_total", &lane), 5.0);
         assert_eq!(metrics.value("fanout_lane_delivered_total", &lane), 0.0);
         let path = dir.join(format!("dead-letters/paused/{name}.ndjson"));
@@ -262,7 +265,7 @@ async fn max_age_holds_after_a_breaker_pause_for_single_events_and_batches() {
     }
 
     // A fresh event goes through the probe and closes the circuit.
-    let fresh = proxy.post("/paused", "{\"fresh\":true}").await.id();
+    let fresh = shared.post("/paused", "{\"fresh\":true}").await.id();
     for ((name, target), before) in lanes.iter().zip(answered_503) {
         let received = target.wait_for(before + 1).await;
         let late = &received[before..];
@@ -282,5 +285,5 @@ async fn max_age_holds_after_a_breaker_pause_for_single_events_and_batches() {
             "{name}: delivered within max_age"
         );
     }
-    proxy.shutdown().await;
+    shared.shutdown().await;
 }

@@ -65,7 +65,7 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
     let _alone = ONE_AT_A_TIME.lock().await;
     raw::raise_open_files(4096);
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
+    let shared = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let rss_before = raw::rss_bytes();
 
     // 100 clients send one byte every 100ms and never finish: half a request head (cut off by
@@ -77,7 +77,7 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
             _ => raw::PREFACE,
         };
         let pace = Duration::from_millis(100);
-        attackers.spawn(raw::trickle(proxy.addr, b"", lead, pace, PATIENCE));
+        attackers.spawn(raw::trickle(shared.addr, b"", lead, pace, PATIENCE));
     }
     let served = std::sync::Mutex::new(Vec::new());
     let attack = async {
@@ -90,7 +90,7 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
     let normal = async {
         loop {
             let started = Instant::now();
-            let answer = proxy.post("/open", "{\"during\":\"attack\"}").await;
+            let answer = shared.post("/open", "{\"during\":\"attack\"}").await;
             assert_eq!(answer.status, 202, "{answer:?}");
             let took = started.elapsed();
             assert!(took < Duration::from_secs(1), "a 202 took {took:?}");
@@ -129,7 +129,7 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
     let grown = raw::rss_bytes().saturating_sub(rss_before);
     assert!(grown < 100 * MB, "RSS grew by {} MB", grown / MB);
 
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let timeouts = shown(
         &metrics,
         "fanout_connections_closed_total",
@@ -156,7 +156,9 @@ async fn slowloris_clients_are_cut_off_while_a_normal_client_is_served() {
         accepted == served || accepted == served + 1.0,
         "{accepted} accepted, {served} seen"
     );
-    proxy.wait_metric("fanout_connections_open", &[], 1.0).await;
+    shared
+        .wait_metric("fanout_connections_open", &[], 1.0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +166,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
     let _alone = ONE_AT_A_TIME.lock().await;
     raw::raise_open_files(8192);
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<crowd::Table>(&[("CROWD", addr(&sink))], None).await;
+    let shared = start_proxy::<crowd::Table>(&[("CROWD", addr(&sink))], None).await;
     let limit = crowd::Table::SERVER.max_connections;
     let first_byte = crowd::Table::SERVER.first_byte_timeout;
     assert_eq!(limit, 1000);
@@ -174,7 +176,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
     let mut idle = JoinSet::new();
     for _ in 0..limit {
         let opened = Instant::now();
-        let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let stream = TcpStream::connect(shared.addr).await.expect("connect");
         idle.spawn(async move {
             let answer = tokio::time::timeout(PATIENCE, raw::read_to_close(stream)).await;
             (
@@ -184,7 +186,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
             )
         });
     }
-    let open = &proxy.proxy.connections.open;
+    let open = &shared.shared.connections.open;
     eventually("every idle connection is open", || {
         open.get() == limit as i64
     })
@@ -200,7 +202,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
     let request = b"GET /healthz HTTP/1.1\r\nHost: fanout\r\n\r\n";
     for _ in 0..20 {
         let started = Instant::now();
-        let answer = raw::exchange(proxy.addr, request, PATIENCE).await;
+        let answer = raw::exchange(shared.addr, request, PATIENCE).await;
         assert_eq!(answer.as_deref(), Some(&b""[..]), "refused with no answer");
         let took = started.elapsed();
         assert!(took < first_byte / 3, "refused after {took:?}");
@@ -220,7 +222,7 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
     let mut turned_away = 0;
     loop {
         let answer = raw::exchange(
-            proxy.addr,
+            shared.addr,
             b"GET /healthz HTTP/1.1\r\nHost: fanout\r\nConnection: close\r\n\r\n",
             PATIENCE,
         )
@@ -238,8 +240,8 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(proxy.post("/crowd", "{}").await.status, 202);
-    let metrics = proxy.metrics().await;
+    assert_eq!(shared.post("/crowd", "{}").await.status, 202);
+    let metrics = shared.metrics().await;
     let refused = shown(
         &metrics,
         "fanout_connections_closed_total",
@@ -251,7 +253,9 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
         &closed("first_byte_timeout"),
     );
     assert_eq!(timeouts, limit as f64);
-    proxy.wait_metric("fanout_connections_open", &[], 1.0).await;
+    shared
+        .wait_metric("fanout_connections_open", &[], 1.0)
+        .await;
     let grown = raw::rss_bytes().saturating_sub(rss_before);
     assert!(grown < 100 * MB, "RSS grew by {} MB", grown / MB);
 }
@@ -260,11 +264,11 @@ async fn a_thousand_idle_connections_fill_max_connections_and_then_time_out() {
 async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
+    let shared = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let head = "POST /open HTTP/1.1\r\nHost: fanout\r\nContent-Type: application/json\r\n\
                 Content-Length: 524288\r\n\r\n";
     let pace = Duration::from_millis(50);
-    let trickled = raw::trickle(proxy.addr, head.as_bytes(), b"", pace, PATIENCE).await;
+    let trickled = raw::trickle(shared.addr, head.as_bytes(), b"", pace, PATIENCE).await;
     let answer = String::from_utf8_lossy(&trickled.received).to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 408"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
@@ -275,7 +279,7 @@ async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
         "closed after {lasted:?}"
     );
 
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let labels = [("route", "open"), ("reason", "body_timeout")];
     assert_eq!(
         shown(&metrics, "fanout_events_rejected_total", &labels),
@@ -292,14 +296,14 @@ async fn a_huge_body_trickled_in_gets_408_after_body_read_timeout() {
 async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
-    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let shared = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
+    let stream = TcpStream::connect(shared.addr).await.expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .expect("h2c handshake");
     let connection = tokio::spawn(connection);
-    let request = hyper::Request::post(format!("http://{}/open", proxy.addr))
+    let request = hyper::Request::post(format!("http://{}/open", shared.addr))
         .body(Full::new(Bytes::from_static(b"{\"over\":\"h2c\"}")))
         .expect("a valid request");
     let response = sender.send_request(request).await.expect("an answer");
@@ -327,7 +331,7 @@ async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
         .send_request(hyper::Request::default())
         .await
         .is_err());
-    proxy
+    shared
         .wait_metric(
             "fanout_connections_closed_total",
             &closed("idle_timeout"),
@@ -340,9 +344,9 @@ async fn an_idle_h2c_connection_is_closed_after_idle_timeout() {
 async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let sink = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
+    let shared = start_proxy::<Table>(&[("OPEN", addr(&sink))], None).await;
     let max = Table::SERVER.http2_max_streams;
-    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let stream = TcpStream::connect(shared.addr).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let mut hello = raw::PREFACE.to_vec();
     hello.extend(raw::frame(raw::SETTINGS, 0, 0, &[]));
@@ -402,7 +406,7 @@ async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
     );
     // The admitted ones waited for their bodies until body_read_timeout.
     let labels = [("route", "open"), ("reason", "body_timeout")];
-    proxy
+    shared
         .wait_metric("fanout_events_rejected_total", &labels, f64::from(max))
         .await;
 }
@@ -410,7 +414,7 @@ async fn an_h2c_client_gets_at_most_http2_max_streams_requests_under_way() {
 #[tokio::test]
 async fn a_request_head_over_max_header_bytes_gets_431() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let proxy = start_proxy::<Table>(&[], None).await;
+    let shared = start_proxy::<Table>(&[], None).await;
     let limit = Table::SERVER.max_header_bytes;
     let head = |padding: usize| {
         let pad = "p".repeat(padding);
@@ -418,11 +422,11 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
             "GET /healthz HTTP/1.1\r\nHost: fanout\r\nConnection: close\r\nX-Pad: {pad}\r\n\r\n"
         )
     };
-    let fits = raw::exchange(proxy.addr, head(limit - 1024).as_bytes(), PATIENCE).await;
+    let fits = raw::exchange(shared.addr, head(limit - 1024).as_bytes(), PATIENCE).await;
     let fits = String::from_utf8_lossy(&fits.expect("answered and closed")).into_owned();
     assert!(fits.starts_with("HTTP/1.1 200"), "{fits}");
-    let over = raw::exchange(proxy.addr, head(limit + 1024).as_bytes(), PATIENCE).await;
+    let over = raw::exchange(shared.addr, head(limit + 1024).as_bytes(), PATIENCE).await;
     let over = String::from_utf8_lossy(&over.expect("answered and closed")).into_owned();
     assert!(over.starts_with("HTTP/1.1 431"), "{over}");
-    assert_eq!(common::get(proxy.addr, "/healthz").await.status, 200);
+    assert_eq!(common::get(shared.addr, "/healthz").await.status, 200);
 }

@@ -158,11 +158,11 @@ async fn binary(stack: Stack) {
 /// Single events through a compiled table, to the stack's h1 port and its h2c port.
 async fn single_events(stack: Stack) {
     let Some(echo) = echo(stack) else { return };
-    let proxy = start_proxy(&echo).await;
+    let shared = start_proxy(&echo).await;
     let route = stack.name();
     let mut sent = Vec::new();
     for (body, content_type) in EVENTS {
-        let answer = common::post(proxy.addr, &format!("/{route}"), body, content_type).await;
+        let answer = common::post(shared.addr, &format!("/{route}"), body, content_type).await;
         sent.push((answer.id(), body, content_type));
     }
     let listeners = listeners(
@@ -195,10 +195,10 @@ async fn single_events(stack: Stack) {
 /// line the event's body with CR and LF as spaces, the ids in `fanout-event-ids` in line order,
 /// every event once, in the order sent. Returns the batches each listener saw.
 async fn batches(echo: &Echo, route: &str, events: &[(String, &str)], path: &str) -> Vec<usize> {
-    let proxy = start_proxy(echo).await;
+    let shared = start_proxy(echo).await;
     let mut sent = Vec::new();
     for (body, content_type) in events {
-        let answer = common::post(proxy.addr, &format!("/{route}"), body, content_type).await;
+        let answer = common::post(shared.addr, &format!("/{route}"), body, content_type).await;
         sent.push((answer.id(), body.replace(['\r', '\n'], " ")));
     }
     let stack = echo.stack.name();

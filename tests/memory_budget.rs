@@ -14,11 +14,11 @@ mod table {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_over_the_memory_budget_are_refused_until_deliveries_free_it() {
     let gated = Target::start(Reply::Gated).await;
-    let proxy = start_proxy::<table::Table>(&[("GATED", gated.addr.to_string())], None).await;
+    let shared = start_proxy::<table::Table>(&[("GATED", gated.addr.to_string())], None).await;
     let body = format!("\"{}\"", "x".repeat(10 * 1024 - 2)); // 10 KiB
     let mut accepted = 0;
     let refused = loop {
-        let answer = proxy.post("/held", &body).await;
+        let answer = shared.post("/held", &body).await;
         if answer.status != 202 {
             break answer;
         }
@@ -29,7 +29,7 @@ async fn events_over_the_memory_budget_are_refused_until_deliveries_free_it() {
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.body.contains("memory budget"), "{}", refused.body);
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert!(
         metrics.0.contains("fanout_memory_held_bytes "),
         "{}",
@@ -48,16 +48,16 @@ async fn events_over_the_memory_budget_are_refused_until_deliveries_free_it() {
     );
 
     gated.open_gate(6);
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "held"), ("target", "gated")],
             6.0,
         )
         .await;
-    proxy
+    shared
         .wait_metric("fanout_memory_held_bytes", &[], 0.0)
         .await;
     gated.open_gate(1);
-    assert_eq!(proxy.post("/held", &body).await.status, 202, "room again");
+    assert_eq!(shared.post("/held", &body).await.status, 202, "room again");
 }

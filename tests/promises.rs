@@ -45,9 +45,9 @@ async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) ->
 #[tokio::test]
 async fn a_body_cut_off_by_the_client_gets_400_and_is_counted() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("PLAIN", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("PLAIN", addr(&target))], None).await;
 
-    let mut stream = connect(proxy.addr).await;
+    let mut stream = connect(shared.addr).await;
     stream
         .write_all(
             b"POST /plain HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
@@ -60,7 +60,7 @@ async fn a_body_cut_off_by_the_client_gets_400_and_is_counted() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     assert!(answer.contains("{\"error\":"), "{answer:?}");
 
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let unreadable = [("route", "plain"), ("reason", "body_unreadable")];
     assert!(
         metrics.0.contains("reason=\"body_unreadable\""),
@@ -81,10 +81,10 @@ async fn a_body_cut_off_by_the_client_gets_400_and_is_counted() {
 #[tokio::test]
 async fn a_413_closes_the_connection() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("PLAIN", addr(&target))], None).await;
+    let shared = start_proxy::<Table>(&[("PLAIN", addr(&target))], None).await;
 
     // Refused from Content-Length (max_body is 1KiB), before the body is sent.
-    let mut declared = connect(proxy.addr).await;
+    let mut declared = connect(shared.addr).await;
     declared
         .write_all(b"POST /plain HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\n\r\n")
         .await
@@ -98,7 +98,7 @@ async fn a_413_closes_the_connection() {
     );
 
     // Without Content-Length: reading stops once the limit is crossed.
-    let mut chunked = connect(proxy.addr).await;
+    let mut chunked = connect(shared.addr).await;
     let body = "x".repeat(2000);
     let request = format!(
         "POST /plain HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
@@ -122,8 +122,8 @@ async fn a_413_closes_the_connection() {
 
 #[tokio::test]
 async fn head_healthz_answers_200_without_a_body() {
-    let proxy = start_proxy::<Table>(&[], None).await;
-    let mut stream = connect(proxy.addr).await;
+    let shared = start_proxy::<Table>(&[], None).await;
+    let mut stream = connect(shared.addr).await;
     // Pipelined: if HEAD sent a body, it would sit between the two heads.
     stream
         .write_all(
@@ -144,9 +144,9 @@ async fn head_healthz_answers_200_without_a_body() {
 
 #[tokio::test]
 async fn other_methods_on_healthz_and_metrics_get_405_with_allow() {
-    let proxy = start_proxy::<Table>(&[], None).await;
+    let shared = start_proxy::<Table>(&[], None).await;
     for path in ["/healthz", "/metrics"] {
-        let answer = common::post(proxy.addr, path, "{}", "application/json").await;
+        let answer = common::post(shared.addr, path, "{}", "application/json").await;
         assert_eq!(answer.status, 405, "POST {path}: {answer:?}");
         let allow = answer
             .header("allow")
@@ -158,7 +158,7 @@ async fn other_methods_on_healthz_and_metrics_get_405_with_allow() {
         assert!(!allow.contains("POST"), "POST {path}: Allow: {allow}");
         assert!(answer.body.starts_with("{\"error\":"), "{answer:?}");
     }
-    let healthz = common::post(proxy.addr, "/healthz", "", "application/json").await;
+    let healthz = common::post(shared.addr, "/healthz", "", "application/json").await;
     let allow = healthz.header("allow").expect("an Allow header");
     assert!(
         allow.split(',').any(|method| method.trim() == "HEAD"),
@@ -186,18 +186,18 @@ async fn mixed(strict_reply: Reply, drop_reply: Reply) -> (Target, Target, Targe
         ("MIXED_OLDEST", addr(&oldest)),
         ("MIXED_NEWEST", addr(&newest)),
     ];
-    let proxy = start_proxy::<Table>(&env, None).await;
-    (strict, oldest, newest, proxy)
+    let shared = start_proxy::<Table>(&env, None).await;
+    (strict, oldest, newest, shared)
 }
 
 #[tokio::test]
 async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
-    let (strict, oldest, newest, proxy) = mixed(Reply::Gated, Reply::Status(200)).await;
+    let (strict, oldest, newest, shared) = mixed(Reply::Gated, Reply::Status(200)).await;
 
-    proxy.post("/mixed", "first").await.id();
+    shared.post("/mixed", "first").await.id();
     strict.wait_for(1).await; // its one worker holds the first event; the lane is empty
-    proxy.post("/mixed", "second").await.id(); // fills the reject lane (buffer 1)
-    let refused = proxy.post("/mixed", "third").await;
+    shared.post("/mixed", "second").await.id(); // fills the reject lane (buffer 1)
+    let refused = shared.post("/mixed", "third").await;
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.body.contains("strict"), "{}", refused.body);
@@ -207,7 +207,7 @@ async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
     strict.open_gate(10);
     strict.wait_for(2).await;
     for lane in ["strict", "oldest", "newest"] {
-        proxy
+        shared
             .wait_metric(
                 "fanout_lane_delivered_total",
                 &[("route", "mixed"), ("target", lane)],
@@ -226,7 +226,7 @@ async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
             "{name}: the refused event is in no lane"
         );
     }
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert!(
         metrics.0.contains("fanout_lane_dropped_total"),
         "{}",
@@ -255,13 +255,13 @@ async fn a_full_reject_lane_keeps_the_event_from_the_drop_lanes_too() {
 
 #[tokio::test]
 async fn a_full_drop_lane_does_not_refuse_the_event() {
-    let (strict, oldest, newest, proxy) = mixed(Reply::Status(200), Reply::Gated).await;
+    let (strict, oldest, newest, shared) = mixed(Reply::Status(200), Reply::Gated).await;
 
-    proxy.post("/mixed", "first").await.id();
+    shared.post("/mixed", "first").await.id();
     oldest.wait_for(1).await; // each drop lane's one worker holds the first event
     newest.wait_for(1).await;
-    proxy.post("/mixed", "second").await.id(); // fills both drop lanes (buffer 1)
-    let third = proxy.post("/mixed", "third").await;
+    shared.post("/mixed", "second").await.id(); // fills both drop lanes (buffer 1)
+    let third = shared.post("/mixed", "third").await;
     assert_eq!(
         third.status, 202,
         "full drop lanes do not refuse the event: {third:?}"
@@ -271,7 +271,7 @@ async fn a_full_drop_lane_does_not_refuse_the_event() {
     oldest.open_gate(10);
     newest.open_gate(10);
     for lane in ["oldest", "newest"] {
-        proxy
+        shared
             .wait_metric(
                 "fanout_lane_delivered_total",
                 &[("route", "mixed"), ("target", lane)],
@@ -282,7 +282,7 @@ async fn a_full_drop_lane_does_not_refuse_the_event() {
     assert_eq!(bodies(&strict), ["first", "second", "third"]);
     assert_eq!(bodies(&oldest), ["first", "third"], "drop_oldest evicted");
     assert_eq!(bodies(&newest), ["first", "second"], "drop_newest kept");
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert!(
         metrics.0.contains("fanout_lane_dropped_total"),
         "{}",

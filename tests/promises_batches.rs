@@ -41,7 +41,7 @@ async fn max_bytes_caps_a_batch_and_a_larger_event_goes_alone() {
         }
     })
     .await;
-    let proxy = start_proxy::<Table>(&[("CAPPED", target.addr.to_string())], None).await;
+    let shared = start_proxy::<Table>(&[("CAPPED", target.addr.to_string())], None).await;
 
     // 29-byte bodies: 30 bytes a line, so 3 lines fit in max_bytes (100), 4 do not.
     let small = |n: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(13));
@@ -49,17 +49,17 @@ async fn max_bytes_caps_a_batch_and_a_larger_event_goes_alone() {
     let big = format!("{{\"big\":\"{}\"}}", "y".repeat(140));
     assert!(big.len() + 1 > 100);
 
-    let mut sent = vec![(proxy.post("/capped", &small(0)).await.id(), small(0))];
+    let mut sent = vec![(shared.post("/capped", &small(0)).await.id(), small(0))];
     target.wait_for(1).await;
     for n in 1..=6 {
-        sent.push((proxy.post("/capped", &small(n)).await.id(), small(n)));
+        sent.push((shared.post("/capped", &small(n)).await.id(), small(n)));
     }
-    sent.push((proxy.post("/capped", &big).await.id(), big.clone()));
+    sent.push((shared.post("/capped", &big).await.id(), big.clone()));
     for n in 7..=8 {
-        sent.push((proxy.post("/capped", &small(n)).await.id(), small(n)));
+        sent.push((shared.post("/capped", &small(n)).await.id(), small(n)));
     }
     target.open_gate(1);
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "capped")],
@@ -94,7 +94,7 @@ async fn max_bytes_caps_a_batch_and_a_larger_event_goes_alone() {
 #[tokio::test]
 async fn line_breaks_become_spaces_and_an_empty_body_an_empty_line() {
     let target = Target::start(Reply::Status(200)).await;
-    let proxy = start_proxy::<Table>(&[("LINES", target.addr.to_string())], None).await;
+    let shared = start_proxy::<Table>(&[("LINES", target.addr.to_string())], None).await;
     let events = [
         ("{\n  \"a\": 1\r\n}", "application/json", "{   \"a\": 1  }"),
         ("", "application/json", ""),
@@ -108,10 +108,10 @@ async fn line_breaks_become_spaces_and_an_empty_body_an_empty_line() {
     ];
     let mut expected = Vec::new();
     for (body, content_type, line) in events {
-        let answer = common::post(proxy.addr, "/lines", body, content_type).await;
+        let answer = common::post(shared.addr, "/lines", body, content_type).await;
         expected.push((answer.id(), line.to_owned()));
     }
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "lines")],

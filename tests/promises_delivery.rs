@@ -29,13 +29,13 @@ fn ms(n: u64) -> Duration {
 /// the lane gives it up, and returns how many attempts the target saw.
 async fn attempts_for(path: &str, variable: &str, status: u16) -> usize {
     let target = Target::start(Reply::Status(status)).await;
-    let proxy = start_proxy::<Table>(&[(variable, target.addr.to_string())], None).await;
-    proxy.post(path, "{}").await.id();
+    let shared = start_proxy::<Table>(&[(variable, target.addr.to_string())], None).await;
+    shared.post(path, "{}").await.id();
     let route = &path[1..];
-    proxy
+    shared
         .wait_metric("fanout_lane_failed_total", &[("route", route)], 1.0)
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert!(
         metrics.0.contains("fanout_lane_retries_total"),
         "{}",
@@ -87,15 +87,15 @@ async fn retry_delays_stay_below_a_cap_that_doubles_up_to_max_backoff() {
     // 5 attempts, backoff 100ms, max_backoff 300ms: the delays before attempts 2, 3, 4 and 5
     // are at most 100, 200, 300 and 300ms.
     let target = Clocked::start(|_| Answer::status(503)).await;
-    let proxy = start_proxy::<Table>(&[("BACKOFF", target.addr.to_string())], None).await;
+    let shared = start_proxy::<Table>(&[("BACKOFF", target.addr.to_string())], None).await;
     const EVENTS: usize = 4;
     for n in 0..EVENTS {
-        proxy.post("/backoff", &n.to_string()).await.id();
+        shared.post("/backoff", &n.to_string()).await.id();
     }
     let arrivals = target
         .wait_until("every attempt of every event", |a| a.len() >= EVENTS * 5)
         .await;
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_failed_total",
             &[("route", "backoff")],
@@ -148,10 +148,10 @@ async fn retry_after_above_max_backoff_waits_max_backoff() {
         _ => Answer::status(200),
     })
     .await;
-    let proxy = start_proxy::<Table>(&[("BACKOFF", target.addr.to_string())], None).await;
-    proxy.post("/backoff", "{}").await.id();
+    let shared = start_proxy::<Table>(&[("BACKOFF", target.addr.to_string())], None).await;
+    shared.post("/backoff", "{}").await.id();
     let arrivals = target.wait_until("three attempts", |a| a.len() >= 3).await;
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &[("route", "backoff")], 1.0)
         .await;
     for pair in arrivals.windows(2) {
@@ -173,10 +173,10 @@ async fn an_open_circuit_sends_one_probe_at_a_time_after_doubling_cooldowns() {
         hold: ms(20),
     })
     .await;
-    let proxy = start_proxy::<Table>(&[("BREAKER", target.addr.to_string())], None).await;
+    let shared = start_proxy::<Table>(&[("BREAKER", target.addr.to_string())], None).await;
     const EVENTS: usize = 16;
     for n in 0..EVENTS {
-        proxy.post("/breaker", &n.to_string()).await.id();
+        shared.post("/breaker", &n.to_string()).await.id();
     }
     let labels = [("route", "breaker"), ("target", "dead")];
 
@@ -200,7 +200,7 @@ async fn an_open_circuit_sends_one_probe_at_a_time_after_doubling_cooldowns() {
     target
         .wait_until("a first probe", |a| !probes(a).is_empty())
         .await;
-    proxy
+    shared
         .wait_metric("fanout_lane_circuit_open", &labels, 1.0)
         .await;
     let arrivals = target
@@ -208,7 +208,7 @@ async fn an_open_circuit_sends_one_probe_at_a_time_after_doubling_cooldowns() {
             probes(a).iter().filter(|p| p.left.is_some()).count() >= 4
         })
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert!(
         metrics.0.contains("fanout_lane_circuit_open"),
         "{}",
@@ -251,12 +251,12 @@ async fn an_open_circuit_sends_one_probe_at_a_time_after_doubling_cooldowns() {
     }
 
     // The next probe succeeds: the circuit closes and the lane delivers what it holds.
-    proxy
+    shared
         .wait_metric("fanout_lane_circuit_open", &labels, 0.0)
         .await;
     let settled = async {
         loop {
-            let m = proxy.metrics().await;
+            let m = shared.metrics().await;
             let delivered = m.value("fanout_lane_delivered_total", &labels);
             let failed = m.value("fanout_lane_failed_total", &labels);
             if delivered + failed == EVENTS as f64 {

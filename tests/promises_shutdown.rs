@@ -30,7 +30,7 @@ use table::Table;
 /// Begins shutdown as SIGTERM would, without waiting for it to end, and returns once the proxy
 /// refuses new requests.
 async fn begin_shutdown(running: Running<Table>) -> JoinHandle<()> {
-    let state = running.proxy.clone();
+    let state = running.shared.clone();
     let stopping = tokio::spawn(running.shutdown());
     let flagged = async {
         while !state.shutting_down.load(Ordering::Relaxed) {
@@ -44,7 +44,7 @@ async fn begin_shutdown(running: Running<Table>) -> JoinHandle<()> {
 }
 
 /// The proxy's metrics after it stopped (its socket is closed by then).
-fn final_metrics(state: &fanout::proxy::Proxy<Table>) -> Metrics {
+fn final_metrics(state: &fanout::shared::Shared<Table>) -> Metrics {
     let text = state.metrics.render(&state.table);
     Metrics(String::from_utf8(text).expect("metrics are UTF-8"))
 }
@@ -65,7 +65,7 @@ fn shutting_down_refusals(metrics: &Metrics) -> f64 {
 async fn a_body_completed_during_shutdown_gets_503_and_is_counted() {
     let target = Target::start(Reply::Status(200)).await;
     let running = start_proxy::<Table>(&[("PLAIN", target.addr.to_string())], None).await;
-    let state = running.proxy.clone();
+    let state = running.shared.clone();
 
     let mut uploading = connect(running.addr).await;
     uploading
@@ -318,7 +318,7 @@ async fn h2c_answer(stream: &mut TcpStream, id: u32) -> (u16, Option<String>, St
 async fn h2c_streams_arriving_or_completing_during_the_drain_get_503() {
     let target = Target::start(Reply::Status(200)).await;
     let running = start_proxy::<Table>(&[("PLAIN", target.addr.to_string())], None).await;
-    let state = running.proxy.clone();
+    let state = running.shared.clone();
 
     // Each answer is the first on its connection, so its head uses only the static table.
     // `uploading` has sent a stream's headers and part of its body when shutdown begins;

@@ -91,10 +91,10 @@ async fn an_https_http2_target_gets_its_events_over_h2_on_one_connection() {
         ("TLS_PORT", addr.port().to_string()),
         ("TLS_CA", ca_file.display().to_string()),
     ];
-    let proxy = common::start_proxy::<table::Table>(&env, None).await;
+    let shared = common::start_proxy::<table::Table>(&env, None).await;
 
     let mut sent = vec![(
-        proxy.post("/secure", "{\"n\":0}").await.id(),
+        shared.post("/secure", "{\"n\":0}").await.id(),
         "{\"n\":0}".to_owned(),
     )];
     let mut seen = Vec::new();
@@ -106,7 +106,7 @@ async fn an_https_http2_target_gets_its_events_over_h2_on_one_connection() {
     // The connection is up: what follows shares it.
     for n in 1..10 {
         let body = format!("{{\"n\":{n}}}");
-        sent.push((proxy.post("/secure", &body).await.id(), body));
+        sent.push((shared.post("/secure", &body).await.id(), body));
     }
     while seen.len() < sent.len() {
         let next = tokio::time::timeout(common::PATIENCE, received.recv())
@@ -133,7 +133,7 @@ async fn an_https_http2_target_gets_its_events_over_h2_on_one_connection() {
         1,
         "deliveries are multiplexed on one connection"
     );
-    proxy
+    shared
         .wait_metric(
             "fanout_lane_delivered_total",
             &[("route", "secure"), ("target", "multiplexed")],

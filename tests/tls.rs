@@ -62,9 +62,9 @@ async fn https_targets_are_reached_with_a_private_ca_and_refused_without_it() {
         ("TLS_PORT", addr.port().to_string()),
         ("TLS_CA", ca_file.display().to_string()),
     ];
-    let proxy = common::start_proxy::<table::Table>(&env, None).await;
+    let shared = common::start_proxy::<table::Table>(&env, None).await;
 
-    let id = proxy.post("/secure", "{\"secret\":true}").await.id();
+    let id = shared.post("/secure", "{\"secret\":true}").await.id();
     let (got_id, body) = tokio::time::timeout(common::PATIENCE, received.recv())
         .await
         .expect("the event arrives over TLS")
@@ -72,9 +72,9 @@ async fn https_targets_are_reached_with_a_private_ca_and_refused_without_it() {
     assert_eq!(got_id, id);
     assert_eq!(body, "{\"secret\":true}");
 
-    proxy.post("/untrusted", "{}").await.id();
+    shared.post("/untrusted", "{}").await.id();
     let labels = [("route", "untrusted"), ("target", "public_roots_only")];
-    proxy
+    shared
         .wait_metric("fanout_lane_failed_total", &labels, 1.0)
         .await;
     assert!(

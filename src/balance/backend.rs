@@ -8,9 +8,9 @@ use hyper::Uri;
 use super::connections::Connections;
 use super::health::Health;
 use super::metrics::BackendMetrics;
+use crate::ops::startup::StartupError;
 use crate::sink::{http, Endpoint, Resolver};
 use crate::spec::{RouteSpec, TargetSpec};
-use crate::startup::StartupError;
 
 pub struct Backend {
     pub spec: &'static TargetSpec,

@@ -8,7 +8,7 @@
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, FORWARDED, HOST, TE};
 use hyper::Uri;
 
-use crate::connection::Peer;
+use crate::ingress::connection::Peer;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

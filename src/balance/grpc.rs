@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use crate::answer::Answer;
+use crate::ingress::answer::Answer;
 
 /// Whether a request is a gRPC call (`content-type: application/grpc...`).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -68,7 +68,8 @@ mod tests {
 
     #[test]
     fn refusals_become_trailers_only_statuses() {
-        let answer = crate::answer::error(StatusCode::SERVICE_UNAVAILABLE, "no backend: 100%");
+        let answer =
+            crate::ingress::answer::error(StatusCode::SERVICE_UNAVAILABLE, "no backend: 100%");
         let grpc = status_of(answer);
         assert_eq!(grpc.status(), StatusCode::OK);
         assert_eq!(grpc.headers()["grpc-status"], "14");

@@ -32,9 +32,9 @@ use tokio::task::JoinSet;
 
 use fanout_model::contract::MAX_BALANCE_BACKENDS;
 
+use crate::ops::startup::StartupError;
 use crate::sink::Resolver;
 use crate::spec::{RouteSpec, Strategy};
-use crate::startup::StartupError;
 use backend::Backend;
 use metrics::PoolMetrics;
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use super::backend::Backend;
 use super::connections::Outgoing;
-use crate::connection::Busy;
+use crate::ingress::connection::Busy;
 
 /// What a request gets back: an answer made whole by fanout (a 202, a refusal), or a
 /// backend's relayed.

@@ -29,14 +29,14 @@ use super::health::{self, Verdict};
 use super::metrics::{Outcome, OwnAnswer};
 use super::relay::{InFlight, Relay, Reply};
 use super::Pool;
-use crate::answer::{
+use crate::auth::gate::Gate;
+use crate::ingress::answer::{
     error, method_not_allowed, rate_limited, retry_later, shutting_down, too_large, unauthorized,
     Answer,
 };
-use crate::connection::Peer;
-use crate::gate::Gate;
+use crate::ingress::connection::Peer;
+use crate::ingress::request_body::{read_whole, unreadable, Unread};
 use crate::metrics::{RejectReason, RouteMetrics};
-use crate::request_body::{read_whole, unreadable, Unread};
 use crate::spec::MethodSet;
 
 /// Request bodies up to this size (by `Content-Length`) are read whole before the first try,

@@ -8,15 +8,17 @@
 //! A new kind of target (NATS, say) is a module here, a variant of `Endpoint` and `Sink`, and
 //! a variant of the spec's `Endpoint` in `fanout-model`.
 
+pub mod breaker;
 pub mod http;
+pub mod parcel;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::log::Log;
-use crate::parcel::Parcel;
+use crate::ops::startup::StartupError;
+use crate::sink::parcel::Parcel;
 use crate::spec::{self, RouteSpec, TargetSpec};
-use crate::startup::StartupError;
+use crate::storage::wal::Log;
 
 /// What building the lanes at start-up needs: the environment for `${NAME}`, what kinds
 /// share between their targets (HTTP clients, one per CA file and protocol), and the log each

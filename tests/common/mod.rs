@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use fanout::proxy::Proxy;
-use fanout::server::{self, Options};
+use fanout::ingress::server::{self, Options};
+use fanout::shared::Shared;
 use fanout::table::RouteTable;
 
 /// How long a test waits for something that should happen well before.
@@ -75,7 +75,7 @@ impl Received {
 
 type Behaviour = dyn Fn(usize) -> Reply + Send + Sync;
 
-struct Shared {
+struct TargetState {
     received: Mutex<Vec<Received>>,
     /// Requests whose body could not be read, and why.
     unreadable: Mutex<Vec<String>>,
@@ -90,7 +90,7 @@ struct Shared {
 /// every request it gets.
 pub struct Target {
     pub addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<TargetState>,
     server: JoinHandle<()>,
 }
 
@@ -127,7 +127,7 @@ impl Target {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(TargetState {
             received: Mutex::new(Vec::new()),
             unreadable: Mutex::new(Vec::new()),
             connections: std::sync::atomic::AtomicUsize::new(0),
@@ -228,7 +228,7 @@ impl Drop for Target {
 }
 
 async fn answer(
-    state: Arc<Shared>,
+    state: Arc<TargetState>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = request.into_parts();
@@ -321,7 +321,7 @@ impl ReservedPort {
 /// A proxy serving the routing table `T` on a real socket.
 pub struct Running<T: RouteTable> {
     pub addr: SocketAddr,
-    pub proxy: Arc<Proxy<T>>,
+    pub shared: Arc<Shared<T>>,
     stop: Option<oneshot::Sender<()>>,
     done: JoinHandle<()>,
     /// Where unset target variables point: held while the proxy runs.
@@ -340,8 +340,8 @@ pub async fn start_proxy<T: RouteTable>(
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let dead = ReservedPort::new();
-    let proxy = Arc::new(
-        Proxy::<T>::new(&|name| {
+    let shared = Arc::new(
+        Shared::<T>::new(&|name| {
             Some(
                 env.get(name)
                     .cloned()
@@ -360,12 +360,12 @@ pub async fn start_proxy<T: RouteTable>(
     options.drain_timeout = drain_timeout.unwrap_or(T::SERVER.drain_timeout);
     options.metrics_log_interval = Duration::ZERO;
     let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(server::run(listener, proxy.clone(), options, async {
+    let done = tokio::spawn(server::run(listener, shared.clone(), options, async {
         let _ = stopped.await;
     }));
     Running {
         addr,
-        proxy,
+        shared,
         stop: Some(stop),
         done,
         _dead: dead,

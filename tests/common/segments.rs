@@ -1,4 +1,4 @@
-//! A durable route's segment files as the tests read them (the format is `src/log/record.rs`'s:
+//! A durable route's segment files as the tests read them (the format is `src/storage/wal/record.rs`'s:
 //! a 16-byte header, then records `length u32 LE, crc32 u32 LE, id 16 bytes, ct_len u16, ct,
 //! body`), to find a record to damage or to watch segments roll and go.
 

@@ -13,18 +13,23 @@ async fn a_target_whose_200_never_ends_still_gets_every_event() {
         ("GUSH", gush.addr.to_string()),
         ("TRICKLE", trickle.addr.to_string()),
     ];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
     let mut sent = Vec::new();
     for n in 0..5 {
-        sent.push(proxy.post("/endless", &format!("{{\"n\":{n}}}")).await.id());
+        sent.push(
+            shared
+                .post("/endless", &format!("{{\"n\":{n}}}"))
+                .await
+                .id(),
+        );
     }
     sent.sort();
     for (target, name) in [(&gush, "gush"), (&trickle, "trickle")] {
         let labels = [("route", "endless"), ("target", name)];
-        proxy
+        shared
             .wait_metric("fanout_lane_delivered_total", &labels, 5.0)
             .await;
-        let metrics = proxy.metrics().await;
+        let metrics = shared.metrics().await;
         assert_eq!(metrics.value("fanout_lane_failed_total", &labels), 0.0);
         assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
         let mut got = target.ids();
@@ -35,7 +40,7 @@ async fn a_target_whose_200_never_ends_still_gets_every_event() {
         assert_eq!(target.connections(), 5, "{name}");
     }
     // The 64 KiB cap, not the attempt's 300ms timeout, ends a body that comes fast.
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let spent = |name| {
         let labels = [("route", "endless"), ("target", name)];
         metrics.value("fanout_delivery_duration_seconds_sum", &labels)
@@ -78,23 +83,23 @@ async fn a_target_that_never_answers_times_out_and_the_other_lane_goes_on() {
     let mute = RawTarget::start(Misbehaviour::Mute).await;
     let fine = Target::start(Reply::Status(200)).await;
     let env = [("MUTE", mute.addr.to_string()), ("FINE", addr(&fine))];
-    let proxy = start_proxy::<Table>(&env, None).await;
+    let shared = start_proxy::<Table>(&env, None).await;
     let muted = [("route", "stuck"), ("target", "mute")];
     for n in 0..6 {
-        proxy.post("/stuck", &format!("{{\"n\":{n}}}")).await.id();
+        shared.post("/stuck", &format!("{{\"n\":{n}}}")).await.id();
     }
-    proxy
+    shared
         .wait_metric_at_least("fanout_lane_retries_total", &muted, 4.0)
         .await;
     for n in 6..12 {
-        proxy.post("/stuck", &format!("{{\"n\":{n}}}")).await.id();
+        shared.post("/stuck", &format!("{{\"n\":{n}}}")).await.id();
     }
     fine.wait_for(12).await;
     let fine_lane = [("route", "stuck"), ("target", "fine")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &fine_lane, 12.0)
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let settled = metrics.value("fanout_lane_failed_total", &muted)
         + metrics.value("fanout_lane_delivered_total", &muted);
     assert!(
@@ -103,10 +108,10 @@ async fn a_target_that_never_answers_times_out_and_the_other_lane_goes_on() {
     );
 
     // Three attempts per event, each cut off by the 200ms timeout on a connection of its own.
-    proxy
+    shared
         .wait_metric("fanout_lane_failed_total", &muted, 12.0)
         .await;
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(metrics.value("fanout_lane_retries_total", &muted), 24.0);
     assert_eq!(metrics.value("fanout_lane_delivered_total", &muted), 0.0);
     assert_eq!(
@@ -124,8 +129,8 @@ async fn a_target_that_never_answers_times_out_and_the_other_lane_goes_on() {
 }
 
 /// Posts a 1 KiB event whose body starts with `n`; returns the answer's status.
-async fn post_kib(proxy: &Running<Table>, path: &str, n: usize) -> common::Answer {
-    proxy
+async fn post_kib(shared: &Running<Table>, path: &str, n: usize) -> common::Answer {
+    shared
         .post(path, &format!("{n:04}{}", "x".repeat(1020)))
         .await
 }
@@ -135,14 +140,14 @@ async fn post_kib(proxy: &Running<Table>, path: &str, n: usize) -> common::Answe
 /// statuses of 1 to 7.
 async fn overfill(route: &str, gated: &Target) -> (Running<Table>, Vec<u16>) {
     let variable = route.to_ascii_uppercase();
-    let proxy = start_proxy::<Table>(&[(&variable, addr(gated))], None).await;
-    assert_eq!(post_kib(&proxy, &format!("/{route}"), 0).await.status, 202);
+    let shared = start_proxy::<Table>(&[(&variable, addr(gated))], None).await;
+    assert_eq!(post_kib(&shared, &format!("/{route}"), 0).await.status, 202);
     gated.wait_for(1).await;
     let mut statuses = Vec::new();
     for n in 1..=7 {
-        statuses.push(post_kib(&proxy, &format!("/{route}"), n).await.status);
+        statuses.push(post_kib(&shared, &format!("/{route}"), n).await.status);
     }
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let lane = [("route", route), ("target", "gated")];
     assert_eq!(
         metrics.value("fanout_lane_depth", &lane),
@@ -151,7 +156,7 @@ async fn overfill(route: &str, gated: &Target) -> (Running<Table>, Vec<u16>) {
     );
     let held = shown(&metrics, "fanout_memory_held_bytes", &[]);
     assert!(held >= 5.0 * 1024.0, "{held} bytes held");
-    (proxy, statuses)
+    (shared, statuses)
 }
 
 /// Lets the gated target answer and returns the numbers of the events it got, in order.
@@ -167,52 +172,52 @@ async fn delivered_numbers(gated: &Target, count: usize) -> Vec<usize> {
 #[tokio::test]
 async fn a_drop_oldest_lane_full_in_bytes_evicts_the_oldest() {
     let gated = Target::start(Reply::Gated).await;
-    let (proxy, statuses) = overfill("oldest", &gated).await;
+    let (shared, statuses) = overfill("oldest", &gated).await;
     assert_eq!(statuses, [202; 7]);
     let lane = [
         ("route", "oldest"),
         ("target", "gated"),
         ("reason", "overflow"),
     ];
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(shown(&metrics, "fanout_lane_dropped_total", &lane), 3.0);
     assert_eq!(delivered_numbers(&gated, 5).await, [0, 4, 5, 6, 7]);
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &lane[..2], 5.0)
         .await;
-    assert_books(&proxy.metrics().await, "oldest", "gated");
+    assert_books(&shared.metrics().await, "oldest", "gated");
 }
 
 #[tokio::test]
 async fn a_drop_newest_lane_full_in_bytes_drops_the_new_event() {
     let gated = Target::start(Reply::Gated).await;
-    let (proxy, statuses) = overfill("newest", &gated).await;
+    let (shared, statuses) = overfill("newest", &gated).await;
     assert_eq!(statuses, [202; 7]);
     let lane = [
         ("route", "newest"),
         ("target", "gated"),
         ("reason", "overflow"),
     ];
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     assert_eq!(shown(&metrics, "fanout_lane_dropped_total", &lane), 3.0);
     assert_eq!(delivered_numbers(&gated, 5).await, [0, 1, 2, 3, 4]);
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &lane[..2], 5.0)
         .await;
-    assert_books(&proxy.metrics().await, "newest", "gated");
+    assert_books(&shared.metrics().await, "newest", "gated");
 }
 
 #[tokio::test]
 async fn a_reject_lane_full_in_bytes_answers_503() {
     let gated = Target::start(Reply::Gated).await;
-    let (proxy, statuses) = overfill("strict", &gated).await;
+    let (shared, statuses) = overfill("strict", &gated).await;
     assert_eq!(statuses, [202, 202, 202, 202, 503, 503, 503]);
-    let refused = post_kib(&proxy, "/strict", 8).await;
+    let refused = post_kib(&shared, "/strict", 8).await;
     assert_eq!(
         (refused.status, refused.header("retry-after")),
         (503, Some("1"))
     );
-    let metrics = proxy.metrics().await;
+    let metrics = shared.metrics().await;
     let labels = [("route", "strict"), ("reason", "lane_full")];
     assert_eq!(
         shown(&metrics, "fanout_events_rejected_total", &labels),
@@ -220,13 +225,13 @@ async fn a_reject_lane_full_in_bytes_answers_503() {
     );
     assert_eq!(delivered_numbers(&gated, 5).await, [0, 1, 2, 3, 4]);
     let lane = [("route", "strict"), ("target", "gated")];
-    proxy
+    shared
         .wait_metric("fanout_lane_delivered_total", &lane, 5.0)
         .await;
     assert_eq!(
-        post_kib(&proxy, "/strict", 9).await.status,
+        post_kib(&shared, "/strict", 9).await.status,
         202,
         "room again"
     );
-    assert_books(&proxy.metrics().await, "strict", "gated");
+    assert_books(&shared.metrics().await, "strict", "gated");
 }

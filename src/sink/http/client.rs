@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::startup::StartupError;
+use crate::ops::startup::StartupError;
 
 /// Opens connections to http:// and https:// urls (TLS with ALPN as the client speaks).
 pub type Connector = HttpsConnector<HttpConnector>;

@@ -24,9 +24,9 @@ use hyper::{Method, Request, Uri};
 use tokio::time::Instant;
 
 use super::{substitute, Outcome, Why};
-use crate::parcel::{Parcel, ATTEMPT, ROUTE};
+use crate::ops::startup::StartupError;
+use crate::sink::parcel::{Parcel, ATTEMPT, ROUTE};
 use crate::spec::{HttpEndpoint, TargetSpec};
-use crate::startup::StartupError;
 use client::HttpClient;
 use link::{Answer, Failure, Link};
 use sign::Signer;

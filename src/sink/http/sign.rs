@@ -11,10 +11,10 @@ use ring::{digest, hmac};
 use fanout_model::contract::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 use super::super::substitute;
-use crate::parcel::{Parcel, EVENT_IDS};
-use crate::signature;
+use crate::auth::signature;
+use crate::ops::startup::StartupError;
+use crate::sink::parcel::{Parcel, EVENT_IDS};
 use crate::spec::Signing;
-use crate::startup::StartupError;
 
 const ID: HeaderName = HeaderName::from_static(WEBHOOK_ID);
 const TIMESTAMP: HeaderName = HeaderName::from_static(WEBHOOK_TIMESTAMP);

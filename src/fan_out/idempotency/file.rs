@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::{unix_millis, Keys, MAX_KEYS};
-use crate::signature;
+use crate::auth::signature;
 
 /// The file a durable route's keys are appended to.
 pub(super) struct KeyFile {
@@ -189,7 +189,7 @@ pub(super) fn parse(line: &str) -> Option<(u64, [u8; 16], Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idempotency::{Claim, IdempotencyKeys};
+    use crate::fan_out::idempotency::{Claim, IdempotencyKeys};
     use std::time::Duration;
 
     #[test]

@@ -1,5 +1,5 @@
 //! The shutdown signal of the real process: the first SIGTERM or SIGINT. Tests pass their own
-//! future to [`crate::server::run`] instead. SIGHUP never stops fanout.
+//! future to [`crate::ingress::server::run`] instead. SIGHUP never stops fanout.
 
 use tokio::signal::unix::{signal, SignalKind};
 

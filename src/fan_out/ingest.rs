@@ -1,133 +1,37 @@
-//! The hot path: match the path against the compiled routes, pass the route's gate, read the
-//! body within the route's limit, give the event an id, claim its keys, hand it to every lane
-//! of the route, answer 202 (or one of `answer`'s refusals). Also the proxy's own endpoints,
-//! `/healthz` and `/metrics`.
+//! The fan-out hot path: pass the route's gate, read the body within the route's limit, give
+//! the event an id, claim its keys, hand it to every lane of the route, answer 202 (or one of
+//! `answer`'s refusals).
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
 use prometheus::IntCounter;
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use fanout_model::contract::{HEALTHZ_PATH, METRICS_PATH};
-
-use crate::answer::{
-    error, json, method_not_allowed, not_found, over_budget, rate_limited, retry_later,
-    shutting_down, too_large, unauthorized, Answer,
-};
-use crate::balance::{self, Reply};
-use crate::connection::Peer;
 use crate::event::{self, Event};
-use crate::idempotency::{self, Claims, Duplicate};
-use crate::lane::{Admission, Rejected};
-use crate::log::Commit;
+use crate::fan_out::idempotency::{self, Claims, Duplicate};
+use crate::fan_out::lane::{Admission, Rejected};
+use crate::ingress::answer::{
+    error, json, over_budget, rate_limited, retry_later, shutting_down, too_large, unauthorized,
+    Answer,
+};
+use crate::ingress::request_body::{read_whole, unreadable};
 use crate::metrics::{RejectReason, RouteMetrics};
-use crate::proxy::Proxy;
-use crate::proxy::Settling;
-use crate::request_body::{read_whole, unreadable};
+use crate::shared::{Settling, Shared};
 use crate::spec::{RouteSpec, Storage};
+use crate::storage::wal::Commit;
 use crate::table::RouteTable;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-/// Serves one request on the ingest listener: a route's (by its mode), or the proxy's own
-/// endpoints.
-pub async fn handle<T: RouteTable>(
-    proxy: Arc<Proxy<T>>,
-    request: Request<Incoming>,
-    peer: Arc<Peer>,
-) -> Result<Response<Reply>, Infallible> {
-    let route = T::route(request.uri().path(), request.headers());
-    let response = match route.and_then(|route| Some((route, proxy.table.pool(route)?))) {
-        Some((route, pool)) => {
-            let context = balance::Context {
-                gate: proxy.table.gate(route),
-                metrics: proxy.table.metrics(route),
-                shutting_down: proxy.shutting_down.load(Ordering::Relaxed),
-                body_read_timeout: T::SERVER.body_read_timeout,
-            };
-            // Boxed: the relay's state is large, and inline it would make every request's
-            // future (fan-out ones too) that much larger to create and move.
-            Box::pin(balance::serve(pool, context, request, peer)).await
-        }
-        None if route.is_none() && balance::is_grpc(request.headers()) => {
-            balance::grpc_status(not_found()).map(Either::Left)
-        }
-        None => ingest_or_own(&proxy, route, request)
-            .await
-            .map(Either::Left),
-    };
-    // Handing over to a successor: every client is to reconnect, and reach the new process.
-    if proxy.handing_over.load(Ordering::Relaxed) {
-        let (mut parts, body) = response.into_parts();
-        parts
-            .headers
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return Ok(Response::from_parts(parts, body));
-    }
-    Ok(response)
-}
-
-/// A fan-out route's event, or the proxy's own endpoints.
-async fn ingest_or_own<T: RouteTable>(
-    proxy: &Proxy<T>,
-    route: Option<T::Route>,
-    request: Request<Incoming>,
-) -> Answer {
-    let path = request.uri().path();
-    #[cfg(feature = "failpoints")]
-    if path == "/failpoints" && request.method() == Method::PUT {
-        let query = request.uri().query().unwrap_or("");
-        return match crate::failpoints::configure(query) {
-            Ok(()) => json(StatusCode::OK, Bytes::from_static(b"{}")),
-            Err(error) => json(
-                StatusCode::BAD_REQUEST,
-                Bytes::from(serde_json::json!({ "error": error }).to_string()),
-            ),
-        };
-    }
-    match route {
-        Some(route) if request.method() == Method::POST => ingest(proxy, route, request).await,
-        Some(_) => method_not_allowed(HeaderValue::from_static("POST")),
-        // With `admin_listen`, `/metrics` and `/healthz` are served there, not here.
-        None if proxy.admin_apart => not_found(),
-        None => own_endpoint(proxy, path, request.method()),
-    }
-}
-
-/// `/healthz`, `/metrics`, or 404: what the proxy answers itself (on the ingest listener, or
-/// on `admin_listen`).
-pub fn own_endpoint<T: RouteTable>(proxy: &Proxy<T>, path: &str, method: &Method) -> Answer {
-    match (path, method) {
-        (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => {
-            json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
-        }
-        (METRICS_PATH, &Method::GET) => {
-            let text = proxy.metrics.render(&proxy.table);
-            let mut response = Response::new(Full::new(Bytes::from(text)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
-        (HEALTHZ_PATH, _) => method_not_allowed(HeaderValue::from_static("GET, HEAD")),
-        (METRICS_PATH, _) => method_not_allowed(HeaderValue::from_static("GET")),
-        _ => not_found(),
-    }
-}
-
-async fn ingest<T: RouteTable>(
-    proxy: &Proxy<T>,
+/// Takes `request` in as an event of fan-out route `route`: 202 with its id, or a refusal.
+pub async fn ingest<T: RouteTable>(
+    shared: &Shared<T>,
     route: T::Route,
     request: Request<Incoming>,
 ) -> Answer {
     let spec = T::spec(route);
-    let metrics = proxy.table.metrics(route);
+    let metrics = shared.table.metrics(route);
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -135,11 +39,11 @@ async fn ingest<T: RouteTable>(
         .and_then(|v| v.parse::<u64>().ok());
     // Refusals that need no body come before reading it, so a client that sent
     // `Expect: 100-continue` is told without uploading first.
-    if proxy.shutting_down.load(Ordering::Relaxed) {
+    if shared.shutting_down.load(Ordering::Relaxed) {
         metrics.rejected(RejectReason::ShuttingDown).inc();
         return shutting_down();
     }
-    let gate = proxy.table.gate(route);
+    let gate = shared.table.gate(route);
     if gate.check_head(request.headers()).is_err() {
         metrics.rejected(RejectReason::Unauthorized).inc();
         return unauthorized(gate);
@@ -163,7 +67,7 @@ async fn ingest<T: RouteTable>(
         Ok(body) => body,
         Err(unread) => return unreadable(metrics, spec, unread, T::SERVER.body_read_timeout),
     };
-    if proxy.shutting_down.load(Ordering::Relaxed) {
+    if shared.shutting_down.load(Ordering::Relaxed) {
         metrics.rejected(RejectReason::ShuttingDown).inc();
         return shutting_down();
     }
@@ -176,8 +80,8 @@ async fn ingest<T: RouteTable>(
         return over_budget();
     }
     // A durable route's remembered keys are loaded before its log opens: claim none before.
-    if spec.storage == Storage::Disk && !log_open(proxy, route).await {
-        return refused(proxy, metrics, spec, Rejected::NotOpen);
+    if spec.storage == Storage::Disk && !log_open(shared, route).await {
+        return refused(shared, metrics, spec, Rejected::NotOpen);
     }
     let event = Event::new(&body, head.headers.get(CONTENT_TYPE));
     let mut claims = Claims::new(spec.name, event.id_bytes());
@@ -186,7 +90,7 @@ async fn ingest<T: RouteTable>(
             return duplicate_answer(duplicate, metrics, "webhook-id");
         }
     }
-    let keys = proxy.table.keys(route);
+    let keys = shared.table.keys(route);
     if let Some(key) = head.headers.get(IDEMPOTENCY_KEY).filter(|_| keys.enabled()) {
         if !idempotency::valid(key.as_bytes()) {
             metrics.rejected(RejectReason::BadIdempotencyKey).inc();
@@ -200,7 +104,7 @@ async fn ingest<T: RouteTable>(
         }
     }
     let receipt = event.receipt();
-    let admitted = match admit(proxy, route, event).await {
+    let admitted = match admit(shared, route, event).await {
         Ok(Admission::Queued) => {
             claims.settle(true);
             metrics.accepted.inc();
@@ -213,7 +117,7 @@ async fn ingest<T: RouteTable>(
                 commit: Some(commit),
                 claims: Some(claims),
                 accepted: &metrics.accepted,
-                settling: &proxy.settling,
+                settling: &shared.settling,
             };
             settle.written().await
         }
@@ -221,7 +125,7 @@ async fn ingest<T: RouteTable>(
     };
     match admitted {
         Ok(()) => json(StatusCode::ACCEPTED, receipt),
-        Err(rejected) => refused(proxy, metrics, spec, rejected),
+        Err(rejected) => refused(shared, metrics, spec, rejected),
     }
 }
 
@@ -284,7 +188,7 @@ fn duplicate_answer(duplicate: Duplicate, metrics: &RouteMetrics, what: &str) ->
 
 /// The answer to an event its route did not take in.
 fn refused<T: RouteTable>(
-    proxy: &Proxy<T>,
+    shared: &Shared<T>,
     metrics: &RouteMetrics,
     spec: &RouteSpec,
     rejected: Rejected,
@@ -304,7 +208,7 @@ fn refused<T: RouteTable>(
                 spec.name
             ),
         ),
-        Rejected::NotOpen if proxy.shutting_down.load(Ordering::Relaxed) => {
+        Rejected::NotOpen if shared.shutting_down.load(Ordering::Relaxed) => {
             metrics.rejected(RejectReason::ShuttingDown).inc();
             return shutting_down();
         }
@@ -333,9 +237,9 @@ const ADMISSION_TURNS: usize = 8;
 
 /// Whether the log of durable route `route` is open, waiting up to `body_read_timeout` if it
 /// is not yet (a restart: the process handing its data directory over still has it).
-async fn log_open<T: RouteTable>(proxy: &Proxy<T>, route: T::Route) -> bool {
+async fn log_open<T: RouteTable>(shared: &Shared<T>, route: T::Route) -> bool {
     let mut waiting = None;
-    proxy.table.lanes_of(route, &mut |lane| {
+    shared.table.lanes_of(route, &mut |lane| {
         if waiting.is_none() {
             waiting = lane.log().filter(|log| !log.is_open()).cloned();
         }
@@ -355,13 +259,13 @@ async fn log_open<T: RouteTable>(proxy: &Proxy<T>, route: T::Route) -> bool {
 /// this gives draining priority over taking in events that would only be refused: in a
 /// closed-loop load run it turned most 503s into 202s.
 async fn admit<T: RouteTable>(
-    proxy: &Proxy<T>,
+    shared: &Shared<T>,
     route: T::Route,
     event: Event,
 ) -> Result<Admission, Rejected> {
     let mut turns = 0;
     loop {
-        match proxy.table.accept(route, event.clone()) {
+        match shared.table.accept(route, event.clone()) {
             Ok(admission) => return Ok(admission),
             Err(Rejected::LaneFull(_)) if turns < ADMISSION_TURNS => {
                 turns += 1;

@@ -213,7 +213,7 @@ pub fn purge(dir: &Path, target: &str, before: SystemTime) -> io::Result<Purged>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::DeadLetters;
+    use crate::storage::dead_letter::DeadLetters;
     use std::time::Duration;
 
     fn scratch(what: &str) -> PathBuf {
@@ -229,7 +229,7 @@ mod tests {
     }
 
     fn letter(n: usize, time: SystemTime) -> String {
-        let time = crate::dead_letter::timestamp(time);
+        let time = crate::storage::dead_letter::timestamp(time);
         format!(
             "{{\"id\":\"{n}\",\"time\":\"{time}\",\"body\":\"{}\"}}\n",
             "x".repeat(20)

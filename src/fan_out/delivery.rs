@@ -1,5 +1,5 @@
 //! Delivery: the workers of a lane take events and POST them to the target, one per request
-//! or many per request ([`crate::parcel`]), with per-attempt timeouts, retries with
+//! or many per request ([`crate::sink::parcel`]), with per-attempt timeouts, retries with
 //! exponential backoff and full jitter, `Retry-After`, and the lane's circuit breaker. An event
 //! older than the target's `max_age` is given up right before an attempt, never sent late.
 //! Every event taken ends counted exactly once ([`Held`]): delivered, failed (once its dead
@@ -13,13 +13,13 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::breaker::{Change, Permit};
-use crate::dead_letter::{LastAttempt, Reason};
 use crate::event::Event;
-use crate::lane::{Held, Lane, Settled};
-use crate::parcel::Parcel;
+use crate::fan_out::lane::{Held, Lane, Settled};
+use crate::sink::breaker::{Change, Permit};
+use crate::sink::parcel::Parcel;
 use crate::sink::{Outcome, Sink};
 use crate::spec::{BatchPolicy, RetryPolicy};
+use crate::storage::dead_letter::{LastAttempt, Reason};
 
 /// Runs one delivery worker of `lane` forever, restarting it if it panics, so a bug that
 /// panics on some input never silently shrinks the lane. Each restart is counted

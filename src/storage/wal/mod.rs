@@ -46,8 +46,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::event::Event;
+use crate::ops::startup::StartupError;
 use crate::spec::{Fsync, RouteSpec};
-use crate::startup::StartupError;
 
 /// The log of one durable route, shared by its lanes.
 pub struct Log {

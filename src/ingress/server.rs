@@ -21,13 +21,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::connection::{self, Activity, Builders};
-use crate::proxy::Proxy;
+use crate::fan_out::workers;
+use crate::ingress::connection::{self, Activity, Builders};
+use crate::ingress::tls::Certificates;
 use crate::report;
+use crate::shared::Shared;
 use crate::spec::ServerSpec;
 use crate::table::RouteTable;
-use crate::tls::Certificates;
-use crate::workers;
 
 /// Start-up knobs: the compiled `server:` section, with the command line's overrides.
 #[derive(Clone, Debug)]
@@ -86,23 +86,23 @@ const HANDOVER_GRACE: Duration = Duration::from_secs(1);
 /// Serves `listener` until `shutdown` completes, then drains and returns.
 pub async fn run<T: RouteTable>(
     listener: TcpListener,
-    proxy: Arc<Proxy<T>>,
+    shared: Arc<Shared<T>>,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (mut durable_workers, mut memory_workers) = workers::start(&proxy.table);
+    let (mut durable_workers, mut memory_workers) = workers::start(&shared.table);
     let mut health_checks = JoinSet::new();
-    proxy
+    shared
         .table
         .pools(&mut |pool| pool.start_checks(&mut health_checks));
     let reporter = (!options.metrics_log_interval.is_zero()).then(|| {
-        let proxy = proxy.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(options.metrics_log_interval);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                report::log_lanes(&proxy.table);
+                report::log_lanes(&shared.table);
             }
         })
     });
@@ -125,17 +125,17 @@ pub async fn run<T: RouteTable>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        proxy.connections.refused.inc();
+                        shared.connections.refused.inc();
                         tracing::debug!(limit = options.max_connections, "connection refused: max_connections open");
                         continue;
                     };
                     connection::configure(&stream, options.tcp_keepalive);
-                    let proxy = proxy.clone();
+                    let shared = shared.clone();
                     let builders = builders.clone();
                     let options = options.clone();
                     let closing = closing_seen.clone();
                     tokio::spawn(async move {
-                        serve(stream, proxy, &builders, &options, closing).await;
+                        serve(stream, shared, &builders, &options, closing).await;
                         drop(slot);
                     });
                 }
@@ -150,11 +150,11 @@ pub async fn run<T: RouteTable>(
     }
 
     let deadline = Instant::now() + options.drain_timeout;
-    let handing_over = proxy.successor_waiting();
-    proxy.handing_over.store(handing_over, Ordering::Relaxed);
+    let handing_over = shared.successor_waiting();
+    shared.handing_over.store(handing_over, Ordering::Relaxed);
     hand_back_queue(
         &listener,
-        &proxy,
+        &shared,
         &builders,
         &options,
         &slots,
@@ -164,7 +164,7 @@ pub async fn run<T: RouteTable>(
     if handing_over {
         tracing::info!("a successor waits for the data directory: serving the requests on open connections, then handing over");
     } else {
-        proxy.shutting_down.store(true, Ordering::Relaxed);
+        shared.shutting_down.store(true, Ordering::Relaxed);
     }
     if handing_over {
         // Every answer now says `Connection: close`, so a keep-alive client moves to the
@@ -186,30 +186,30 @@ pub async fn run<T: RouteTable>(
     // drain meanwhile.
     // Their workers stop before the hand-over: what they still hold stays in the log for the
     // next process, which must be the only one to deliver or dead-letter it.
-    proxy.table.lanes(&mut |lane| lane.stop());
+    shared.table.lanes(&mut |lane| lane.stop());
     let handover = deadline.min(Instant::now() + DURABLE_GRACE);
-    workers::wait_for_empty_lanes(&proxy.table, handover, true).await;
+    workers::wait_for_empty_lanes(&shared.table, handover, true).await;
     durable_workers.shutdown().await;
-    proxy.hand_over().await;
-    workers::wait_for_empty_lanes(&proxy.table, deadline, false).await;
+    shared.hand_over().await;
+    workers::wait_for_empty_lanes(&shared.table, deadline, false).await;
     memory_workers.shutdown().await;
     health_checks.shutdown().await;
     if let Some(reporter) = reporter {
         reporter.abort();
     }
-    workers::report_leftovers(&proxy.table);
+    workers::report_leftovers(&shared.table);
 }
 
 /// Serves one connection to its end: waits for its first bytes, picks HTTP/1.1 or h2c, and
 /// closes it when it has been idle for `idle_timeout` or when shutdown begins.
 async fn serve<T: RouteTable>(
     stream: TcpStream,
-    proxy: Arc<Proxy<T>>,
+    shared: Arc<Shared<T>>,
     builders: &Builders,
     options: &Options,
     mut closing: watch::Receiver<bool>,
 ) {
-    let _open = connection::Open::count(&proxy.connections.open);
+    let _open = connection::Open::count(&shared.connections.open);
     let Ok(addr) = stream.peer_addr() else {
         return;
     };
@@ -228,23 +228,23 @@ async fn serve<T: RouteTable>(
             Some(protocol) => protocol,
             // A connection that has not said which protocol it speaks has nothing under way,
             // unless a successor takes over: then its request may be on its way, and is served.
-            None if proxy.handing_over.load(Ordering::Relaxed) => first_bytes.await,
+            None if shared.handing_over.load(Ordering::Relaxed) => first_bytes.await,
             None => return,
         }
     };
     match protocol {
         Ok(Ok((connection::Protocol::Http1, io))) => {
-            serve_http(io, &builders.http1, proxy, options, closing, peer).await
+            serve_http(io, &builders.http1, shared, options, closing, peer).await
         }
         Ok(Ok((connection::Protocol::Http2, io))) => {
-            serve_http(io, &builders.http2, proxy, options, closing, peer).await
+            serve_http(io, &builders.http2, shared, options, closing, peer).await
         }
         Ok(Err(error)) if options.tls.is_some() => {
-            proxy.connections.tls_failures.inc();
+            shared.connections.tls_failures.inc();
             tracing::debug!(%error, "TLS handshake failed");
         }
         Ok(Err(_)) => {}
-        Err(_) => proxy.connections.first_byte_timeouts.inc(),
+        Err(_) => shared.connections.first_byte_timeouts.inc(),
     }
 }
 
@@ -253,24 +253,24 @@ async fn serve<T: RouteTable>(
 async fn serve_http<T: RouteTable>(
     io: connection::Stream,
     builder: &auto::Builder<TokioExecutor>,
-    proxy: Arc<Proxy<T>>,
+    shared: Arc<Shared<T>>,
     options: &Options,
     mut closing: watch::Receiver<bool>,
     peer: Arc<connection::Peer>,
 ) {
-    let idle_closed = proxy.connections.idle_closed.clone();
+    let idle_closed = shared.connections.idle_closed.clone();
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
         service_fn(move |request| {
-            let proxy = proxy.clone();
+            let shared = shared.clone();
             let busy = activity.begin();
             let peer = peer.clone();
             async move {
                 // Boxed: hyper moves the service's future into its connection state once per
                 // request, and a request's whole state inline (the body read, the commit
                 // awaited) would be a memmove of a few KiB each time.
-                let handled = Box::pin(crate::ingest::handle(proxy, request, peer));
+                let handled = Box::pin(crate::ingress::dispatch::handle(shared, request, peer));
                 let mut response = handled.await;
                 // A relayed answer keeps the connection busy until its body ends.
                 match response.as_mut().map(|r| r.body_mut()) {
@@ -321,7 +321,7 @@ async fn serve_http<T: RouteTable>(
 /// listener instead: `net.ipv4.tcp_migrate_req = 1`.)
 fn hand_back_queue<T: RouteTable>(
     listener: &TcpListener,
-    proxy: &Arc<Proxy<T>>,
+    shared: &Arc<Shared<T>>,
     builders: &Arc<Builders>,
     options: &Options,
     slots: &Arc<Semaphore>,
@@ -331,14 +331,14 @@ fn hand_back_queue<T: RouteTable>(
     let mut context = std::task::Context::from_waker(&waker);
     while let std::task::Poll::Ready(Ok((stream, _))) = listener.poll_accept(&mut context) {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            proxy.connections.refused.inc();
+            shared.connections.refused.inc();
             continue;
         };
         connection::configure(&stream, options.tcp_keepalive);
-        let (proxy, builders, options) = (proxy.clone(), builders.clone(), options.clone());
+        let (shared, builders, options) = (shared.clone(), builders.clone(), options.clone());
         let closing = closing.clone();
         tokio::spawn(async move {
-            serve(stream, proxy, &builders, &options, closing).await;
+            serve(stream, shared, &builders, &options, closing).await;
             drop(slot);
         });
     }

@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::data_dir::DataDir;
-use crate::log::Log;
+use crate::ops::data_dir::DataDir;
+use crate::storage::wal::Log;
 
 use crate::metrics::ConnectionMetrics;
+use crate::ops::startup::StartupError;
 use crate::report::Metrics;
 use crate::sink::Resolver;
-use crate::startup::StartupError;
 use crate::table::RouteTable;
 
-pub struct Proxy<T: RouteTable> {
+pub struct Shared<T: RouteTable> {
     pub table: T,
     /// The log of every durable route.
     pub logs: Vec<Arc<Log>>,
@@ -36,7 +36,7 @@ pub struct Proxy<T: RouteTable> {
     pub settling: Settling,
 }
 
-/// Counts tasks under way; see [`Proxy::settling`].
+/// Counts tasks under way; see [`Shared::settling`].
 #[derive(Default)]
 pub struct Settling(Arc<AtomicUsize>);
 
@@ -64,15 +64,15 @@ impl Drop for Settlement {
     }
 }
 
-impl<T: RouteTable> Proxy<T> {
+impl<T: RouteTable> Shared<T> {
     /// Builds empty lanes and resolves every target's `${NAME}` placeholders with `env`.
-    pub fn new(env: &dyn Fn(&str) -> Option<String>) -> Result<Proxy<T>, StartupError> {
+    pub fn new(env: &dyn Fn(&str) -> Option<String>) -> Result<Shared<T>, StartupError> {
         let mut resolver = Resolver::new(env);
         let table = T::new(&mut resolver)?;
         let logs = resolver.into_logs();
         let connections = ConnectionMetrics::default();
         let metrics = Metrics::new(&connections, &table, &logs);
-        Ok(Proxy {
+        Ok(Shared {
             table,
             logs,
             metrics,

@@ -8,7 +8,7 @@ use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, W
 use hyper::{Response, StatusCode};
 use std::time::Duration;
 
-use crate::gate::Gate;
+use crate::auth::gate::Gate;
 
 /// What a request gets back.
 pub type Answer = Response<Full<Bytes>>;

@@ -1,5 +1,5 @@
 //! `fanout dead-letters list|replay|purge`: a lane's dead letters across its files, oldest
-//! first (`crate::dead_letter`). Replay and purge hold the lane's lock, as a server's writes do.
+//! first (`crate::storage::dead_letter`). Replay and purge hold the lane's lock, as a server's writes do.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::targets;
-use crate::cli::DeadLetters;
-use crate::dead_letter::{self, Locked};
+use crate::auth::gate::Gate;
 use crate::event::Event;
-use crate::gate::Gate;
-use crate::parcel::Parcel;
+use crate::ops::cli::DeadLetters;
+use crate::ops::startup::StartupError;
 use crate::routes::Route;
+use crate::sink::parcel::Parcel;
 use crate::sink::{Endpoint, Outcome, Resolver};
 use crate::spec::TargetSpec;
-use crate::startup::StartupError;
+use crate::storage::dead_letter::{self, Locked};
 
 /// `fanout dead-letters list|replay|purge`.
 pub async fn dead_letters(command: &DeadLetters, data_dir: &Path) -> Result<(), StartupError> {

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use fanout_model::contract::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
-use crate::idempotency::{self, IdempotencyKeys};
-use crate::rate_limit::Limiter;
-use crate::signature::{self, unix_now};
+use crate::auth::rate_limit::Limiter;
+use crate::auth::signature::{self, unix_now};
+use crate::fan_out::idempotency::{self, IdempotencyKeys};
+use crate::ops::startup::StartupError;
 use crate::sink::{substitute, Resolver};
 use crate::spec::{Auth, Encoding, RouteSpec};
-use crate::startup::StartupError;
 
 const ID: HeaderName = HeaderName::from_static(WEBHOOK_ID);
 const TIMESTAMP: HeaderName = HeaderName::from_static(WEBHOOK_TIMESTAMP);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::delivery;
+use crate::fan_out::delivery;
 use crate::table::RouteTable;
 
 /// How often a drain checks whether every lane is empty.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio_rustls::TlsAcceptor;
 
-use crate::startup::StartupError;
+use crate::ops::startup::StartupError;
 
 /// ALPN protocols offered, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
-use crate::answer::{closing, error, too_large, Answer};
+use crate::ingress::answer::{closing, error, too_large, Answer};
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::spec::RouteSpec;
 

@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dead_letter::DeadLetters;
-use crate::log::{check_formats, route_dir, unknown_route_dirs, Log};
+use crate::ops::startup::StartupError;
 use crate::spec::Storage;
-use crate::startup::StartupError;
+use crate::storage::dead_letter::DeadLetters;
+use crate::storage::wal::{check_formats, route_dir, unknown_route_dirs, Log};
 use crate::table::RouteTable;
 
 /// The file a process waiting for the lock writes its pid to.

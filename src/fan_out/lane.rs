@@ -8,29 +8,28 @@
 //! finally failed; a durable lane keeps an event until then), and shutdown, drain and metrics
 //! look through [`Lane::depth`], [`Lane::unsettled`], [`Lane::oldest_age`] and [`Lane::clear`].
 //! Storage kinds: `memory.rs` (a bounded queue per lane) and `disk.rs` (a cursor per lane
-//! over its durable route's log, `crate::log`). A new kind is a module and a variant of
+//! over its durable route's log, `crate::storage::wal`). A new kind is a module and a variant of
 //! `Storage`.
 //!
 //! Every event is in exactly one place of each lane at every moment: waiting (`depth`), held by
 //! a worker ([`Held`], `fanout_lane_inflight`, counted in the same critical section that takes
 //! it out), or settled (delivered, failed, dropped). A drain that sees both zero is done.
 
-mod disk;
-mod memory;
-
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::breaker::Breaker;
-use crate::dead_letter::{self, DeadLetters, LastAttempt};
 use crate::event::Event;
-use crate::log::{self, Commit, Log};
 use crate::metrics::LaneMetrics;
+use crate::ops::startup::StartupError;
+use crate::sink::breaker::Breaker;
 use crate::sink::{Endpoint, Resolver};
 use crate::spec::{RouteSpec, Storage as StorageKind, TargetSpec};
-use crate::startup::StartupError;
+use crate::storage::dead_letter::{self, DeadLetters, LastAttempt};
+use crate::storage::disk;
+use crate::storage::memory;
+use crate::storage::wal::{self, Commit, Log};
 
-pub use memory::Reservation;
+pub use crate::storage::memory::Reservation;
 
 /// The pause after a failed dead-letter write; it doubles after each failure in a row.
 const DEAD_LETTER_PAUSE: Duration = Duration::from_millis(100);
@@ -70,12 +69,12 @@ pub enum Rejected {
     NotOpen,
 }
 
-impl From<log::Refused> for Rejected {
-    fn from(refused: log::Refused) -> Rejected {
+impl From<wal::Refused> for Rejected {
+    fn from(refused: wal::Refused) -> Rejected {
         match refused {
-            log::Refused::Full => Rejected::DiskFull,
-            log::Refused::NotOpen => Rejected::NotOpen,
-            log::Refused::Failed => Rejected::DiskError,
+            wal::Refused::Full => Rejected::DiskFull,
+            wal::Refused::NotOpen => Rejected::NotOpen,
+            wal::Refused::Failed => Rejected::DiskError,
         }
     }
 }

@@ -6,11 +6,11 @@ mod dead_letters;
 
 use std::path::Path;
 
-use crate::dead_letter;
-use crate::log;
+use crate::ops::startup::StartupError;
 use crate::routes::Route;
 use crate::spec::{Storage, TargetSpec};
-use crate::startup::StartupError;
+use crate::storage::dead_letter;
+use crate::storage::wal;
 
 pub use dead_letters::dead_letters;
 
@@ -31,10 +31,10 @@ pub fn verify(data_dir: &Path) -> Result<(), StartupError> {
         let spec = route.spec();
         if spec.storage == Storage::Disk {
             durable.push(spec.name);
-            damaged |= log::verify(data_dir, spec).map_err(StartupError)?;
+            damaged |= wal::verify(data_dir, spec).map_err(StartupError)?;
         }
     }
-    for dir in log::unknown_route_dirs(data_dir, &durable) {
+    for dir in wal::unknown_route_dirs(data_dir, &durable) {
         println!(
             "route directory {}: no durable route of this binary has it (kept, not read)",
             dir.display()

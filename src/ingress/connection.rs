@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::tls::Certificates;
+use crate::ingress::tls::Certificates;
 
 /// The two protocol servers, configured once; a connection gets the one its first bytes ask
 /// for.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::event::Event;
-use crate::log::{record, segment_path, Log, Op, Progress, Tail};
+use crate::storage::wal::{record, segment_path, Log, Op, Progress, Tail};
 
 /// Bytes a lane reads from its segment at a time.
 const READ_AHEAD: usize = 256 * 1024;

@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use crate::ops::startup::StartupError;
+use crate::shared::Shared;
 use crate::sink::Endpoint;
-use crate::startup::StartupError;
 use crate::table::RouteTable;
 
 /// What a demo server on a local address plays.
@@ -34,9 +34,9 @@ type Counts = Arc<Mutex<HashMap<String, u64>>>;
 
 /// Binds a demo server on each local target address of the proxy (urls as resolved at
 /// start-up, so `${NAME:-default}` moves them) and serves them in the background.
-pub async fn start<T: RouteTable>(proxy: &Proxy<T>) -> Result<(), StartupError> {
+pub async fn start<T: RouteTable>(shared: &Shared<T>) -> Result<(), StartupError> {
     let mut addresses = BTreeMap::new();
-    proxy.table.lanes(&mut |lane| {
+    shared.table.lanes(&mut |lane| {
         let Endpoint::Http(http) = &lane.endpoint;
         if let Some(address) = local_address(&http.uri) {
             addresses
@@ -44,7 +44,7 @@ pub async fn start<T: RouteTable>(proxy: &Proxy<T>) -> Result<(), StartupError> 
                 .or_insert((lane.spec.name, Role::Receiver));
         }
     });
-    proxy.table.pools(&mut |pool| {
+    shared.table.pools(&mut |pool| {
         for (name, uri) in pool.backends() {
             if let Some(address) = local_address(uri) {
                 addresses.entry(address).or_insert((name, Role::Worker));

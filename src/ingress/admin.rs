@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::ingest::own_endpoint;
-use crate::proxy::Proxy;
+use crate::ingress::dispatch::own_endpoint;
+use crate::shared::Shared;
 use crate::table::RouteTable;
 
 /// Admin connections open at most: scrapers and probes, not clients.
@@ -28,7 +28,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves `listener` for the life of the process.
-pub fn spawn<T: RouteTable>(listener: TcpListener, proxy: Arc<Proxy<T>>) {
+pub fn spawn<T: RouteTable>(listener: TcpListener, shared: Arc<Shared<T>>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = http1::Builder::new();
     builder
@@ -44,10 +44,10 @@ pub fn spawn<T: RouteTable>(listener: TcpListener, proxy: Arc<Proxy<T>>) {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 continue;
             };
-            let (proxy, builder) = (proxy.clone(), builder.clone());
+            let (shared, builder) = (shared.clone(), builder.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let response = own_endpoint(&proxy, request.uri().path(), request.method());
+                    let response = own_endpoint(&shared, request.uri().path(), request.method());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let served = builder.serve_connection(TokioIo::new(stream), service);
