@@ -28,6 +28,7 @@ use fanout::event::Event;
 use fanout::fan_out::lane::{Lane, Settled};
 use fanout::sink::Resolver;
 use fanout::table::RouteTable;
+use futures_util::FutureExt;
 use hyper::header::HeaderValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
@@ -112,7 +113,9 @@ fn table() -> Table {
 /// Takes an event out of `lane` as a delivery worker does, and settles it at once.
 fn taken(lane: &Lane) -> Option<Event> {
     lane.try_take().map(|(event, held)| {
-        held.settle(Settled::Delivered);
+        // A memory lane settles at once; a delivery worker awaits it.
+        let settled = held.settle(Settled::Delivered).now_or_never();
+        settled.expect("a memory lane settles at once");
         event
     })
 }

@@ -65,6 +65,7 @@ pub mod __private {
         Mode, Overflow, RateLimit, RetryPolicy, RouteSpec, ServerSpec, Signing,
         StandardWebhooksAuth, StatusSet, Storage, Strategy, TargetSpec, TlsFiles,
     };
+    pub use crate::storage::RouteStorage;
     pub use crate::table::{under, RouteTable};
     pub use hyper::header::{HeaderMap, HeaderName};
 }

@@ -60,8 +60,8 @@ pub fn log_lanes<T: RouteTable>(table: &T) {
         table.lanes_of(route, &mut |lane| {
             let m = &lane.metrics;
             tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
+                route = lane.target.spec.route,
+                target = lane.target.spec.name,
                 accepted,
                 delivered = m.delivered.get(),
                 failed = m.failed.get(),

@@ -69,7 +69,7 @@ impl<T: RouteTable> Shared<T> {
     pub fn new(env: &dyn Fn(&str) -> Option<String>) -> Result<Shared<T>, StartupError> {
         let mut resolver = Resolver::new(env);
         let table = T::new(&mut resolver)?;
-        let logs = resolver.into_logs();
+        let logs = table.logs();
         let connections = ConnectionMetrics::default();
         let metrics = Metrics::new(&connections, &table, &logs);
         Ok(Shared {

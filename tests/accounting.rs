@@ -312,13 +312,13 @@ async fn a_soak_of_concurrent_clients_then_a_drain_loses_nothing_uncounted() {
             (lane.depth(), m.inflight.get()),
             (0, 0),
             "{}",
-            lane.spec.name
+            lane.target.spec.name
         );
         assert_eq!(
             m.delivered.get() + m.failed.get() + m.dropped(),
             accepted.len() as u64,
             "lane {} balances",
-            lane.spec.name
+            lane.target.spec.name
         );
     }
     // The reject lane dropped nothing: every accepted id reached the flaky target at least

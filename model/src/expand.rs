@@ -28,7 +28,7 @@ pub fn tokens(routes: &Routes) -> TokenStream {
     let accept_arms = routes.routes.iter().map(|r| {
         let (variant, module) = (ident(&r.variant), ident(&r.ident));
         match r.spec.mode {
-            Mode::Fanout => quote!(Route::#variant => self.#module.lanes.fanout(event),),
+            Mode::Fanout => quote!(Route::#variant => self.#module.fanout(event),),
             Mode::Balance => {
                 let message = format!(
                     "route `{}` is a balance route: it has no lanes",
@@ -151,6 +151,12 @@ pub fn tokens(routes: &Routes) -> TokenStream {
             fn gate(&self, route: Route) -> &::fanout::__private::Gate {
                 match route {
                     #( Route::#variants => &self.#modules.gate, )*
+                }
+            }
+
+            fn storage(&self, route: Route) -> &::fanout::__private::RouteStorage {
+                match route {
+                    #( Route::#variants => &self.#modules.storage, )*
                 }
             }
 
@@ -336,30 +342,38 @@ fn route_module(route: &Route) -> TokenStream {
 
             #( #specs )*
 
-            /// The route's counters, remembered idempotency keys, gate and lanes.
+            /// The route's counters, remembered idempotency keys, gate, storage and lanes.
             pub struct Route {
                 pub metrics: ::fanout::__private::RouteMetrics,
                 pub keys: ::fanout::__private::IdempotencyKeys,
                 pub gate: ::fanout::__private::Gate,
+                /// Where the route takes its events in.
+                pub storage: ::fanout::__private::RouteStorage,
                 pub lanes: Lanes,
                 #pool_field
             }
 
             impl Route {
-                /// Empty lanes, their targets resolved (`${NAME}` read from the environment).
+                /// Empty storage and lanes, their targets resolved (`${NAME}` read from the
+                /// environment).
                 pub fn new(
                     resolver: &mut ::fanout::__private::Resolver<'_>,
                 ) -> ::core::result::Result<Route, ::fanout::__private::StartupError> {
+                    let storage = ::fanout::__private::RouteStorage::new(&ROUTE);
+                    let lanes = Lanes {
+                        #( #fields: ::fanout::__private::Lane::new(&#lane_statics, &ROUTE, &storage, resolver)?, )*
+                    };
                     ::core::result::Result::Ok(Route {
                         metrics: ::fanout::__private::RouteMetrics::new(&ROUTE),
                         keys: ::fanout::__private::IdempotencyKeys::new(&ROUTE),
                         gate: ::fanout::__private::Gate::new(&ROUTE, resolver)?,
-                        lanes: Lanes {
-                            #( #fields: ::fanout::__private::Lane::new(&#lane_statics, &ROUTE, resolver)?, )*
-                        },
+                        storage,
+                        lanes,
                         #pool_value
                     })
                 }
+
+                #mode_items
             }
 
             /// One lane per target of a fan-out route (none for a balance route).
@@ -368,8 +382,6 @@ fn route_module(route: &Route) -> TokenStream {
             }
 
             impl Lanes {
-                #mode_items
-
                 /// Calls `visit` with every lane, in the routes file's order.
                 pub fn visit(&self, visit: &mut dyn FnMut(&::std::sync::Arc<::fanout::__private::Lane>)) {
                     let _ = &visit;
@@ -382,9 +394,9 @@ fn route_module(route: &Route) -> TokenStream {
 
 /// `fanout`: hands an event to every lane of the route.
 ///
-/// A durable route (`storage: disk`) writes it once to the route's log, which every lane reads
-/// at its own pace: the lanes share one log, so appending through the first lane appends for
-/// all, and the caller awaits the returned commit before answering 202.
+/// A durable route (`storage: disk`) writes it once to the route's storage, its log, which
+/// every lane reads at its own pace, and the caller awaits the returned commit before
+/// answering 202.
 ///
 /// In memory: reject lanes first: each takes a reservation, and a `?` that fails drops the
 /// reservations taken before it, so the event lands in every lane or in none. A reservation is
@@ -395,10 +407,14 @@ fn fanout_function(route: &Route) -> TokenStream {
         route.spec.name
     );
     let body = match route.spec.storage {
-        Storage::Disk => {
-            let first = ident(&route.targets[0].ident);
-            quote!(self.#first.append(event))
-        }
+        Storage::Disk => quote! {
+            match self.storage.append(&event) {
+                ::core::result::Result::Ok(commit) => {
+                    ::core::result::Result::Ok(::fanout::__private::Admission::Committing(commit))
+                }
+                ::core::result::Result::Err(refused) => ::core::result::Result::Err(refused.into()),
+            }
+        },
         Storage::Memory => memory_fanout(route),
     };
     quote! {
@@ -421,7 +437,7 @@ fn memory_fanout(route: &Route) -> TokenStream {
         .map(|t| {
             let field = ident(&t.ident);
             let reserved = reservation(t);
-            quote!(let #reserved = self.#field.reserve(size)?;)
+            quote!(let #reserved = self.lanes.#field.reserve(size)?;)
         });
     let last = route.targets.len() - 1;
     let pushes = route.targets.iter().enumerate().map(|(i, t)| {
@@ -436,8 +452,8 @@ fn memory_fanout(route: &Route) -> TokenStream {
                 let reserved = reservation(t);
                 quote!(#reserved.push(#event);)
             }
-            Overflow::DropOldest => quote!(self.#field.push_drop_oldest(#event);),
-            Overflow::DropNewest => quote!(self.#field.push_drop_newest(#event);),
+            Overflow::DropOldest => quote!(self.lanes.#field.push_drop_oldest(#event);),
+            Overflow::DropNewest => quote!(self.lanes.#field.push_drop_newest(#event);),
         }
     });
     quote! {

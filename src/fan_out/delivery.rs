@@ -43,8 +43,8 @@ async fn restarting<W: Future<Output = Infallible>>(lane: &Lane, mut start: impl
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         tracing::error!(
-            route = lane.spec.route,
-            target = lane.spec.name,
+            route = lane.target.spec.route,
+            target = lane.target.spec.name,
             panic = %message,
             "delivery worker panicked; restarting it"
         );
@@ -53,8 +53,8 @@ async fn restarting<W: Future<Output = Infallible>>(lane: &Lane, mut start: impl
 
 /// Takes events from `lane` and delivers them to its target, forever; the caller aborts it.
 async fn work(lane: &Lane) -> Infallible {
-    let mut sink = lane.endpoint.connect();
-    match &lane.spec.delivery.batch {
+    let mut sink = lane.target.endpoint.connect();
+    match &lane.target.spec.delivery.batch {
         None => {
             let mut events = Vec::with_capacity(1);
             loop {
@@ -77,7 +77,7 @@ async fn work(lane: &Lane) -> Infallible {
 
 /// What is sent for `events`: the event alone, or (a batch lane) an NDJSON batch.
 fn parcel(lane: &Lane, events: &[Event]) -> Parcel {
-    match (&lane.spec.delivery.batch, events) {
+    match (&lane.target.spec.delivery.batch, events) {
         (None, [event]) => Parcel::single(event),
         _ => Parcel::batch(events),
     }
@@ -85,7 +85,8 @@ fn parcel(lane: &Lane, events: &[Event]) -> Parcel {
 
 /// Whether an event of `events` is older than the target's `max_age`.
 fn any_expired(lane: &Lane, events: &[Event]) -> bool {
-    lane.spec
+    lane.target
+        .spec
         .delivery
         .max_age
         .is_some_and(|max_age| events.iter().any(|event| event.age() >= max_age))
@@ -94,7 +95,7 @@ fn any_expired(lane: &Lane, events: &[Event]) -> bool {
 /// Gives up on the events of `events` older than the target's `max_age`: they leave `events`,
 /// are dead-lettered with reason `expired` (held until written) and counted as failed.
 async fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attempts: u32) {
-    let Some(max_age) = lane.spec.delivery.max_age else {
+    let Some(max_age) = lane.target.spec.delivery.max_age else {
         return;
     };
     let expired: Vec<usize> = (0..events.len())
@@ -107,8 +108,8 @@ async fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attem
         .map(|event| event.id_text(&mut [0; 36]).to_owned())
         .collect();
     tracing::warn!(
-        route = lane.spec.route,
-        target = lane.spec.name,
+        route = lane.target.spec.route,
+        target = lane.target.spec.name,
         ?ids,
         "delivery given up: older than max_age"
     );
@@ -120,7 +121,7 @@ async fn expire(lane: &Lane, events: &mut Vec<Event>, held: &mut Held<'_>, attem
     lane.dead_letter(&gone, &last).await;
     // From the last: settling one shifts the held events after it.
     for &index in expired.iter().rev() {
-        held.settle_one(index, Settled::Failed);
+        held.settle_one(index, Settled::Failed).await;
     }
 }
 
@@ -150,7 +151,7 @@ async fn gather<'a>(lane: &'a Lane, policy: &BatchPolicy, events: &mut Vec<Event
                 lane.take_more(&mut held, events, bytes, limits, false);
                 break;
             }
-            () = lane.batch_full() => {}
+            () = lane.queue.batch_full() => {}
         }
     }
     held
@@ -161,17 +162,17 @@ async fn gather<'a>(lane: &'a Lane, policy: &BatchPolicy, events: &mut Vec<Event
 /// breaker lets it send, the events older than the target's `max_age` are given up (a batch
 /// goes on with the others), so no wait on the breaker or a backoff sends one late.
 async fn deliver(lane: &Lane, sink: &mut Sink<'_>, events: &mut Vec<Event>, mut held: Held<'_>) {
-    let retry = &lane.spec.delivery.retry;
+    let retry = &lane.target.spec.delivery.retry;
     let mut parcel = parcel(lane, events);
     let mut attempt = 1;
     loop {
-        let attempt_permit = lane.breaker.attempt(permit(lane).await);
+        let attempt_permit = lane.target.breaker.attempt(permit(lane).await);
         if any_expired(lane, events) {
             // Unused: a probe goes back to the breaker now, not after the dead-letter write.
             drop(attempt_permit);
             expire(lane, events, &mut held, attempt - 1).await;
             if events.is_empty() {
-                return held.settle(Settled::Failed);
+                return held.settle(Settled::Failed).await;
             }
             parcel = self::parcel(lane, events);
             continue;
@@ -188,17 +189,17 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, events: &mut Vec<Event>, mut 
         note(lane, attempt_permit.record(alive));
         let count = held.count();
         let (reason, why) = match outcome {
-            Outcome::Delivered => return held.settle(Settled::Delivered),
+            Outcome::Delivered => return held.settle(Settled::Delivered).await,
             Outcome::Permanent(why) => {
-                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, %why, "delivery failed: not retried");
+                tracing::warn!(route = lane.target.spec.route, target = lane.target.spec.name, ids = ?parcel.ids.1, events = count, %why, "delivery failed: not retried");
                 (Reason::Refused, why)
             }
             Outcome::Retryable { why, .. } if attempt >= retry.attempts => {
-                tracing::warn!(route = lane.spec.route, target = lane.spec.name, ids = ?parcel.ids.1, events = count, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
+                tracing::warn!(route = lane.target.spec.route, target = lane.target.spec.name, ids = ?parcel.ids.1, events = count, attempts = attempt, last_error = %why, "delivery failed: attempts exhausted");
                 (Reason::Exhausted, why)
             }
             Outcome::Retryable { why, retry_after } => {
-                tracing::debug!(route = lane.spec.route, target = lane.spec.name, attempt, %why, "retrying");
+                tracing::debug!(route = lane.target.spec.route, target = lane.target.spec.name, attempt, %why, "retrying");
                 tokio::time::sleep(backoff(retry, attempt, retry_after)).await;
                 attempt += 1;
                 continue;
@@ -210,7 +211,7 @@ async fn deliver(lane: &Lane, sink: &mut Sink<'_>, events: &mut Vec<Event>, mut 
             attempts: attempt,
         };
         lane.dead_letter(events, &last).await;
-        return held.settle(Settled::Failed);
+        return held.settle(Settled::Failed).await;
     }
 }
 
@@ -220,8 +221,8 @@ fn note(lane: &Lane, change: Change) {
         Change::Opened(cooldown) => {
             lane.metrics.circuit_open.set(1);
             tracing::warn!(
-                route = lane.spec.route,
-                target = lane.spec.name,
+                route = lane.target.spec.route,
+                target = lane.target.spec.name,
                 ?cooldown,
                 "circuit open: pausing deliveries"
             );
@@ -229,8 +230,8 @@ fn note(lane: &Lane, change: Change) {
         Change::Closed => {
             lane.metrics.circuit_open.set(0);
             tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
+                route = lane.target.spec.route,
+                target = lane.target.spec.name,
                 "circuit closed: target answers again"
             );
         }
@@ -241,7 +242,7 @@ fn note(lane: &Lane, change: Change) {
 /// Waits until the breaker lets this worker send.
 async fn permit(lane: &Lane) -> Permit {
     loop {
-        match lane.breaker.permit() {
+        match lane.target.breaker.permit() {
             Permit::WaitUntil(until) => tokio::time::sleep_until(until).await,
             permit => return permit,
         }

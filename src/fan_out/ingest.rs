@@ -19,7 +19,7 @@ use crate::ingress::request_body::{read_whole, unreadable};
 use crate::metrics::{RejectReason, RouteMetrics};
 use crate::shared::{Settling, Shared};
 use crate::spec::{RouteSpec, Storage};
-use crate::storage::wal::Commit;
+use crate::storage::Commit;
 use crate::table::RouteTable;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -112,7 +112,7 @@ pub async fn ingest<T: RouteTable>(
         }
         // From here the record is written or refused whether or not this request is still
         // there to see it: `Settle` settles the keys and the count as the outcome says.
-        Ok(Admission::Logged(commit)) => {
+        Ok(Admission::Committing(commit)) => {
             let settle = Settle {
                 commit: Some(commit),
                 claims: Some(claims),
@@ -201,7 +201,7 @@ fn refused<T: RouteTable>(
                 spec.name
             ),
         ),
-        Rejected::DiskFull => (
+        Rejected::StorageFull => (
             RejectReason::DiskFull,
             format!(
                 "route \"{}\" holds as many events on disk as its disk_buffer allows; the event was not accepted, retry later",
@@ -219,7 +219,7 @@ fn refused<T: RouteTable>(
                 spec.name
             ),
         ),
-        Rejected::DiskError => (
+        Rejected::StorageFailed => (
             RejectReason::DiskError,
             format!(
                 "route \"{}\" cannot write its log; the event was not accepted, retry later",
@@ -238,17 +238,13 @@ const ADMISSION_TURNS: usize = 8;
 /// Whether the log of durable route `route` is open, waiting up to `body_read_timeout` if it
 /// is not yet (a restart: the process handing its data directory over still has it).
 async fn log_open<T: RouteTable>(shared: &Shared<T>, route: T::Route) -> bool {
-    let mut waiting = None;
-    shared.table.lanes_of(route, &mut |lane| {
-        if waiting.is_none() {
-            waiting = lane.log().filter(|log| !log.is_open()).cloned();
+    match shared.table.storage(route).log() {
+        Some(log) if !log.is_open() => {
+            tokio::time::timeout(T::SERVER.body_read_timeout, log.ready())
+                .await
+                .is_ok()
         }
-    });
-    match waiting {
-        None => true,
-        Some(log) => tokio::time::timeout(T::SERVER.body_read_timeout, log.ready())
-            .await
-            .is_ok(),
+        _ => true,
     }
 }
 

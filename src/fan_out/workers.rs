@@ -16,12 +16,12 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 pub fn start<T: RouteTable>(table: &T) -> (JoinSet<()>, JoinSet<()>) {
     let (mut durable, mut memory) = (JoinSet::new(), JoinSet::new());
     table.lanes(&mut |lane| {
-        let workers = if lane.log().is_some() {
+        let workers = if lane.queue.is_durable() {
             &mut durable
         } else {
             &mut memory
         };
-        for _ in 0..lane.spec.delivery.concurrency {
+        for _ in 0..lane.target.spec.delivery.concurrency {
             let lane = lane.clone();
             workers.spawn(async move { delivery::supervise(&lane).await });
         }
@@ -35,7 +35,7 @@ pub async fn wait_for_empty_lanes<T: RouteTable>(table: &T, deadline: Instant, d
     let busy = || {
         let mut busy = false;
         table.lanes(&mut |lane| {
-            busy |= lane.log().is_some() == durable && lane.undrained() > 0;
+            busy |= lane.queue.is_durable() == durable && lane.undrained() > 0;
         });
         busy
     };
@@ -49,29 +49,29 @@ pub async fn wait_for_empty_lanes<T: RouteTable>(table: &T, deadline: Instant, d
 /// nothing: what it did not deliver stays in its log.
 pub fn report_leftovers<T: RouteTable>(table: &T) {
     table.lanes(&mut |lane| {
-        if lane.log().is_some() {
+        if lane.queue.is_durable() {
             tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
+                route = lane.target.spec.route,
+                target = lane.target.spec.name,
                 waiting = lane.depth(),
                 "durable lane stopped: what it holds stays in its log"
             );
             return;
         }
-        let waiting = lane.clear() as u64;
+        let waiting = lane.queue.clear() as u64;
         lane.metrics.dropped_shutdown.inc_by(waiting);
         let undelivered = lane.metrics.dropped_shutdown.get();
         if undelivered > 0 {
             tracing::warn!(
-                route = lane.spec.route,
-                target = lane.spec.name,
+                route = lane.target.spec.route,
+                target = lane.target.spec.name,
                 undelivered,
                 "lane stopped with undelivered events"
             );
         } else {
             tracing::info!(
-                route = lane.spec.route,
-                target = lane.spec.name,
+                route = lane.target.spec.route,
+                target = lane.target.spec.name,
                 undelivered,
                 "lane drained"
             );

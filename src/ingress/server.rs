@@ -186,7 +186,7 @@ pub async fn run<T: RouteTable>(
     // drain meanwhile.
     // Their workers stop before the hand-over: what they still hold stays in the log for the
     // next process, which must be the only one to deliver or dead-letter it.
-    shared.table.lanes(&mut |lane| lane.stop());
+    shared.table.lanes(&mut |lane| lane.queue.stop());
     let handover = deadline.min(Instant::now() + DURABLE_GRACE);
     workers::wait_for_empty_lanes(&shared.table, handover, true).await;
     durable_workers.shutdown().await;

@@ -126,7 +126,7 @@ impl DataDir {
         table.lanes(&mut |lane| {
             let _ = lane
                 .dead_letters
-                .set(DeadLetters::new(&self.path, lane.spec));
+                .set(DeadLetters::new(&self.path, lane.target.spec));
         });
         for &route in T::ROUTES {
             let spec = T::spec(route);

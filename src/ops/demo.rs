@@ -37,11 +37,11 @@ type Counts = Arc<Mutex<HashMap<String, u64>>>;
 pub async fn start<T: RouteTable>(shared: &Shared<T>) -> Result<(), StartupError> {
     let mut addresses = BTreeMap::new();
     shared.table.lanes(&mut |lane| {
-        let Endpoint::Http(http) = &lane.endpoint;
+        let Endpoint::Http(http) = &lane.target.endpoint;
         if let Some(address) = local_address(&http.uri) {
             addresses
                 .entry(address)
-                .or_insert((lane.spec.name, Role::Receiver));
+                .or_insert((lane.target.spec.name, Role::Receiver));
         }
     });
     shared.table.pools(&mut |pool| {

@@ -12,21 +12,18 @@ pub mod breaker;
 pub mod http;
 pub mod parcel;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ops::startup::StartupError;
+use crate::sink::breaker::Breaker;
 use crate::sink::parcel::Parcel;
-use crate::spec::{self, RouteSpec, TargetSpec};
-use crate::storage::wal::Log;
+use crate::spec::{self, TargetSpec};
 
-/// What building the lanes at start-up needs: the environment for `${NAME}`, what kinds
-/// share between their targets (HTTP clients, one per CA file and protocol), and the log each
-/// durable route's lanes share.
+/// What resolving targets at start-up needs: the environment for `${NAME}`, and what kinds
+/// share between their targets (HTTP clients, one per CA file and protocol).
 pub struct Resolver<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     http: http::Clients,
-    logs: Vec<Arc<Log>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -35,7 +32,6 @@ impl<'a> Resolver<'a> {
         Resolver {
             env,
             http: http::Clients::default(),
-            logs: Vec::new(),
         }
     }
 
@@ -43,20 +39,28 @@ impl<'a> Resolver<'a> {
     pub fn env(&self) -> &'a dyn Fn(&str) -> Option<String> {
         self.env
     }
+}
 
-    /// The log of durable route `route`, made on first use.
-    pub fn log(&mut self, route: &'static RouteSpec) -> Arc<Log> {
-        if let Some(log) = self.logs.iter().find(|l| std::ptr::eq(l.route, route)) {
-            return log.clone();
-        }
-        let log = Arc::new(Log::new(route));
-        self.logs.push(log.clone());
-        log
-    }
+/// Where a route-target pair's events go: the target as compiled in, resolved at start-up,
+/// and the breaker that keeps delivery from hammering it when it is dead. Knows nothing of
+/// where the events wait (`crate::storage`).
+pub struct Target {
+    pub spec: &'static TargetSpec,
+    /// Each delivery worker connects through it.
+    pub endpoint: Endpoint,
+    pub breaker: Breaker,
+}
 
-    /// Every durable route's log.
-    pub fn into_logs(self) -> Vec<Arc<Log>> {
-        self.logs
+impl Target {
+    pub fn resolve(
+        spec: &'static TargetSpec,
+        resolver: &mut Resolver<'_>,
+    ) -> Result<Target, StartupError> {
+        Ok(Target {
+            spec,
+            endpoint: Endpoint::resolve(spec, resolver)?,
+            breaker: Breaker::new(&spec.delivery.breaker),
+        })
     }
 }
 

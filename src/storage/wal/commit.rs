@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+use crate::storage::Refused;
+
 /// Records appended and not yet taken by a writer.
 pub(super) struct Pending {
     pub(super) bytes: Vec<u8>,
@@ -44,17 +46,6 @@ impl Batch {
         self.state.store(state, Ordering::Release);
         self.done.notify_waiters();
     }
-}
-
-/// Why the log did not take an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// It would take the log past the route's `disk_buffer`.
-    Full,
-    /// The log is not open (yet, or any more).
-    NotOpen,
-    /// The write that covered it failed.
-    Failed,
 }
 
 /// An event appended to the log, to await before answering 202 (a clone awaits the same).

@@ -30,8 +30,8 @@ mod recover;
 mod verify;
 mod writer;
 
+pub use commit::Commit;
 use commit::{Batch, Pending};
-pub use commit::{Commit, Refused};
 pub use housekeeping::HOUSEKEEPING;
 pub use metrics::{LogMetrics, Op};
 pub use progress::Progress;
@@ -48,6 +48,7 @@ use tokio::sync::watch;
 use crate::event::Event;
 use crate::ops::startup::StartupError;
 use crate::spec::{Fsync, RouteSpec};
+use crate::storage::Refused;
 
 /// The log of one durable route, shared by its lanes.
 pub struct Log {
