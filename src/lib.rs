@@ -62,8 +62,9 @@ pub mod __private {
     pub use crate::spec::{
         Auth, BalancePolicy, BatchPolicy, BreakerPolicy, DeliveryPolicy, DiskPolicy, Encoding,
         Endpoint, Fsync, GithubAuth, HealthCheck, HmacAuth, HttpEndpoint, LanePolicy, MethodSet,
-        Mode, Overflow, RateLimit, RetryPolicy, RouteSpec, ServerSpec, Signing,
-        StandardWebhooksAuth, StatusSet, Storage, Strategy, TargetSpec, TlsFiles,
+        Mode, NatsAck, NatsAuth, NatsEndpoint, Overflow, RateLimit, RetryPolicy, RouteSpec,
+        ServerSpec, Signing, StandardWebhooksAuth, StatusSet, Storage, Strategy, TargetSpec,
+        TlsFiles,
     };
     pub use crate::storage::RouteStorage;
     pub use crate::table::{under, RouteTable};

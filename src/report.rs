@@ -26,7 +26,10 @@ impl Metrics {
         for &route in T::ROUTES {
             table.metrics(route).register(&registry);
         }
-        table.lanes(&mut |lane| lane.metrics.register(&registry));
+        table.lanes(&mut |lane| {
+            lane.metrics.register(&registry);
+            lane.target.endpoint.register(&registry);
+        });
         table.pools(&mut |pool| pool.register(&registry));
         for log in logs {
             log.metrics.register(&registry);

@@ -138,6 +138,17 @@ impl fmt::Display for Listing<'_> {
                             writeln!(f, "    sign: secrets={}", sign.secrets.len())?;
                         }
                     }
+                    Endpoint::Nats(nats) => {
+                        writeln!(
+                            f,
+                            "    subject: {}  ack: {}",
+                            nats.subject,
+                            nats.ack.as_str()
+                        )?;
+                        if let Some(ca_file) = nats.ca_file {
+                            writeln!(f, "    ca_file: {ca_file}")?;
+                        }
+                    }
                 }
             }
         }
@@ -240,12 +251,13 @@ fn balance_route(f: &mut fmt::Formatter<'_>, route: &RouteSpec) -> fmt::Result {
             d(breaker.cooldown),
             d(breaker.max_cooldown),
         )?;
-        let Endpoint::Http(http) = &t.endpoint;
-        if http.http2 {
-            writeln!(f, "    http2: true")?;
-        }
-        for (name, value) in http.headers {
-            writeln!(f, "    header {name}: {value}")?;
+        if let Endpoint::Http(http) = &t.endpoint {
+            if http.http2 {
+                writeln!(f, "    http2: true")?;
+            }
+            for (name, value) in http.headers {
+                writeln!(f, "    header {name}: {value}")?;
+            }
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use std::time::Duration;
 
-use crate::spec::{Auth, Endpoint, Fsync, MethodSet, StatusSet};
+use crate::spec::{Auth, Endpoint, Fsync, MethodSet, NatsAuth, StatusSet};
 
 /// A value as the Rust expression that rebuilds it in a `static`.
 pub trait Emit {
@@ -97,6 +97,30 @@ impl Emit for Endpoint {
             Endpoint::Http(http) => {
                 let http = http.emit();
                 quote!(::fanout::__private::Endpoint::Http(#http))
+            }
+            Endpoint::Nats(nats) => {
+                let nats = nats.emit();
+                quote!(::fanout::__private::Endpoint::Nats(#nats))
+            }
+        }
+    }
+}
+
+impl Emit for NatsAuth {
+    fn emit(&self) -> TokenStream {
+        match self {
+            NatsAuth::None => quote!(::fanout::__private::NatsAuth::None),
+            NatsAuth::Token(token) => {
+                let token = token.emit();
+                quote!(::fanout::__private::NatsAuth::Token(#token))
+            }
+            NatsAuth::UserPassword { user, password } => {
+                let (user, password) = (user.emit(), password.emit());
+                quote!(::fanout::__private::NatsAuth::UserPassword { user: #user, password: #password })
+            }
+            NatsAuth::Creds(path) => {
+                let path = path.emit();
+                quote!(::fanout::__private::NatsAuth::Creds(#path))
             }
         }
     }

@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::spec::{Encoding, Fsync, Mode, Overflow, Spelled, Storage, Strategy};
+use crate::spec::{Encoding, Fsync, Mode, NatsAck, Overflow, Spelled, Storage, Strategy};
 use crate::units;
 
 #[derive(Deserialize)]
@@ -312,6 +312,14 @@ with_policy_fields! {
         pub ca_file: Option<String>,
         pub sign: Option<Sign>,
         pub weight: Option<u64>,
+        /// A NATS target's subject, `ack`, and credentials (one of `token`, `user` with
+        /// `password`, or `creds`).
+        pub subject: Option<String>,
+        pub ack: Option<Named<NatsAck>>,
+        pub token: Option<String>,
+        pub user: Option<String>,
+        pub password: Option<String>,
+        pub creds: Option<String>,
     }
     policy
 }

@@ -27,7 +27,12 @@ impl Backend {
         spec: &'static TargetSpec,
         resolver: &mut Resolver<'_>,
     ) -> Result<Backend, StartupError> {
-        let Endpoint::Http(endpoint) = Endpoint::resolve(spec, resolver)?;
+        let Endpoint::Http(endpoint) = Endpoint::resolve(spec, resolver)? else {
+            return Err(StartupError(format!(
+                "route \"{}\", target \"{}\": a balance route's backends are HTTP",
+                spec.route, spec.name
+            )));
+        };
         let base_path = endpoint.uri.path().trim_end_matches('/').to_owned();
         let connections = Connections::new(
             endpoint.connector.clone(),

@@ -53,6 +53,7 @@ async fn restarting<W: Future<Output = Infallible>>(lane: &Lane, mut start: impl
 
 /// Takes events from `lane` and delivers them to its target, forever; the caller aborts it.
 async fn work(lane: &Lane) -> Infallible {
+    lane.target.endpoint.start().await;
     let mut sink = lane.target.endpoint.connect();
     match &lane.target.spec.delivery.batch {
         None => {

@@ -24,17 +24,17 @@ use crate::table::RouteTable;
 /// Serves one request on the ingest listener: a route's (by its mode), or the proxy's own
 /// endpoints.
 pub async fn handle<T: RouteTable>(
-    proxy: Arc<Shared<T>>,
+    shared: Arc<Shared<T>>,
     request: Request<Incoming>,
     peer: Arc<Peer>,
 ) -> Result<Response<Reply>, Infallible> {
     let route = T::route(request.uri().path(), request.headers());
-    let response = match route.and_then(|route| Some((route, proxy.table.pool(route)?))) {
+    let response = match route.and_then(|route| Some((route, shared.table.pool(route)?))) {
         Some((route, pool)) => {
             let context = balance::Context {
-                gate: proxy.table.gate(route),
-                metrics: proxy.table.metrics(route),
-                shutting_down: proxy.shutting_down.load(Ordering::Relaxed),
+                gate: shared.table.gate(route),
+                metrics: shared.table.metrics(route),
+                shutting_down: shared.shutting_down.load(Ordering::Relaxed),
                 body_read_timeout: T::SERVER.body_read_timeout,
             };
             // Boxed: the relay's state is large, and inline it would make every request's
@@ -44,12 +44,12 @@ pub async fn handle<T: RouteTable>(
         None if route.is_none() && balance::is_grpc(request.headers()) => {
             balance::grpc_status(not_found()).map(Either::Left)
         }
-        None => fanout_or_own(&proxy, route, request)
+        None => fanout_or_own(&shared, route, request)
             .await
             .map(Either::Left),
     };
     // Handing over to a successor: every client is to reconnect, and reach the new process.
-    if proxy.handing_over.load(Ordering::Relaxed) {
+    if shared.handing_over.load(Ordering::Relaxed) {
         let (mut parts, body) = response.into_parts();
         parts
             .headers
@@ -61,7 +61,7 @@ pub async fn handle<T: RouteTable>(
 
 /// A fan-out route's event, or the proxy's own endpoints.
 async fn fanout_or_own<T: RouteTable>(
-    proxy: &Shared<T>,
+    shared: &Shared<T>,
     route: Option<T::Route>,
     request: Request<Incoming>,
 ) -> Answer {
@@ -78,23 +78,21 @@ async fn fanout_or_own<T: RouteTable>(
         };
     }
     match route {
-        Some(route) if request.method() == Method::POST => ingest(proxy, route, request).await,
+        Some(route) if request.method() == Method::POST => ingest(shared, route, request).await,
         Some(_) => method_not_allowed(HeaderValue::from_static("POST")),
         // With `admin_listen`, `/metrics` and `/healthz` are served there, not here.
-        None if proxy.admin_apart => not_found(),
-        None => own_endpoint(proxy, path, request.method()),
+        None if shared.admin_apart => not_found(),
+        None => own_endpoint(shared, path, request.method()),
     }
 }
 
 /// `/healthz`, `/metrics`, or 404: what the proxy answers itself (on the ingest listener, or
 /// on `admin_listen`).
-pub fn own_endpoint<T: RouteTable>(proxy: &Shared<T>, path: &str, method: &Method) -> Answer {
+pub fn own_endpoint<T: RouteTable>(shared: &Shared<T>, path: &str, method: &Method) -> Answer {
     match (path, method) {
-        (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => {
-            json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
-        }
+        (HEALTHZ_PATH, &Method::GET | &Method::HEAD) => health(shared),
         (METRICS_PATH, &Method::GET) => {
-            let text = proxy.metrics.render(&proxy.table);
+            let text = shared.metrics.render(&shared.table);
             let mut response = Response::new(Full::new(Bytes::from(text)));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -106,4 +104,22 @@ pub fn own_endpoint<T: RouteTable>(proxy: &Shared<T>, path: &str, method: &Metho
         (METRICS_PATH, _) => method_not_allowed(HeaderValue::from_static("GET")),
         _ => not_found(),
     }
+}
+
+/// `/healthz`: 200 `{"status":"ok"}` while fanout takes requests; targets whose own
+/// connection is down (a NATS target's client) are listed in `nats_disconnected`, since their
+/// events wait meanwhile. Read when asked, never on the request path.
+fn health<T: RouteTable>(shared: &Shared<T>) -> Answer {
+    let mut disconnected = Vec::new();
+    shared.table.lanes(&mut |lane| {
+        if lane.target.endpoint.disconnected() {
+            let spec = lane.target.spec;
+            disconnected.push(serde_json::json!({ "route": spec.route, "target": spec.name }));
+        }
+    });
+    if disconnected.is_empty() {
+        return json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"));
+    }
+    let body = serde_json::json!({ "status": "ok", "nats_disconnected": disconnected });
+    json(StatusCode::OK, Bytes::from(body.to_string()))
 }

@@ -37,7 +37,9 @@ type Counts = Arc<Mutex<HashMap<String, u64>>>;
 pub async fn start<T: RouteTable>(shared: &Shared<T>) -> Result<(), StartupError> {
     let mut addresses = BTreeMap::new();
     shared.table.lanes(&mut |lane| {
-        let Endpoint::Http(http) = &lane.target.endpoint;
+        let Endpoint::Http(http) = &lane.target.endpoint else {
+            return;
+        };
         if let Some(address) = local_address(&http.uri) {
             addresses
                 .entry(address)

@@ -10,6 +10,7 @@
 
 pub mod breaker;
 pub mod http;
+pub mod nats;
 pub mod parcel;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ impl Target {
 /// A target resolved at start-up.
 pub enum Endpoint {
     Http(http::Endpoint),
+    Nats(nats::Endpoint),
 }
 
 impl Endpoint {
@@ -79,6 +81,35 @@ impl Endpoint {
                 http::Endpoint::resolve(spec, http, resolver.env, &mut resolver.http)
                     .map(Endpoint::Http)
             }
+            spec::Endpoint::Nats(nats) => {
+                nats::Endpoint::resolve(spec, nats, resolver.env).map(Endpoint::Nats)
+            }
+        }
+    }
+
+    /// As the lane's workers start: a kind with a connection of its own to keep (NATS)
+    /// begins connecting, so its state shows before the first event.
+    pub async fn start(&self) {
+        match self {
+            Endpoint::Http(_) => {}
+            Endpoint::Nats(endpoint) => endpoint.start().await,
+        }
+    }
+
+    /// Whether the kind keeps a connection of its own and it is down now (a NATS client
+    /// not connected): its events wait meanwhile.
+    pub fn disconnected(&self) -> bool {
+        match self {
+            Endpoint::Http(_) => false,
+            Endpoint::Nats(endpoint) => !endpoint.connected(),
+        }
+    }
+
+    /// Registers the kind's own metrics (a NATS target's connection state).
+    pub fn register(&self, registry: &prometheus::Registry) {
+        match self {
+            Endpoint::Http(_) => {}
+            Endpoint::Nats(endpoint) => endpoint.register(registry),
         }
     }
 
@@ -86,6 +117,7 @@ impl Endpoint {
     pub fn connect(&self) -> Sink<'_> {
         match self {
             Endpoint::Http(endpoint) => Sink::Http(endpoint.connect()),
+            Endpoint::Nats(endpoint) => Sink::Nats(endpoint.connect()),
         }
     }
 }
@@ -93,6 +125,7 @@ impl Endpoint {
 /// One delivery worker's way to its target.
 pub enum Sink<'a> {
     Http(http::Sink<'a>),
+    Nats(nats::Sink<'a>),
 }
 
 impl Sink<'_> {
@@ -101,6 +134,7 @@ impl Sink<'_> {
     pub async fn send(&mut self, parcel: &Parcel, attempt: u32) -> Outcome {
         match self {
             Sink::Http(sink) => sink.send(parcel, attempt).await,
+            Sink::Nats(sink) => sink.send(parcel, attempt).await,
         }
     }
 }

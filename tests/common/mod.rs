@@ -5,6 +5,7 @@
 pub mod blocking;
 pub mod built;
 pub mod clock;
+pub mod nats;
 pub mod process;
 pub mod raw;
 pub mod segments;

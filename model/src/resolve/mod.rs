@@ -13,6 +13,7 @@
 
 mod balance;
 mod matching;
+mod nats;
 mod policy;
 mod routes;
 mod security;

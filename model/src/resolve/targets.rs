@@ -4,6 +4,7 @@
 
 use serde_yaml::Value;
 
+use super::nats;
 use super::policy::Layered;
 use super::routes::RouteOfTarget;
 use super::{with_field, Checker};
@@ -11,7 +12,7 @@ use crate::contract::PlaceholderError;
 use crate::ident;
 use crate::model::{leak, leak_slice, leak_str, Target};
 use crate::raw;
-use crate::spec::{Endpoint, HttpEndpoint, Mode, Storage, TargetSpec};
+use crate::spec::{Endpoint, HttpEndpoint, Mode, Signing, Storage, TargetSpec};
 
 impl Checker<'_> {
     /// Checks one target. Like [`Checker::route`], returns it whenever it could be read.
@@ -29,15 +30,20 @@ impl Checker<'_> {
         };
         let raw: raw::Target = self.deserialize(&base, &context, value)?;
         self.check_name(&base, &context, &raw.name);
-        self.check_url(&base, &context, &raw.url, route.mode);
+        let nats = nats::is_nats(&raw.url);
+        if !nats {
+            self.check_url(&base, &context, &raw.url, route.mode);
+            self.check_http_target_fields(&raw, &base, &context);
+        }
         let headers = self.headers(&base, &context, &raw.headers);
-        // A balance target signs nothing: its `sign:` is reported as a fan-out field.
+        // A balance target signs nothing: its `sign:` is reported as a fan-out field (and a
+        // NATS target's as an HTTP one).
         let sign = match route.mode {
-            Mode::Fanout => raw
+            Mode::Fanout if !nats => raw
                 .sign
                 .as_ref()
                 .map(|sign| self.sign(sign, &headers, &base, &context)),
-            Mode::Balance => None,
+            Mode::Fanout | Mode::Balance => None,
         };
         let authorization = headers
             .iter()
@@ -57,7 +63,7 @@ impl Checker<'_> {
                 self.report_field(&base, &context, "ca_file", "must name a PEM file".into());
             } else if let Err(message) = check_placeholders(ca_file) {
                 self.report_field(&base, &context, "ca_file", message);
-            } else if !raw.url.starts_with("https://") {
+            } else if !raw.url.starts_with("https://") && !nats {
                 self.report_field(
                     &base,
                     &context,
@@ -99,19 +105,15 @@ impl Checker<'_> {
             };
             self.report(&path, &with_field(&context, "buffer_bytes"), message);
         }
+        let mut delivery = policy.delivery();
+        let endpoint = if nats {
+            // A batch inherited from `defaults:` is unused: events are published one by one.
+            delivery.batch = None;
+            Endpoint::Nats(self.nats_endpoint(&raw, (route.name, route.mode), &base, &context))
+        } else {
+            Endpoint::Http(self.http_endpoint(&raw, headers, &policy, sign))
+        };
         let name = leak_str(raw.name);
-        let endpoint = Endpoint::Http(HttpEndpoint {
-            url: leak_str(raw.url),
-            headers: leak_slice(
-                headers
-                    .into_iter()
-                    .map(|(name, value)| (leak_str(name), leak_str(value)))
-                    .collect(),
-            ),
-            ca_file: raw.ca_file.map(leak_str),
-            http2: policy.http2.value,
-            sign,
-        });
         Some(Target {
             ident: ident::snake(name),
             spec: leak(TargetSpec {
@@ -120,9 +122,31 @@ impl Checker<'_> {
                 endpoint,
                 weight,
                 lane: policy.lane(),
-                delivery: policy.delivery(),
+                delivery,
             }),
         })
+    }
+
+    /// The endpoint of an HTTP target, its fields checked by the caller.
+    fn http_endpoint(
+        &mut self,
+        raw: &raw::Target,
+        headers: Vec<(String, String)>,
+        policy: &Layered,
+        sign: Option<Signing>,
+    ) -> HttpEndpoint {
+        HttpEndpoint {
+            url: leak_str(raw.url.clone()),
+            headers: leak_slice(
+                headers
+                    .into_iter()
+                    .map(|(name, value)| (leak_str(name), leak_str(value)))
+                    .collect(),
+            ),
+            ca_file: raw.ca_file.clone().map(leak_str),
+            http2: policy.http2.value,
+            sign,
+        }
     }
 
     fn check_url(&mut self, base: &str, context: &str, url: &str, mode: Mode) {
@@ -195,7 +219,7 @@ fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("\"{url}\" must start with http:// or https://"))?;
+        .ok_or_else(|| format!("\"{url}\" must start with http://, https://, nats:// or tls://"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit('@').next().unwrap_or_default();
     if host_port.is_empty() {

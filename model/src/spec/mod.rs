@@ -246,6 +246,8 @@ spec_struct! {
 pub enum Endpoint {
     /// An HTTP(S) url.
     Http(HttpEndpoint),
+    /// A NATS subject.
+    Nats(NatsEndpoint),
 }
 
 impl Endpoint {
@@ -253,8 +255,41 @@ impl Endpoint {
     pub fn address(&self) -> &'static str {
         match self {
             Endpoint::Http(http) => http.url,
+            Endpoint::Nats(nats) => nats.url,
         }
     }
+}
+
+spec_struct! {
+    /// A NATS target: every event is published to `subject` on the servers of `url`.
+    pub struct NatsEndpoint {
+        /// `nats://host:port` or `tls://host:port`, several separated by commas (servers of
+        /// one cluster); may hold `${NAME}` placeholders.
+        pub url: &'static str,
+        /// Where events are published, `{route}` and `{target}` filled in at build time.
+        pub subject: &'static str,
+        /// Whether an event counts as delivered only once a JetStream stream acknowledged it
+        /// (`ack: stream`, the default), or once the server has it (`ack: none`, core NATS).
+        pub ack: NatsAck,
+        /// How fanout authenticates to the servers.
+        pub auth: NatsAuth,
+        /// PEM file of extra trusted roots for `tls://` servers, read at start-up; may hold
+        /// `${NAME}` placeholders.
+        pub ca_file: Option<&'static str>,
+    }
+}
+
+/// How a NATS target authenticates; every text may hold `${NAME}` placeholders.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NatsAuth {
+    None,
+    Token(&'static str),
+    UserPassword {
+        user: &'static str,
+        password: &'static str,
+    },
+    /// The path of a `.creds` file (a user JWT and its NKey seed), read at start-up.
+    Creds(&'static str),
 }
 
 spec_struct! {
@@ -415,6 +450,17 @@ macro_rules! spec_enum {
 
 mod security;
 pub use security::*;
+
+spec_enum! {
+    /// When an event published to a NATS target counts as delivered.
+    pub enum NatsAck {
+        /// Once the JetStream stream on its subject acknowledged it (a PubAck), stored once
+        /// per event id (`Nats-Msg-Id`).
+        Stream = "stream",
+        /// Once the server has it (core NATS): no subscriber may have seen it.
+        None = "none",
+    }
+}
 
 spec_enum! {
     /// What a full lane does with a new event.

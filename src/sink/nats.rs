@@ -1,0 +1,315 @@
+//! NATS targets: each event is published to the target's subject, with its route, id, attempt
+//! and content type as NATS headers (`fanout-route`, `fanout-event-id`, `fanout-attempt`,
+//! `Content-Type`).
+//!
+//! With `ack: stream` (the default) the publish goes through JetStream: the event counts as
+//! delivered once the stream on its subject acknowledged it (a PubAck), and carries its id in
+//! `Nats-Msg-Id`, so a publish retried after a lost PubAck is stored once (within the
+//! stream's duplicate window). With `ack: none` (core NATS) it counts as delivered once the
+//! client has written it to the server: no subscriber may have seen it.
+//!
+//! One client per target, shared by the lane's workers: a NATS connection multiplexes, so
+//! `concurrency` workers are as many publishes awaiting their PubAck at once. The client is
+//! made when the lane's workers start ([`Endpoint::start`]) and connects in the background,
+//! reconnecting for ever; `fanout_nats_connected{route,target}` says whether it is connected.
+//! A publish while it is not waits within the target's `timeout`, then is retried with the
+//! lane's backoff and counts against its breaker, like an HTTP failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
+use prometheus::{IntGauge, Opts, Registry};
+use tokio::sync::OnceCell;
+
+use fanout_model::contract;
+
+use super::{substitute, Outcome, Why};
+use crate::ops::startup::StartupError;
+use crate::sink::parcel::Parcel;
+use crate::spec::{NatsAck, NatsAuth, NatsEndpoint, TargetSpec};
+
+/// A NATS target resolved at start-up: its servers and credentials read, not connected yet.
+pub struct Endpoint {
+    spec: &'static TargetSpec,
+    pub nats: &'static NatsEndpoint,
+    servers: Vec<ServerAddr>,
+    /// Credentials, as connect options are made of them.
+    auth: Auth,
+    /// Extra trusted roots for `tls://` servers.
+    ca_file: Option<PathBuf>,
+    /// Whether the client is connected (1) or not (0).
+    connected: IntGauge,
+    client: OnceCell<Client>,
+}
+
+/// Credentials with their `${NAME}` placeholders substituted (a creds file read).
+enum Auth {
+    None,
+    Token(String),
+    UserPassword(String, String),
+    Creds(String),
+}
+
+struct Client {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+}
+
+/// One delivery worker's way to a NATS target: the target's shared client.
+pub struct Sink<'a> {
+    endpoint: &'a Endpoint,
+}
+
+impl Endpoint {
+    pub fn resolve(
+        spec: &'static TargetSpec,
+        nats: &'static NatsEndpoint,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Endpoint, StartupError> {
+        let place = format!("route \"{}\", target \"{}\"", spec.route, spec.name);
+        let resolved = |field: &str, text: &str| {
+            substitute(text, env).map_err(|e| StartupError(format!("{place}, {field}: {e}")))
+        };
+        let url = resolved("url", nats.url)?;
+        let servers = url
+            .split(',')
+            .map(|server| {
+                server.trim().parse::<ServerAddr>().map_err(|e| {
+                    StartupError(format!(
+                        "{place}: url \"{}\" is not a NATS server address once its variables \
+                         are substituted: {e}",
+                        nats.url
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let auth = match nats.auth {
+            NatsAuth::None => Auth::None,
+            NatsAuth::Token(token) => Auth::Token(resolved("token", token)?),
+            NatsAuth::UserPassword { user, password } => {
+                Auth::UserPassword(resolved("user", user)?, resolved("password", password)?)
+            }
+            NatsAuth::Creds(path) => {
+                let path = resolved("creds", path)?;
+                let creds = std::fs::read_to_string(&path)
+                    .map_err(|e| StartupError(format!("{place}, creds \"{path}\": {e}")))?;
+                ConnectOptions::with_credentials(&creds)
+                    .map_err(|e| StartupError(format!("{place}, creds \"{path}\": {e}")))?;
+                Auth::Creds(creds)
+            }
+        };
+        let ca_file = match nats.ca_file {
+            Some(ca_file) => {
+                let path = resolved("ca_file", ca_file)?;
+                std::fs::metadata(&path)
+                    .map_err(|e| StartupError(format!("{place}, ca_file \"{path}\": {e}")))?;
+                Some(PathBuf::from(path))
+            }
+            None => None,
+        };
+        let opts = Opts::new(
+            "fanout_nats_connected",
+            "Whether the target's NATS client is connected (1) or not (0).",
+        )
+        .const_label("route", spec.route)
+        .const_label("target", spec.name);
+        let connected = IntGauge::with_opts(opts).expect("the metric's options are valid");
+        Ok(Endpoint {
+            spec,
+            nats,
+            servers,
+            auth,
+            ca_file,
+            connected,
+            client: OnceCell::new(),
+        })
+    }
+
+    pub fn register(&self, registry: &Registry) {
+        registry
+            .register(Box::new(self.connected.clone()))
+            .expect("each NATS target registers its gauge once");
+    }
+
+    /// Whether the client is connected now.
+    pub fn connected(&self) -> bool {
+        self.connected.get() == 1
+    }
+
+    /// Makes the client, which connects in the background and reconnects for ever: called as
+    /// the lane's workers start, so the connection (or the failure to make one) shows before
+    /// the first event.
+    pub async fn start(&self) {
+        self.client().await;
+    }
+
+    async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let client = self
+                    .options()
+                    .connect(self.servers.clone())
+                    .await
+                    .expect("a client that retries its first connection is always made");
+                let jetstream = async_nats::jetstream::new(client.clone());
+                Client { client, jetstream }
+            })
+            .await
+    }
+
+    fn options(&self) -> ConnectOptions {
+        let options = match &self.auth {
+            Auth::None => ConnectOptions::new(),
+            Auth::Token(token) => ConnectOptions::with_token(token.clone()),
+            Auth::UserPassword(user, password) => {
+                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            Auth::Creds(creds) => {
+                ConnectOptions::with_credentials(creds).expect("the creds were checked at start-up")
+            }
+        };
+        let options = match &self.ca_file {
+            Some(path) => options
+                .add_root_certificates(path.clone())
+                .require_tls(true),
+            None => options,
+        };
+        let (connected, spec) = (self.connected.clone(), self.spec);
+        options
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(self.spec.delivery.timeout.max(Duration::from_secs(1)))
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            connected.set(1);
+                            tracing::info!(route = spec.route, target = spec.name, "NATS connected");
+                        }
+                        async_nats::Event::Disconnected => {
+                            connected.set(0);
+                            tracing::warn!(route = spec.route, target = spec.name, "NATS disconnected");
+                        }
+                        other => {
+                            tracing::warn!(route = spec.route, target = spec.name, event = ?other, "NATS");
+                        }
+                    }
+                }
+            })
+    }
+
+    /// A worker's way to the target.
+    pub fn connect(&self) -> Sink<'_> {
+        Sink { endpoint: self }
+    }
+}
+
+impl Sink<'_> {
+    /// Publishes `parcel` as attempt `attempt`, within the target's `timeout`.
+    pub async fn send(&mut self, parcel: &Parcel, attempt: u32) -> Outcome {
+        let endpoint = self.endpoint;
+        let timeout = endpoint.spec.delivery.timeout;
+        let headers = headers(endpoint.spec, parcel, attempt, endpoint.nats.ack);
+        let subject = endpoint.nats.subject;
+        let body = parcel.body.clone();
+        let published = tokio::time::timeout(timeout, async {
+            let client = endpoint.client().await;
+            // The server drops a connection that sends more than its `max_payload`: refuse
+            // such an event here, for good, instead of publishing it again and again.
+            let max_payload = client.client.server_info().max_payload;
+            let size = body.len() + headers_size(&headers);
+            if max_payload > 0 && size > max_payload {
+                return Err(Outcome::Permanent(Why::Error(format!(
+                    "the message ({size} bytes with its headers) is larger than the server's \
+                     max_payload ({max_payload} bytes)"
+                ))));
+            }
+            match endpoint.nats.ack {
+                NatsAck::Stream => {
+                    let ack = client
+                        .jetstream
+                        .publish_with_headers(subject, headers, body)
+                        .await
+                        .map_err(stream_error)?;
+                    ack.await.map(drop).map_err(stream_error)
+                }
+                NatsAck::None => {
+                    let retry = |e: &dyn std::fmt::Display| retryable(e.to_string());
+                    let client = &client.client;
+                    client
+                        .publish_with_headers(subject, headers, body)
+                        .await
+                        .map_err(|e| retry(&e))?;
+                    client.flush().await.map_err(|e| retry(&e))
+                }
+            }
+        })
+        .await;
+        match published {
+            Ok(Ok(())) => Outcome::Delivered,
+            Ok(Err(outcome)) => outcome,
+            Err(_) => retryable(format!(
+                "no acknowledgement from NATS within {}ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// The NATS headers of `parcel`: route, id(s), attempt, content type, and for a stream the
+/// id again as `Nats-Msg-Id`.
+fn headers(spec: &TargetSpec, parcel: &Parcel, attempt: u32, ack: NatsAck) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(contract::ROUTE, spec.route);
+    let ids = parcel.ids.1.to_str().unwrap_or_default();
+    headers.insert(parcel.ids.0.as_str(), ids);
+    headers.insert(contract::ATTEMPT, attempt.to_string().as_str());
+    if let Some(content_type) = parcel.content_type.as_ref().and_then(|v| v.to_str().ok()) {
+        headers.insert("Content-Type", content_type);
+    }
+    if ack == NatsAck::Stream {
+        headers.insert("Nats-Msg-Id", ids);
+    }
+    headers
+}
+
+/// The bytes `headers` take on the wire (`NATS/1.0`, each `name: value`, the blank line).
+fn headers_size(headers: &HeaderMap) -> usize {
+    let lines: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(|v| name.len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum();
+    "NATS/1.0\r\n\r\n".len() + lines
+}
+
+/// What a failed JetStream publish means: no stream on the subject is for good; anything else
+/// (no ack, a broken connection, a full stream) is worth another attempt.
+fn stream_error(error: async_nats::jetstream::context::PublishError) -> Outcome {
+    let why = Why::Error(match std::error::Error::source(&error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    });
+    match error.kind() {
+        PublishErrorKind::StreamNotFound => Outcome::Permanent(why),
+        _ => Outcome::Retryable {
+            why,
+            retry_after: None,
+        },
+    }
+}
+
+fn retryable(why: String) -> Outcome {
+    Outcome::Retryable {
+        why: Why::Error(why),
+        retry_after: None,
+    }
+}
