@@ -176,6 +176,7 @@ build_fails! {
     nats_malformed: "nats-malformed",
     nats_http_fields: "nats-http-fields",
     nats_without_subject: "nats-without-subject",
+    nats_balance_backends: "nats-balance-backends",
     duplicate_route_names: "duplicate-route-names",
     duplicate_paths: "duplicate-paths",
     duplicate_target_names: "duplicate-target-names",

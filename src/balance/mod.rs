@@ -8,7 +8,8 @@
 //! - `connections`: a backend's keep-alive HTTP/1.1 connections or its HTTP/2 one;
 //! - `health`: active checks' verdict and passive ejection; `checks` runs the checks;
 //! - `forward`: the headers of a relayed request and answer; `relay`: the answer's body;
-//! - `grpc`: fanout's own answers to gRPC calls; `metrics`: the counters.
+//! - `grpc`: fanout's own answers to gRPC calls; `metrics`: the counters;
+//! - `nats`: backends that are NATS subjects, each request a NATS request.
 
 mod backend;
 mod checks;
@@ -17,6 +18,7 @@ mod forward;
 mod grpc;
 mod health;
 mod metrics;
+mod nats;
 mod relay;
 mod serve;
 
@@ -34,14 +36,18 @@ use fanout_model::contract::MAX_BALANCE_BACKENDS;
 
 use crate::ops::startup::StartupError;
 use crate::sink::Resolver;
-use crate::spec::{RouteSpec, Strategy};
+use crate::spec::{self, RouteSpec, Strategy, TargetSpec};
 use backend::Backend;
 use metrics::PoolMetrics;
+use nats::Requester;
 
 /// A balance route's backends.
 pub struct Pool {
     pub route: &'static RouteSpec,
+    /// HTTP backends (none if the route's backends are NATS subjects).
     backends: Box<[Arc<Backend>]>,
+    /// NATS backends (none if the route's backends are HTTP): a route has one kind.
+    requesters: Box<[Arc<Requester>]>,
     /// Backend indices in smooth weighted round-robin order (nginx's): each appears as often
     /// as its weight, spread out. Round robin walks it; least in flight starts its search at
     /// the next entry, so ties go round by weight.
@@ -59,16 +65,25 @@ impl Pool {
     ) -> Result<Pool, StartupError> {
         // The routes' checks hold this (a request's tried backends are a 64-bit set).
         assert!(route.targets.len() <= MAX_BALANCE_BACKENDS);
+        let nats = |t: &&&TargetSpec| matches!(t.endpoint, spec::Endpoint::Nats(_));
         let backends = route
             .targets
             .iter()
+            .filter(|t| !nats(t))
             .map(|target| Backend::new(target, resolver).map(Arc::new))
+            .collect::<Result<Box<[_]>, _>>()?;
+        let requesters = route
+            .targets
+            .iter()
+            .filter(nats)
+            .map(|target| Requester::new(target, resolver).map(Arc::new))
             .collect::<Result<Box<[_]>, _>>()?;
         let weights: Vec<u32> = route.targets.iter().map(|t| t.weight.max(1)).collect();
         let allow = route.balance.methods.names().collect::<Vec<_>>().join(", ");
         Ok(Pool {
             route,
             backends,
+            requesters,
             schedule: smooth_schedule(&weights).into(),
             turn: AtomicUsize::new(0),
             allow: HeaderValue::from_str(&allow).expect("method names are header-safe"),
@@ -139,8 +154,33 @@ impl Pool {
         }
     }
 
-    /// Starts the active health checks of every backend, if the route has `health:`.
+    /// Whether the route's backends are NATS subjects.
+    pub fn is_nats(&self) -> bool {
+        !self.requesters.is_empty()
+    }
+
+    /// Calls `visit` with each NATS backend whose client is not connected now.
+    pub fn disconnected(&self, visit: &mut dyn FnMut(&'static TargetSpec)) {
+        for requester in self.requesters.iter() {
+            if !requester.endpoint.connected() {
+                visit(requester.spec);
+            }
+        }
+    }
+
+    /// The NATS backend whose turn it is, by weight.
+    fn next_requester(&self) -> &Requester {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        &self.requesters[self.schedule[turn % self.schedule.len()] as usize]
+    }
+
+    /// Starts the active health checks of every backend, if the route has `health:`, and
+    /// the clients of NATS backends (which connect in the background).
     pub fn start_checks(&self, tasks: &mut JoinSet<()>) {
+        for requester in self.requesters.iter() {
+            let requester = requester.clone();
+            tasks.spawn(async move { requester.endpoint.start().await });
+        }
         if let Some(check) = self.route.balance.health {
             for backend in self.backends.iter() {
                 tasks.spawn(checks::run(backend.clone(), check));
@@ -161,6 +201,10 @@ impl Pool {
         self.metrics.register(registry);
         for backend in self.backends.iter() {
             backend.metrics.register(registry);
+        }
+        for requester in self.requesters.iter() {
+            requester.metrics.register(registry);
+            requester.endpoint.register(registry);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One request to a balance route: the route's checks (method, shutdown, gate, size), then
-//! tries on backends until one answers or the tries run out.
+//! tries on backends until one answers or the tries run out (or, for a route whose backends
+//! are NATS subjects, one NATS request: `super::nats`).
 //!
 //! Failover: a backend that cannot be connected to is left at once for another (nothing was
 //! sent, so even a streamed POST goes on). After a request was sent, a timeout, a failed
@@ -27,6 +28,7 @@ use super::forward::{self, X_REQUEST_ID};
 use super::grpc;
 use super::health::{self, Verdict};
 use super::metrics::{Outcome, OwnAnswer};
+use super::nats::{self, Payload};
 use super::relay::{InFlight, Relay, Reply};
 use super::Pool;
 use crate::auth::gate::Gate;
@@ -76,6 +78,15 @@ pub async fn serve(
         false => answer.map(Either::Left),
     };
     match admit(pool, &context, request).await {
+        Ok((head, body)) if pool.is_nats() => {
+            let payload = match body {
+                Body::Kept(body) => Payload::Kept(body),
+                Body::Streamed(body) => Payload::Unread(body),
+            };
+            let patience = context.body_read_timeout;
+            let relayed = nats::relay(pool, context.metrics, head, payload, &peer, patience);
+            relayed.await.unwrap_or_else(own)
+        }
         Ok((head, body)) => match relay(pool, context.metrics, head, body, peer).await {
             Ok(response) => response,
             Err(answer) => own(answer),

@@ -19,6 +19,7 @@ use crate::fan_out::ingest::ingest;
 use crate::ingress::answer::{json, method_not_allowed, not_found, Answer};
 use crate::ingress::connection::Peer;
 use crate::shared::Shared;
+use crate::spec::TargetSpec;
 use crate::table::RouteTable;
 
 /// Serves one request on the ingest listener: a route's (by its mode), or the proxy's own
@@ -107,16 +108,19 @@ pub fn own_endpoint<T: RouteTable>(shared: &Shared<T>, path: &str, method: &Meth
 }
 
 /// `/healthz`: 200 `{"status":"ok"}` while fanout takes requests; targets whose own
-/// connection is down (a NATS target's client) are listed in `nats_disconnected`, since their
-/// events wait meanwhile. Read when asked, never on the request path.
+/// connection is down (a NATS target's or NATS backend's client) are listed in
+/// `nats_disconnected`: their events wait, or their requests get 503, meanwhile. Read when asked, never on the request path.
 fn health<T: RouteTable>(shared: &Shared<T>) -> Answer {
     let mut disconnected = Vec::new();
+    let mut down = |spec: &TargetSpec| {
+        disconnected.push(serde_json::json!({ "route": spec.route, "target": spec.name }));
+    };
     shared.table.lanes(&mut |lane| {
         if lane.target.endpoint.disconnected() {
-            let spec = lane.target.spec;
-            disconnected.push(serde_json::json!({ "route": spec.route, "target": spec.name }));
+            down(lane.target.spec);
         }
     });
+    shared.table.pools(&mut |pool| pool.disconnected(&mut down));
     if disconnected.is_empty() {
         return json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"));
     }

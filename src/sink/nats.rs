@@ -1,4 +1,5 @@
-//! NATS targets: each event is published to the target's subject, with its route, id, attempt
+//! NATS targets: each event is published to the target's subject (a balance route's NATS
+//! backends use the same client for requests, `crate::balance`), with its route, id, attempt
 //! and content type as NATS headers (`fanout-route`, `fanout-event-id`, `fanout-attempt`,
 //! `Content-Type`).
 //!
@@ -136,6 +137,25 @@ impl Endpoint {
     /// Whether the client is connected now.
     pub fn connected(&self) -> bool {
         self.connected.get() == 1
+    }
+
+    /// The server's `max_payload` while the client is connected; `None` while it is not.
+    pub fn max_payload(&self) -> Option<usize> {
+        let client = &self.client.get()?.client;
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        connected.then(|| client.server_info().max_payload)
+    }
+
+    /// Sends a request to the subject and waits for its reply (a balance route's backend).
+    pub async fn request(
+        &self,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<async_nats::Message, async_nats::RequestError> {
+        let client = &self.client().await.client;
+        client
+            .request_with_headers(self.nats.subject, headers, payload)
+            .await
     }
 
     /// Makes the client, which connects in the background and reconnects for ever: called as

@@ -1,6 +1,6 @@
 //! NATS targets (`url: nats://...` or `tls://...`): the server list, the subject with its
-//! `{route}` and `{target}` filled in, `ack`, the credentials, and the fields only one kind of
-//! target has (an HTTP target's `headers`, `sign`, `http2` and `batch`; a NATS target's
+//! `{route}` and `{target}` filled in, `ack`, the credentials, a balance route's backends all
+//! of one kind, and the fields only one kind of target has (an HTTP target's `headers`, `sign`, `http2` and `batch`; a NATS target's
 //! `subject`, `ack`, `token`, `user`, `password` and `creds`), reported where they are written.
 
 use super::targets::check_placeholders;
@@ -11,6 +11,33 @@ use crate::spec::{Mode, NatsAck, NatsAuth, NatsEndpoint};
 
 const NATS_ONLY: &str = "applies to nats targets only (url: nats://...)";
 const HTTP_ONLY: &str = "applies to http targets only: a nats target publishes to its subject";
+
+impl Checker<'_> {
+    /// A balance route's backends are all HTTP or all NATS, and NATS ones take no health
+    /// checks (NATS sends a request only to a worker that listens).
+    pub(super) fn check_backend_kinds(
+        &mut self,
+        targets: &[crate::model::Target],
+        health: bool,
+        base: &str,
+        context: &str,
+    ) {
+        let nats = targets
+            .iter()
+            .filter(|t| matches!(t.spec.endpoint, crate::spec::Endpoint::Nats(_)))
+            .count();
+        if nats > 0 && nats < targets.len() {
+            let message = "a balance route's backends are all http(s) or all nats".into();
+            self.report_field(base, context, "targets", message);
+        }
+        if nats > 0 && health {
+            let message = "applies to http backends only: NATS sends each request to a worker \
+                           that listens"
+                .into();
+            self.report_field(base, context, "health", message);
+        }
+    }
+}
 
 /// Whether `url` names NATS servers rather than an HTTP endpoint.
 pub(super) fn is_nats(url: &str) -> bool {
@@ -51,10 +78,10 @@ impl Checker<'_> {
         if let Err(message) = check_servers(&raw.url) {
             self.report_field(base, context, "url", message);
         }
-        if mode == Mode::Balance {
-            let message = "a balance route's backends are http:// or https:// urls: NATS \
-                           request/reply backends are not supported yet";
-            self.report_field(base, context, "url", message.into());
+        if mode == Mode::Balance && raw.ack.is_some() {
+            let message = "applies to fanout routes only: a balance route's request is \
+                           answered by its reply";
+            self.report_field(base, context, "ack", message.into());
         }
         let own = raw.policy();
         for (field, set) in [

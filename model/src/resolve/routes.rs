@@ -154,6 +154,9 @@ impl Checker<'_> {
         }
         self.check_unique_targets(&base, &context, &targets);
         let targets: Vec<Target> = targets.into_iter().map(|(_, target)| target).collect();
+        if mode == Mode::Balance {
+            self.check_backend_kinds(&targets, balance.health.is_some(), &base, &context);
+        }
         let spec = leak(RouteSpec {
             name,
             path: leak_str(raw.path),
