@@ -21,7 +21,7 @@ mod table {
 use table::Table;
 
 /// A worker in the queue group `workers` of `api.users`: answers each request with status
-/// 201, its name in `X-Worker`, and a body naming what it got (method, path, query, a
+/// 201 (or a status that is none for two paths), its name in `X-Worker`, and a body naming what it got (method, path, query, a
 /// header, the payload).
 async fn worker(server: &NatsServer, name: &'static str) -> tokio::task::JoinHandle<()> {
     let client = server.client().await;
@@ -53,7 +53,12 @@ async fn worker(server: &NatsServer, name: &'static str) -> tokio::task::JoinHan
                 String::from_utf8_lossy(&request.payload),
             );
             let mut reply = async_nats::HeaderMap::new();
-            reply.insert("Fanout-Status", "201");
+            let status = match get("Fanout-Path").as_str() {
+                "/users/bad-status" => "2O1",
+                "/users/informational" => "103",
+                _ => "201",
+            };
+            reply.insert("Fanout-Status", status);
             reply.insert("X-Worker", name);
             let to = request.reply.expect("a request has a reply subject");
             client
@@ -112,6 +117,11 @@ async fn workers_in_a_queue_group_share_requests_and_their_replies_are_relayed()
         2,
         "both workers of the queue group served: {served:?}"
     );
+    for path in ["/users/bad-status", "/users/informational"] {
+        let answer = call(&proxy, Method::GET, path, "").await;
+        assert_eq!(answer.status, 502, "{answer:?}");
+        assert!(answer.body.contains("Fanout-Status"), "{answer:?}");
+    }
     let metrics = proxy.metrics().await;
     let outcome = [
         ("route", "users"),

@@ -168,10 +168,16 @@ impl Pool {
         }
     }
 
-    /// The NATS backend whose turn it is, by weight.
+    /// The NATS backend whose turn it is, by weight, passing over those not connected (to
+    /// which nothing was sent); the one whose turn it is if none is.
     fn next_requester(&self) -> &Requester {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        &self.requesters[self.schedule[turn % self.schedule.len()] as usize]
+        let len = self.schedule.len();
+        let at = |k: usize| &self.requesters[self.schedule[(turn + k) % len] as usize];
+        (0..len)
+            .map(at)
+            .find(|requester| requester.endpoint.connected())
+            .unwrap_or_else(|| at(0))
     }
 
     /// Starts the active health checks of every backend, if the route has `health:`, and
@@ -194,6 +200,10 @@ impl Pool {
         for backend in self.backends.iter() {
             let healthy = backend.health.available(now);
             backend.metrics.healthy.set(i64::from(healthy));
+        }
+        for requester in self.requesters.iter() {
+            let connected = requester.endpoint.connected();
+            requester.metrics.healthy.set(i64::from(connected));
         }
     }
 

@@ -92,9 +92,30 @@ pub(super) async fn relay(
             ),
         ));
     };
+    let request_id = forward::prepare(&mut head.headers, &head.uri, peer);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Fanout-Method", head.method.as_str());
+    headers.insert("Fanout-Path", head.uri.path());
+    if let Some(query) = head.uri.query() {
+        headers.insert("Fanout-Query", query);
+    }
+    headers.insert("Fanout-Route", route.name);
+    for (name, value) in &head.headers {
+        // A client's own `fanout-*` or `nats-*` headers would pass for fanout's or NATS's.
+        let name = name.as_str();
+        if name.starts_with("fanout-") || name.starts_with("nats-") {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            headers.append(name, value);
+        }
+    }
+    // The server counts the headers in its `max_payload`, and drops a connection that sends
+    // more: every request on it would fail.
+    let room = max_payload.saturating_sub(nats::headers_size(&headers));
     let limit = usize::try_from(route.max_body)
         .unwrap_or(usize::MAX)
-        .min(max_payload);
+        .min(room);
     let body = match payload {
         Payload::Kept(body) => body,
         Payload::Unread(body) => read_whole(body, limit, patience)
@@ -105,24 +126,12 @@ pub(super) async fn relay(
         metrics.rejected(RejectReason::BodyTooLarge).inc();
         return Err(too_large(limit as u64));
     }
-    let request_id = forward::prepare(&mut head.headers, &head.uri, peer);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Fanout-Method", head.method.as_str());
-    headers.insert("Fanout-Path", head.uri.path());
-    if let Some(query) = head.uri.query() {
-        headers.insert("Fanout-Query", query);
-    }
-    headers.insert("Fanout-Route", route.name);
-    for (name, value) in &head.headers {
-        if let Ok(value) = value.to_str() {
-            headers.append(name.as_str(), value);
-        }
-    }
-    requester.metrics.in_flight.inc();
+    let in_flight = InFlight::begin(&requester.metrics.in_flight);
     let started = Instant::now();
     let timeout = requester.spec.delivery.timeout;
-    let replied = tokio::time::timeout(timeout, requester.endpoint.request(headers, body)).await;
-    requester.metrics.in_flight.dec();
+    let request = requester.endpoint.request(headers, body, timeout);
+    let replied = tokio::time::timeout(timeout, request).await;
+    drop(in_flight);
     let message = match replied {
         Ok(Ok(message)) => message,
         Ok(Err(failure)) => {
@@ -219,8 +228,8 @@ fn answer_of(
                     .trim()
                     .parse::<u16>()
                     .ok()
+                    .filter(|code| (200..600).contains(code))
                     .and_then(|code| StatusCode::from_u16(code).ok())
-                    .filter(|code| !code.is_informational())
                     .ok_or_else(|| format!("with {STATUS} \"{written}\", which is not a status"))?;
                 continue;
             }
@@ -247,4 +256,21 @@ fn answer_of(
 fn own(pool: &Pool, kind: OwnAnswer, answer: Answer) -> Answer {
     pool.metrics.error(kind).inc();
     answer
+}
+
+/// A request counted in its backend's `fanout_backend_in_flight` while it lives, whether it
+/// ends or is dropped (the client gone).
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn begin(gauge: &'a prometheus::IntGauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

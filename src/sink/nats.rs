@@ -17,12 +17,13 @@
 //! lane's backoff and counts against its breaker, like an HTTP failure.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
 use prometheus::{IntGauge, Opts, Registry};
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 
 use fanout_model::contract;
 
@@ -42,6 +43,9 @@ pub struct Endpoint {
     ca_file: Option<PathBuf>,
     /// Whether the client is connected (1) or not (0).
     connected: IntGauge,
+    /// The same, for waiting on: nothing is published while the client reconnects (async-nats
+    /// would queue it and send it, late, once connected again).
+    online: watch::Sender<bool>,
     client: OnceCell<Client>,
 }
 
@@ -124,6 +128,7 @@ impl Endpoint {
             auth,
             ca_file,
             connected,
+            online: watch::Sender::new(false),
             client: OnceCell::new(),
         })
     }
@@ -136,26 +141,39 @@ impl Endpoint {
 
     /// Whether the client is connected now.
     pub fn connected(&self) -> bool {
-        self.connected.get() == 1
+        *self.online.borrow()
     }
 
-    /// The server's `max_payload` while the client is connected; `None` while it is not.
+    /// Waits until the client is connected.
+    async fn until_connected(&self) {
+        let mut online = self.online.subscribe();
+        // The sender lives as long as `self`: the wait ends only when connected.
+        let _ = online.wait_for(|online| *online).await;
+    }
+
+    /// The server's `max_payload` (which counts headers too) while the client is connected;
+    /// `None` while it is not, or before the server has said it.
     pub fn max_payload(&self) -> Option<usize> {
         let client = &self.client.get()?.client;
         let connected = client.connection_state() == async_nats::connection::State::Connected;
-        connected.then(|| client.server_info().max_payload)
+        let max_payload = client.server_info().max_payload;
+        (connected && max_payload > 0).then_some(max_payload)
     }
 
-    /// Sends a request to the subject and waits for its reply (a balance route's backend).
+    /// Sends a request to the subject and waits for its reply within `timeout` (a balance
+    /// route's backend).
     pub async fn request(
         &self,
         headers: HeaderMap,
         payload: bytes::Bytes,
+        timeout: Duration,
     ) -> Result<async_nats::Message, async_nats::RequestError> {
         let client = &self.client().await.client;
-        client
-            .request_with_headers(self.nats.subject, headers, payload)
-            .await
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload)
+            .timeout(Some(timeout));
+        client.send_request(self.nats.subject, request).await
     }
 
     /// Makes the client, which connects in the background and reconnects for ever: called as
@@ -173,7 +191,9 @@ impl Endpoint {
                     .connect(self.servers.clone())
                     .await
                     .expect("a client that retries its first connection is always made");
-                let jetstream = async_nats::jetstream::new(client.clone());
+                let mut jetstream = async_nats::jetstream::new(client.clone());
+                // The PubAck's wait is the target's `timeout`, not the context's 5 s.
+                jetstream.set_timeout(self.spec.delivery.timeout);
                 Client { client, jetstream }
             })
             .await
@@ -196,21 +216,23 @@ impl Endpoint {
                 .require_tls(true),
             None => options,
         };
-        let (connected, spec) = (self.connected.clone(), self.spec);
+        let (connected, online, spec) = (self.connected.clone(), self.online.clone(), self.spec);
         options
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(self.spec.delivery.timeout.max(Duration::from_secs(1)))
             .event_callback(move |event| {
-                let connected = connected.clone();
+                let (connected, online) = (connected.clone(), online.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             connected.set(1);
+                            online.send_replace(true);
                             tracing::info!(route = spec.route, target = spec.name, "NATS connected");
                         }
                         async_nats::Event::Disconnected => {
                             connected.set(0);
+                            online.send_replace(false);
                             tracing::warn!(route = spec.route, target = spec.name, "NATS disconnected");
                         }
                         other => {
@@ -232,50 +254,109 @@ impl Sink<'_> {
     pub async fn send(&mut self, parcel: &Parcel, attempt: u32) -> Outcome {
         let endpoint = self.endpoint;
         let timeout = endpoint.spec.delivery.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let client = endpoint.client().await;
+        // Nothing is published while the client reconnects: async-nats would queue it and
+        // send it once connected again, however late, even after this attempt gave up.
+        if tokio::time::timeout_at(deadline, endpoint.until_connected())
+            .await
+            .is_err()
+        {
+            let waited = timeout.as_millis();
+            return retryable(format!("not connected to NATS within {waited}ms"));
+        }
         let headers = headers(endpoint.spec, parcel, attempt, endpoint.nats.ack);
-        let subject = endpoint.nats.subject;
         let body = parcel.body.clone();
-        let published = tokio::time::timeout(timeout, async {
-            let client = endpoint.client().await;
-            // The server drops a connection that sends more than its `max_payload`: refuse
-            // such an event here, for good, instead of publishing it again and again.
-            let max_payload = client.client.server_info().max_payload;
-            let size = body.len() + headers_size(&headers);
-            if max_payload > 0 && size > max_payload {
-                return Err(Outcome::Permanent(Why::Error(format!(
-                    "the message ({size} bytes with its headers) is larger than the server's \
-                     max_payload ({max_payload} bytes)"
-                ))));
-            }
-            match endpoint.nats.ack {
-                NatsAck::Stream => {
-                    let ack = client
-                        .jetstream
-                        .publish_with_headers(subject, headers, body)
-                        .await
-                        .map_err(stream_error)?;
-                    ack.await.map(drop).map_err(stream_error)
-                }
-                NatsAck::None => {
-                    let retry = |e: &dyn std::fmt::Display| retryable(e.to_string());
-                    let client = &client.client;
-                    client
-                        .publish_with_headers(subject, headers, body)
-                        .await
-                        .map_err(|e| retry(&e))?;
-                    client.flush().await.map_err(|e| retry(&e))
-                }
-            }
-        })
-        .await;
-        match published {
+        // The server drops a connection that sends more than its `max_payload` (headers
+        // included): refuse such an event here, for good, instead of publishing it again and
+        // again.
+        let max_payload = client.client.server_info().max_payload;
+        let size = body.len() + headers_size(&headers);
+        if max_payload > 0 && size > max_payload {
+            return Outcome::Permanent(Why::Error(format!(
+                "the message ({size} bytes with its headers) is larger than the server's \
+                 max_payload ({max_payload} bytes)"
+            )));
+        }
+        let published = tokio::time::timeout_at(deadline, publish(endpoint, client, headers, body));
+        match published.await {
             Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(outcome)) => outcome,
+            Ok(Err(PublishFailure::NoStream(error))) => no_stream(client, endpoint, error).await,
+            Ok(Err(PublishFailure::Other(outcome))) => outcome,
             Err(_) => retryable(format!(
                 "no acknowledgement from NATS within {}ms",
                 timeout.as_millis()
             )),
         }
+    }
+}
+
+/// Why a publish did not deliver.
+enum PublishFailure {
+    /// No responders to a JetStream publish: no stream, or none for a moment (a stream
+    /// leader being elected).
+    NoStream(async_nats::jetstream::context::PublishError),
+    Other(Outcome),
+}
+
+/// Publishes once: through JetStream awaiting the PubAck, or core NATS awaiting the flush.
+async fn publish(
+    endpoint: &Endpoint,
+    client: &Client,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(), PublishFailure> {
+    let subject = endpoint.nats.subject;
+    match endpoint.nats.ack {
+        NatsAck::Stream => {
+            let ack = client
+                .jetstream
+                .publish_with_headers(subject, headers, body)
+                .await
+                .map_err(stream_error)?;
+            ack.await.map(drop).map_err(stream_error)
+        }
+        NatsAck::None => {
+            let failed =
+                |e: &dyn std::fmt::Display| PublishFailure::Other(retryable(e.to_string()));
+            let client = &client.client;
+            let statistics = client.statistics();
+            let connects = statistics.connects.load(Ordering::Relaxed);
+            client
+                .publish_with_headers(subject, headers, body)
+                .await
+                .map_err(|e| failed(&e))?;
+            client.flush().await.map_err(|e| failed(&e))?;
+            // A reconnect between the publish and the flush may have lost the message in
+            // the old connection's buffer, and the flush then says nothing of it.
+            if statistics.connects.load(Ordering::Relaxed) != connects {
+                let why = "the connection to NATS was replaced while publishing";
+                return Err(PublishFailure::Other(retryable(why.into())));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A JetStream publish nobody answered: permanent if no stream covers the subject, worth
+/// another attempt if one does (its leader was being elected) or if that cannot be told.
+async fn no_stream(
+    client: &Client,
+    endpoint: &Endpoint,
+    error: async_nats::jetstream::context::PublishError,
+) -> Outcome {
+    use async_nats::jetstream::context::GetStreamByNameErrorKind;
+    let lookup = client.jetstream.stream_by_subject(endpoint.nats.subject);
+    let why = Why::Error(format!(
+        "{error}: no stream takes subject \"{}\"",
+        endpoint.nats.subject
+    ));
+    match lookup.await {
+        Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Outcome::Permanent(why),
+        _ => Outcome::Retryable {
+            why,
+            retry_after: None,
+        },
     }
 }
 
@@ -297,7 +378,7 @@ fn headers(spec: &TargetSpec, parcel: &Parcel, attempt: u32, ack: NatsAck) -> He
 }
 
 /// The bytes `headers` take on the wire (`NATS/1.0`, each `name: value`, the blank line).
-fn headers_size(headers: &HeaderMap) -> usize {
+pub fn headers_size(headers: &HeaderMap) -> usize {
     let lines: usize = headers
         .iter()
         .map(|(name, values)| {
@@ -311,20 +392,20 @@ fn headers_size(headers: &HeaderMap) -> usize {
     "NATS/1.0\r\n\r\n".len() + lines
 }
 
-/// What a failed JetStream publish means: no stream on the subject is for good; anything else
-/// (no ack, a broken connection, a full stream) is worth another attempt.
-fn stream_error(error: async_nats::jetstream::context::PublishError) -> Outcome {
+/// What a failed JetStream publish means: no responders is looked into ([`no_stream`]);
+/// anything else (no ack, a broken connection, a full stream) is worth another attempt.
+fn stream_error(error: async_nats::jetstream::context::PublishError) -> PublishFailure {
+    if error.kind() == PublishErrorKind::StreamNotFound {
+        return PublishFailure::NoStream(error);
+    }
     let why = Why::Error(match std::error::Error::source(&error) {
         Some(source) => format!("{error}: {source}"),
         None => error.to_string(),
     });
-    match error.kind() {
-        PublishErrorKind::StreamNotFound => Outcome::Permanent(why),
-        _ => Outcome::Retryable {
-            why,
-            retry_after: None,
-        },
-    }
+    PublishFailure::Other(Outcome::Retryable {
+        why,
+        retry_after: None,
+    })
 }
 
 fn retryable(why: String) -> Outcome {

@@ -211,10 +211,14 @@ fn check_servers(url: &str) -> Result<(), String> {
         if host_port.contains("${") {
             continue;
         }
-        if let Some((_, port)) = host_port
-            .rsplit_once(':')
-            .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
-        {
+        let port = match host_port.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((_, after)) => after.strip_prefix(':'),
+                None => return Err(format!("\"{server}\" has an unclosed \"[\"")),
+            },
+            None => host_port.rsplit_once(':').map(|(_, port)| port),
+        };
+        if let Some(port) = port {
             if port.parse::<u16>().is_err() {
                 return Err(format!("\"{server}\" has an invalid port \"{port}\""));
             }
@@ -284,6 +288,9 @@ mod tests {
         assert!(check_servers("nats://a:4222,nats://b:4222").is_ok());
         assert!(check_servers("tls://${NATS_HOST}:4222").is_ok());
         assert!(check_servers("nats://user:pass@host").is_ok());
+        assert!(check_servers("nats://[::1]").is_ok());
+        assert!(check_servers("nats://[::1]:4222").is_ok());
+        assert!(check_servers("nats://[::1]:x").is_err());
         assert!(check_servers("http://a:4222").is_err());
         assert!(check_servers("nats://").is_err());
         assert!(check_servers("nats://a:4222/x").is_err());
