@@ -3,7 +3,7 @@
 //! of one kind, and the fields only one kind of target has (an HTTP target's `headers`, `sign`, `http2` and `batch`; a NATS target's
 //! `subject`, `ack`, `token`, `user`, `password` and `creds`), reported where they are written.
 
-use super::targets::check_placeholders;
+use super::targets::{check_host_port, check_placeholders};
 use super::Checker;
 use crate::model::leak_str;
 use crate::raw;
@@ -211,18 +211,7 @@ fn check_servers(url: &str) -> Result<(), String> {
         if host_port.contains("${") {
             continue;
         }
-        let port = match host_port.strip_prefix('[') {
-            Some(bracketed) => match bracketed.split_once(']') {
-                Some((_, after)) => after.strip_prefix(':'),
-                None => return Err(format!("\"{server}\" has an unclosed \"[\"")),
-            },
-            None => host_port.rsplit_once(':').map(|(_, port)| port),
-        };
-        if let Some(port) = port {
-            if port.parse::<u16>().is_err() {
-                return Err(format!("\"{server}\" has an invalid port \"{port}\""));
-            }
-        }
+        check_host_port(host_port).map_err(|why| format!("\"{server}\" {why}"))?;
     }
     Ok(())
 }

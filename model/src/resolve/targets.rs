@@ -231,16 +231,27 @@ fn check_url(url: &str) -> Result<(), String> {
     if host_port.contains("${") {
         return Ok(());
     }
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (host, Some(port)),
-        _ => (host_port, None),
+    check_host_port(host_port).map_err(|why| format!("\"{url}\" {why}"))
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`, with a host and a valid port if any.
+pub(super) fn check_host_port(host_port: &str) -> Result<(), String> {
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err("has an unclosed \"[\"".into()),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
     };
     if host.is_empty() {
-        return Err(format!("\"{url}\" has no host"));
+        return Err("has no host".into());
     }
     if let Some(port) = port {
         if port.parse::<u16>().is_err() {
-            return Err(format!("\"{url}\" has an invalid port \"{port}\""));
+            return Err(format!("has an invalid port \"{port}\""));
         }
     }
     Ok(())
@@ -304,6 +315,7 @@ mod tests {
         assert!(check_url("https://example.com").is_ok());
         assert!(check_url("http://${HOST}/x").is_ok());
         assert!(check_url("http://[::1]:80/x").is_ok());
+        assert!(check_url("http://[::1]/x").is_ok());
         assert!(check_url("ftp://example.com").is_err());
         assert!(check_url("http://").is_err());
         assert!(check_url("http:///x").is_err());
