@@ -12,7 +12,7 @@
 # comma-separated subset of: baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,
 # ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,balance2,
 # nginx-balance2,haproxy-balance2,balance2-c1,nginx-balance2-c1,haproxy-balance2-c1,direct-c1,
-# memory,backlog,startup,rebuild,static.
+# nats1,nats-balance,memory,backlog,startup,rebuild,static.
 #
 # Needs the load rig (../shared/bench beside this repository, or --rig DIR) and wrk
 # (installed with apt-get when missing and running as root; nginx and haproxy too, for the
@@ -40,6 +40,11 @@
 #             (benches/proxies.sh: one worker, keep-alive upstreams, least connections);
 #             the -c1 variants send one request at a time, and direct-c1 posts to a sink
 #             itself, so each proxy's added latency is its p50/p99 minus direct-c1's
+#   nats1     fanout, one NATS target with a JetStream stream (nats-server -js on CPU 1, 256
+#             publishes awaiting their PubAck), `reject`: the no-loss rate; a NATS line gives
+#             the stream's count against the 202s
+#   nats-balance  a balance route over NATS request/reply to examples/nats_bench.rs's echo
+#             worker (on CPU 1), beside balance2 over HTTP
 # then memory (1,000,000 events of 200 bytes held in 4 lanes whose targets are down), backlog
 # (a durable route holding BACKLOG events, default 10,000,000, for a dead target: RSS and bytes
 # on disk per event),
@@ -48,7 +53,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RIG=$ROOT/../shared/bench DURATION=10 ROUNDS=3 OUT="" FANOUT=""
-ONLY=baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,balance2,nginx-balance2,haproxy-balance2,balance2-c1,nginx-balance2-c1,haproxy-balance2-c1,direct-c1,memory,backlog,startup,rebuild,static
+ONLY=baseline,down,auth-hmac,auth-bearer,ddown-always,ddown-10ms,ddown-never,reject2,sign2,disk2,disk2-always,reject4,batch2,sign-batch2,h2x2,balance2,nginx-balance2,haproxy-balance2,balance2-c1,nginx-balance2-c1,haproxy-balance2-c1,direct-c1,nats1,nats-balance,memory,backlog,startup,rebuild,static
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
@@ -88,6 +93,40 @@ if [[ -z $FANOUT ]]; then
     cargo build --release -q --bin fanout)
   FANOUT=$BUILD/fanout/release/fanout
 fi
+
+# ---- NATS: nats-server with JetStream, and the official client's helper ------------------
+nats_scenarios() {
+  local server=/usr/sbin/nats-server
+  [[ -x $server ]] || server=$(command -v nats-server || true)
+  if [[ -z $server && $(id -u) == 0 ]]; then
+    apt-get install -y -qq nats-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
+    server=/usr/sbin/nats-server
+  fi
+  [[ -x $server ]] || { log "nats-server is missing: skipping the NATS scenarios"; return 0; }
+  (cd "$ROOT" && CARGO_TARGET_DIR=$BUILD/fanout cargo build --release -q --example nats_bench)
+  local helper=$BUILD/fanout/release/examples/nats_bench pids=()
+  rm -rf "$OUT/nats"
+  taskset -c 1 "$server" -a 127.0.0.1 -p 4222 -js -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do "$helper" stream BENCH_NATS1 bench.nats1 2>/dev/null && break; sleep 0.1; done
+  if wanted nats1; then
+    rig nats1 /nats1 "" "$F"
+    local line sent refused stored
+    line=$(grep '^RESULT label=nats1 ' "$RESULTS" | tail -1)
+    sent=$(grep -o ' sent=[0-9]*' <<<"$line" | cut -d= -f2)
+    refused=$(grep -o ' bad_status=[0-9]*' <<<"$line" | cut -d= -f2)
+    stored=$("$helper" count BENCH_NATS1)
+    # Every 202 must be in the stream once: accepted = sent - refused (503s of full lanes).
+    echo "NATS label=nats1 round=$round accepted=$(( ${sent:-0} - ${refused:-0} )) stored=$stored" | tee -a "$RESULTS"
+  fi
+  if wanted nats-balance; then
+    taskset -c 1 "$helper" echo bench.echo >"$OUT/nats-echo.log" 2>&1 &
+    pids+=($!)
+    sleep 0.5
+    rig nats-balance /nats-balance "" "$F"
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+}
 
 # ---- throughput scenarios ----------------------------------------------------------------
 rig() { # label path targets sut [conns]
@@ -150,6 +189,7 @@ for round in $(seq "$ROUNDS"); do
     rig "haproxy-balance2$suffix" /balance2 8101,8102 "$ROOT/benches/proxies.sh haproxy --port 8080 --dir $OUT/haproxy" "$c"
   done
   rig direct-c1 /in "" "$SINK_BIN --ports 8080 --workers 1" 1
+  if wanted nats1 || wanted nats-balance; then nats_scenarios; fi
 done
 
 # ---- memory: a million events held across 4 lanes ----------------------------------------
