@@ -32,14 +32,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", stream.info().await?.state.messages);
         }
         ["echo", subject] => {
-            let mut requests = client.queue_subscribe(subject.to_owned(), "workers".into()).await?;
+            let mut requests = client
+                .queue_subscribe(subject.to_owned(), "workers".into())
+                .await?;
             while let Some(request) = requests.next().await {
                 if let Some(reply) = request.reply {
                     client.publish(reply, bytes::Bytes::new()).await?;
                 }
             }
         }
-        _ => return Err("usage: nats_bench stream NAME SUBJECT | count NAME | echo SUBJECT".into()),
+        _ => {
+            return Err("usage: nats_bench stream NAME SUBJECT | count NAME | echo SUBJECT".into())
+        }
     }
     Ok(())
 }
