@@ -258,10 +258,11 @@ impl Sink<'_> {
         let client = endpoint.client().await;
         // Nothing is published while the client reconnects: async-nats would queue it and
         // send it once connected again, however late, even after this attempt gave up.
-        if tokio::time::timeout_at(deadline, endpoint.until_connected())
-            .await
-            .is_err()
-        {
+        let connected = endpoint.connected()
+            || tokio::time::timeout_at(deadline, endpoint.until_connected())
+                .await
+                .is_ok();
+        if !connected {
             let waited = timeout.as_millis();
             return retryable(format!("not connected to NATS within {waited}ms"));
         }
