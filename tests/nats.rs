@@ -315,3 +315,31 @@ async fn wrong_credentials_deliver_nothing_and_keep_the_events() {
     assert_eq!(unsettled, 1.0, "the event waits for the right credentials");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_streams_own_size_limit_fails_for_good() {
+    if !available() {
+        return;
+    }
+    let server = NatsServer::start(&[]);
+    jetstream::new(server.client().await)
+        .create_stream(stream::Config {
+            name: "SMALL".into(),
+            subjects: vec!["events.>".into()],
+            max_message_size: 64,
+            ..Default::default()
+        })
+        .await
+        .expect("the test stream is made");
+    let proxy = start_proxy::<Table>(&[("ORDERS_NATS", server.addr())], None).await;
+    let big = format!("{{\"padding\":\"{}\"}}", "x".repeat(200));
+    proxy.post("/orders", &big).await.id();
+    let labels = [("route", "orders"), ("target", "stream")];
+    proxy
+        .wait_metric("fanout_lane_failed_total", &labels, 1.0)
+        .await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.value("fanout_lane_retries_total", &labels), 0.0);
+    assert_eq!(metrics.value("fanout_lane_delivered_total", &labels), 0.0);
+    proxy.shutdown().await;
+}

@@ -108,8 +108,9 @@ impl Endpoint {
         let ca_file = match nats.ca_file {
             Some(ca_file) => {
                 let path = resolved("ca_file", ca_file)?;
-                std::fs::metadata(&path)
-                    .map_err(|e| StartupError(format!("{place}, ca_file \"{path}\": {e}")))?;
+                // A file that is no PEM certificate would fail every handshake, for ever.
+                crate::sink::http::roots_with(&path)
+                    .map_err(|StartupError(e)| StartupError(format!("{place}, {e}")))?;
                 Some(PathBuf::from(path))
             }
             None => None,
@@ -393,20 +394,32 @@ pub fn headers_size(headers: &HeaderMap) -> usize {
     "NATS/1.0\r\n\r\n".len() + lines
 }
 
-/// What a failed JetStream publish means: no responders is looked into ([`no_stream`]);
-/// anything else (no ack, a broken connection, a full stream) is worth another attempt.
+/// What a failed JetStream publish means: no responders is looked into ([`no_stream`]); a
+/// stream that refuses the message for what it is (over the stream's own size limit, or
+/// sealed) is for good; anything else (no ack, a broken connection, a full store) is worth
+/// another attempt.
 fn stream_error(error: async_nats::jetstream::context::PublishError) -> PublishFailure {
+    use async_nats::jetstream::ErrorCode;
     if error.kind() == PublishErrorKind::StreamNotFound {
         return PublishFailure::NoStream(error);
     }
-    let why = Why::Error(match std::error::Error::source(&error) {
+    let source = std::error::Error::source(&error);
+    let why = Why::Error(match source {
         Some(source) => format!("{error}: {source}"),
         None => error.to_string(),
     });
-    PublishFailure::Other(Outcome::Retryable {
-        why,
-        retry_after: None,
-    })
+    let refused = source
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .map(|refusal| refusal.error_code());
+    match refused {
+        Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM | ErrorCode::STREAM_SEALED) => {
+            PublishFailure::Other(Outcome::Permanent(why))
+        }
+        _ => PublishFailure::Other(Outcome::Retryable {
+            why,
+            retry_after: None,
+        }),
+    }
 }
 
 fn retryable(why: String) -> Outcome {

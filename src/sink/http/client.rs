@@ -64,7 +64,9 @@ fn webpki_roots() -> RootCertStore {
     }
 }
 
-fn roots_with(path: &str) -> Result<RootCertStore, StartupError> {
+/// webpki's roots plus every certificate of the PEM file at `path` (at least one): also how a
+/// NATS target's `ca_file` is checked at start-up.
+pub fn roots_with(path: &str) -> Result<RootCertStore, StartupError> {
     let bad = |detail: String| StartupError(format!("ca_file \"{path}\": {detail}"));
     let mut roots = webpki_roots();
     let mut added = 0;

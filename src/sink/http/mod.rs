@@ -12,7 +12,7 @@ mod client;
 mod link;
 mod sign;
 
-pub use client::{Clients, Connector};
+pub use client::{roots_with, Clients, Connector};
 
 use base64::Engine;
 use http_body_util::Full;
