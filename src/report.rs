@@ -45,6 +45,7 @@ impl Metrics {
         table.lanes(&mut |lane| {
             lane.metrics.depth.set(lane.depth() as i64);
             lane.metrics.oldest_age.set(lane.oldest_age().as_secs_f64());
+            lane.target.endpoint.refresh_gauges();
         });
         table.pools(&mut |pool| pool.refresh_gauges());
         self.held_bytes.set(crate::event::held_bytes() as i64);

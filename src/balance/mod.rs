@@ -204,6 +204,7 @@ impl Pool {
         for requester in self.requesters.iter() {
             let connected = requester.endpoint.connected();
             requester.metrics.healthy.set(i64::from(connected));
+            requester.endpoint.refresh_gauge();
         }
     }
 

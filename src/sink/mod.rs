@@ -105,6 +105,14 @@ impl Endpoint {
         }
     }
 
+    /// Sets the kind's own gauges from its state (at scrape time).
+    pub fn refresh_gauges(&self) {
+        match self {
+            Endpoint::Http(_) => {}
+            Endpoint::Nats(endpoint) => endpoint.refresh_gauge(),
+        }
+    }
+
     /// Registers the kind's own metrics (a NATS target's connection state).
     pub fn register(&self, registry: &prometheus::Registry) {
         match self {

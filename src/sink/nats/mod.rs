@@ -21,6 +21,8 @@ mod publish;
 pub use publish::headers_size;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
@@ -40,11 +42,14 @@ pub struct Endpoint {
     auth: Auth,
     /// Extra trusted roots for `tls://` servers.
     ca_file: Option<PathBuf>,
-    /// Whether the client is connected (1) or not (0).
-    connected: IntGauge,
-    /// The same, for waiting on: nothing is published while the client reconnects (async-nats
-    /// would queue it and send it, late, once connected again).
+    /// Whether the client is connected, set by its events: waited on (nothing is published
+    /// while the client reconnects: async-nats would queue it and send it, late, once
+    /// connected again), and read into `fanout_nats_connected` at scrape time.
     online: watch::Sender<bool>,
+    connected: IntGauge,
+    /// The server's `max_payload` on the current connection, read from its server info once
+    /// per connection (not once per event: the info is copied whole); 0 until read.
+    max_payload: Arc<AtomicUsize>,
     client: OnceCell<Client>,
 }
 
@@ -127,8 +132,9 @@ impl Endpoint {
             servers,
             auth,
             ca_file,
-            connected,
             online: watch::Sender::new(false),
+            connected,
+            max_payload: Arc::default(),
             client: OnceCell::new(),
         })
     }
@@ -151,13 +157,25 @@ impl Endpoint {
         let _ = online.wait_for(|online| *online).await;
     }
 
+    /// Sets `fanout_nats_connected` from the client's state (at scrape time).
+    pub fn refresh_gauge(&self) {
+        self.connected.set(i64::from(self.connected()));
+    }
+
     /// The server's `max_payload` (which counts headers too) while the client is connected;
     /// `None` while it is not, or before the server has said it.
     pub fn max_payload(&self) -> Option<usize> {
         let client = &self.client.get()?.client;
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if !self.connected() {
+            return None;
+        }
+        let known = self.max_payload.load(Ordering::Relaxed);
+        if known > 0 {
+            return Some(known);
+        }
         let max_payload = client.server_info().max_payload;
-        (connected && max_payload > 0).then_some(max_payload)
+        self.max_payload.store(max_payload, Ordering::Relaxed);
+        (max_payload > 0).then_some(max_payload)
     }
 
     /// Sends a request to the subject and waits for its reply within `timeout` (a balance
@@ -216,22 +234,23 @@ impl Endpoint {
                 .require_tls(true),
             None => options,
         };
-        let (connected, online, spec) = (self.connected.clone(), self.online.clone(), self.spec);
+        let (online, max_payload, spec) =
+            (self.online.clone(), self.max_payload.clone(), self.spec);
         options
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(self.spec.delivery.timeout.max(Duration::from_secs(1)))
             .event_callback(move |event| {
-                let (connected, online) = (connected.clone(), online.clone());
+                let (online, max_payload) = (online.clone(), max_payload.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
-                            connected.set(1);
+                            // Another server, perhaps another limit: read again when asked.
+                            max_payload.store(0, Ordering::Relaxed);
                             online.send_replace(true);
                             tracing::info!(route = spec.route, target = spec.name, "NATS connected");
                         }
                         async_nats::Event::Disconnected => {
-                            connected.set(0);
                             online.send_replace(false);
                             tracing::warn!(route = spec.route, target = spec.name, "NATS disconnected");
                         }

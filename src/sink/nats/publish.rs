@@ -36,7 +36,7 @@ impl Sink<'_> {
         // The server drops a connection that sends more than its `max_payload` (headers
         // included): refuse such an event here, for good, instead of publishing it again and
         // again.
-        let max_payload = client.client.server_info().max_payload;
+        let max_payload = endpoint.max_payload().unwrap_or(0);
         let size = body.len() + headers_size(&headers);
         if max_payload > 0 && size > max_payload {
             return Outcome::Permanent(Why::Error(format!(
