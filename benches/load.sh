@@ -122,7 +122,7 @@ nats_scenarios() {
   if wanted nats-balance; then
     taskset -c 1 "$helper" echo bench.echo >"$OUT/nats-echo.log" 2>&1 &
     pids+=($!)
-    sleep 0.5
+    for _ in $(seq 100); do grep -q ready "$OUT/nats-echo.log" && break; sleep 0.1; done
     rig nats-balance /nats-balance "" "$F"
   fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done

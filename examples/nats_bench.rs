@@ -3,7 +3,8 @@
 //!   nats_bench stream NAME SUBJECT   make (or empty) the JetStream stream NAME over SUBJECT
 //!   nats_bench count NAME            print how many messages stream NAME holds
 //!   nats_bench echo SUBJECT          answer every request on SUBJECT (queue group `workers`)
-//!                                    with an empty 200 until killed
+//!                                    with an empty 200 until killed (prints `ready` once
+//!                                    subscribed)
 //!
 //! The server is `NATS_URL` (default 127.0.0.1:4222).
 
@@ -35,6 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut requests = client
                 .queue_subscribe(subject.to_owned(), "workers".into())
                 .await?;
+            client.flush().await?;
+            println!("ready");
             while let Some(request) = requests.next().await {
                 if let Some(reply) = request.reply {
                     client.publish(reply, bytes::Bytes::new()).await?;
