@@ -36,7 +36,7 @@ use crate::sink::{nats, Resolver};
 use crate::spec::{self, TargetSpec};
 
 /// The reply header that carries the HTTP status.
-pub const STATUS: &str = "Fanout-Status";
+const STATUS: &str = "Fanout-Status";
 
 /// A NATS backend of a balance route: its subject's client and counters.
 pub struct Requester {

@@ -36,7 +36,7 @@ use crate::spec::{NatsAuth, NatsEndpoint, TargetSpec};
 /// A NATS target resolved at start-up: its servers and credentials read, not connected yet.
 pub struct Endpoint {
     spec: &'static TargetSpec,
-    pub nats: &'static NatsEndpoint,
+    nats: &'static NatsEndpoint,
     servers: Vec<ServerAddr>,
     /// Credentials, as connect options are made of them.
     auth: Auth,
